@@ -1,0 +1,261 @@
+//! Everything about plume's partitioned `measurements` table.
+//!
+//! The table is `PARTITION BY RANGE (measured_at)` with one partition per calendar month (UTC),
+//! created and premade by pg_partman 4.7 (see `migrations/V1__foundation.sql`). This crate owns
+//! the rules around it that the rest of plume relies on:
+//!
+//! - [`AcceptedWindow`]: which reading timestamps the service accepts at all;
+//! - [`ensure_window_covered`]: every month of that window has a real partition, so a valid reading
+//!   never lands in the default partition (which refuses rows by a `check (false)` constraint);
+//! - [`partition_report`]: what exists, for readiness checks and operators.
+
+use chrono::{DateTime, Datelike, Duration, TimeZone, Utc};
+use sqlx::PgPool;
+
+/// The partitioned table holding every stored reading.
+pub const MEASUREMENTS_TABLE: &str = "public.measurements";
+
+/// The default partition; a `check (false)` constraint keeps it empty.
+pub const DEFAULT_PARTITION: &str = "measurements_default";
+
+/// The name of the constraint that keeps the default partition empty.
+pub const DEFAULT_PARTITION_GUARD: &str = "measurements_default_rejects_rows";
+
+/// The range of reading timestamps the service accepts, relative to the time of ingestion.
+///
+/// Readings older than `max_age` or more than `max_future` ahead are rejected at the edge; every month
+/// between those bounds must have a partition (see [`ensure_window_covered`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AcceptedWindow {
+    /// How far back a reading may be (default 730 days).
+    pub max_age: Duration,
+    /// How far ahead of the server clock a reading may be (default 24 hours).
+    pub max_future: Duration,
+}
+
+impl Default for AcceptedWindow {
+    fn default() -> Self {
+        Self {
+            max_age: Duration::days(730),
+            max_future: Duration::hours(24),
+        }
+    }
+}
+
+/// Why a timestamp falls outside the [`AcceptedWindow`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum OutsideWindow {
+    /// Older than `now - max_age`.
+    #[error("is older than the accepted window of {0} days")]
+    TooOld(i64),
+    /// Later than `now + max_future`.
+    #[error("is more than {0} hours in the future")]
+    TooFarAhead(i64),
+}
+
+impl AcceptedWindow {
+    /// The earliest accepted timestamp at `now`.
+    pub fn earliest(&self, now: DateTime<Utc>) -> DateTime<Utc> {
+        now - self.max_age
+    }
+
+    /// The latest accepted timestamp at `now`.
+    pub fn latest(&self, now: DateTime<Utc>) -> DateTime<Utc> {
+        now + self.max_future
+    }
+
+    /// Checks one reading's timestamp against the window at `now`.
+    pub fn check(&self, at: DateTime<Utc>, now: DateTime<Utc>) -> Result<(), OutsideWindow> {
+        if at < self.earliest(now) {
+            Err(OutsideWindow::TooOld(self.max_age.num_days()))
+        } else if at > self.latest(now) {
+            Err(OutsideWindow::TooFarAhead(self.max_future.num_hours()))
+        } else {
+            Ok(())
+        }
+    }
+
+    /// The first instant of every UTC month the window touches at `now`, oldest first.
+    pub fn months(&self, now: DateTime<Utc>) -> Vec<DateTime<Utc>> {
+        let last = month_start(self.latest(now));
+        let mut month = month_start(self.earliest(now));
+        let mut months = Vec::new();
+        while month <= last {
+            months.push(month);
+            month = next_month(month);
+        }
+        months
+    }
+}
+
+/// The first instant of the UTC month containing `at`.
+pub fn month_start(at: DateTime<Utc>) -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(at.year(), at.month(), 1, 0, 0, 0)
+        .single()
+        .expect("the first of a month at midnight UTC always exists")
+}
+
+/// The first instant of the UTC month after the one starting at `month`.
+pub fn next_month(month: DateTime<Utc>) -> DateTime<Utc> {
+    let (year, month) = if month.month() == 12 {
+        (month.year() + 1, 1)
+    } else {
+        (month.year(), month.month() + 1)
+    };
+    Utc.with_ymd_and_hms(year, month, 1, 0, 0, 0)
+        .single()
+        .expect("the first of a month at midnight UTC always exists")
+}
+
+/// One child partition of the measurements table.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct PartitionInfo {
+    /// The child table's name, e.g. `measurements_p2026_11`.
+    pub name: String,
+    /// Inclusive lower bound; `None` for the default partition.
+    #[sqlx(rename = "range_from")]
+    pub from: Option<DateTime<Utc>>,
+    /// Exclusive upper bound; `None` for the default partition.
+    #[sqlx(rename = "range_to")]
+    pub to: Option<DateTime<Utc>>,
+}
+
+/// What the measurements table looks like now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionReport {
+    /// Every ranged partition, oldest first.
+    pub partitions: Vec<PartitionInfo>,
+    /// Rows sitting in the default partition (always 0 while its guard constraint holds).
+    pub default_rows: i64,
+}
+
+impl PartitionReport {
+    /// The months in `months` that have no partition.
+    pub fn missing_months(&self, months: &[DateTime<Utc>]) -> Vec<DateTime<Utc>> {
+        months
+            .iter()
+            .copied()
+            .filter(|month| {
+                !self
+                    .partitions
+                    .iter()
+                    .any(|p| p.from.is_some_and(|from| from <= *month) && p.to.is_some_and(|to| *month < to))
+            })
+            .collect()
+    }
+}
+
+/// Reads the partitions of the measurements table and the default partition's row count.
+#[tracing::instrument(skip(pool))]
+pub async fn partition_report(pool: &PgPool) -> Result<PartitionReport, sqlx::Error> {
+    // Bounds are read from the catalog rather than from partition names, so the report stays true
+    // whatever naming pg_partman used.
+    let rows: Vec<PartitionInfo> = sqlx::query_as(
+        "select c.relname::text as name,
+                substring(pg_get_expr(c.relpartbound, c.oid) from $$FROM \\('([^']+)'\\)$$)::timestamptz as range_from,
+                substring(pg_get_expr(c.relpartbound, c.oid) from $$TO \\('([^']+)'\\)$$)::timestamptz as range_to
+           from pg_inherits i
+           join pg_class c on c.oid = i.inhrelid
+          where i.inhparent = $1::regclass
+          order by 2 nulls last",
+    )
+    .bind(MEASUREMENTS_TABLE)
+    .fetch_all(pool)
+    .await?;
+    let default_rows: i64 = sqlx::query_scalar("select count(*) from measurements_default")
+        .fetch_one(pool)
+        .await?;
+    let partitions = rows.into_iter().filter(|p| p.name != DEFAULT_PARTITION).collect();
+    Ok(PartitionReport {
+        partitions,
+        default_rows,
+    })
+}
+
+/// Makes sure every month of `window` at `now` has a partition, creating the missing ones through
+/// pg_partman, and lets pg_partman premake the months ahead. Returns how many partitions were made.
+///
+/// Idempotent; run at start-up so that a window configured wider than the migration's default is
+/// covered before the first reading arrives.
+#[tracing::instrument(skip(pool))]
+pub async fn ensure_window_covered(
+    pool: &PgPool,
+    window: AcceptedWindow,
+    now: DateTime<Utc>,
+) -> Result<usize, sqlx::Error> {
+    let before = partition_report(pool).await?;
+    let missing = before.missing_months(&window.months(now));
+    if !missing.is_empty() {
+        sqlx::query("select partman.create_partition_time($1, $2)")
+            .bind(MEASUREMENTS_TABLE)
+            .bind(&missing)
+            .execute(pool)
+            .await?;
+    }
+    sqlx::query("select partman.run_maintenance($1)")
+        .bind(MEASUREMENTS_TABLE)
+        .execute(pool)
+        .await?;
+    let after = partition_report(pool).await?;
+    let created = after.partitions.len().saturating_sub(before.partitions.len());
+    if created > 0 {
+        tracing::info!(created, "created measurement partitions");
+    }
+    Ok(created)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(text: &str) -> DateTime<Utc> {
+        text.parse().unwrap()
+    }
+
+    #[test]
+    fn window_rejects_old_and_future_readings() {
+        let window = AcceptedWindow::default();
+        let now = at("2026-11-26T10:00:00Z");
+        assert_eq!(window.check(at("2026-11-27T09:59:59Z"), now), Ok(()));
+        assert_eq!(
+            window.check(at("2026-11-27T10:00:01Z"), now),
+            Err(OutsideWindow::TooFarAhead(24))
+        );
+        assert_eq!(window.check(at("2024-11-26T10:00:00Z"), now), Ok(()));
+        assert_eq!(
+            window.check(at("2024-11-26T09:59:59Z"), now),
+            Err(OutsideWindow::TooOld(730))
+        );
+    }
+
+    #[test]
+    fn months_cover_the_window_across_year_ends() {
+        let window = AcceptedWindow {
+            max_age: Duration::days(40),
+            max_future: Duration::hours(24),
+        };
+        let months = window.months(at("2026-12-31T12:00:00Z"));
+        assert_eq!(
+            months,
+            vec![
+                at("2026-11-01T00:00:00Z"),
+                at("2026-12-01T00:00:00Z"),
+                at("2027-01-01T00:00:00Z")
+            ]
+        );
+    }
+
+    #[test]
+    fn missing_months_are_those_without_a_range() {
+        let report = PartitionReport {
+            partitions: vec![PartitionInfo {
+                name: "measurements_p2026_11".into(),
+                from: Some(at("2026-11-01T00:00:00Z")),
+                to: Some(at("2026-12-01T00:00:00Z")),
+            }],
+            default_rows: 0,
+        };
+        let months = [at("2026-11-01T00:00:00Z"), at("2026-12-01T00:00:00Z")];
+        assert_eq!(report.missing_months(&months), vec![at("2026-12-01T00:00:00Z")]);
+    }
+}

@@ -1,0 +1,300 @@
+//! A private PostgreSQL cluster run from the PostgreSQL 15 binaries installed on the machine.
+//!
+//! `plume serve` uses it when no `DATABASE_URL` is given, and the test harness starts one per test
+//! run. The server process is tied to its owner by a pipe: a small supervisor shell waits for the
+//! pipe to close and then asks PostgreSQL for a fast shutdown, so the cluster stops when plume stops,
+//! even if plume is killed or panics. PostgreSQL refuses to run as root; when plume runs as root the
+//! cluster runs as the `postgres` user that the Debian packages create.
+
+use std::fs;
+use std::io::Read;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Where Debian's `postgresql-15` package puts the server binaries.
+pub const DEFAULT_PG_BIN_DIR: &str = "/usr/lib/postgresql/15/bin";
+
+/// What to install when something is missing.
+pub const INSTALL_HINT: &str = "apt-get install postgresql-15 postgresql-15-partman";
+
+/// The unprivileged user the cluster runs as when plume runs as root.
+const SERVICE_USER: &str = "postgres";
+
+/// Errors starting or stopping the embedded cluster; each says what to do about it.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    /// The PostgreSQL server binaries are not where they should be.
+    #[error("PostgreSQL 15 is not installed (no {0}): install it with `{INSTALL_HINT}`")]
+    PostgresMissing(PathBuf),
+    /// pg_partman is not installed for this PostgreSQL.
+    #[error("pg_partman is not installed for PostgreSQL 15 (no {0}): install it with `apt-get install postgresql-15-partman`")]
+    PartmanMissing(PathBuf),
+    /// Running as root but the `postgres` user does not exist.
+    #[error("running as root, the embedded PostgreSQL needs the unprivileged user `postgres`, which does not exist: install PostgreSQL with `{INSTALL_HINT}`")]
+    NoServiceUser,
+    /// The `postgres` user cannot reach the data directory.
+    #[error("the embedded PostgreSQL runs as user `postgres`, which cannot reach {0}; choose a --data-dir it can reach, e.g. /var/tmp/plume")]
+    Unreachable(PathBuf),
+    /// A command failed.
+    #[error("{what} failed: {detail}")]
+    Command {
+        /// What was being done.
+        what: String,
+        /// What it printed or why it failed.
+        detail: String,
+    },
+    /// The server did not start accepting connections in time.
+    #[error("PostgreSQL did not start within {0:?}; its log ({1}) says:\n{2}")]
+    StartTimeout(Duration, PathBuf, String),
+    /// A file-system operation failed.
+    #[error("{0}: {1}")]
+    Io(String, std::io::Error),
+}
+
+/// How to run the cluster.
+#[derive(Debug, Clone)]
+pub struct ClusterOptions {
+    /// The directory holding `pgdata/` and `postgres.log`; created when missing.
+    pub data_dir: PathBuf,
+    /// Where the PostgreSQL server binaries are.
+    pub bin_dir: PathBuf,
+    /// `false` turns off fsync and synchronous commit: only for throwaway clusters such as tests.
+    pub durable: bool,
+    /// Extra `-c name=value` server settings.
+    pub settings: Vec<(String, String)>,
+}
+
+impl ClusterOptions {
+    /// Durable defaults for a cluster kept under `data_dir`.
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            data_dir: data_dir.into(),
+            bin_dir: PathBuf::from(DEFAULT_PG_BIN_DIR),
+            durable: true,
+            settings: Vec::new(),
+        }
+    }
+}
+
+/// A running cluster; stopped by [`EmbeddedCluster::stop`] or, failing that, when its owner exits.
+#[derive(Debug)]
+pub struct EmbeddedCluster {
+    port: u16,
+    log_path: PathBuf,
+    supervisor: Child,
+    /// Closing this pipe is what tells the supervisor to stop the server.
+    lifeline: Option<ChildStdin>,
+}
+
+impl EmbeddedCluster {
+    /// Initialises the cluster if needed and starts it on a free loopback port. Blocking.
+    pub fn start(options: &ClusterOptions) -> Result<Self, ClusterError> {
+        check_installation(&options.bin_dir)?;
+        let data_dir = std::path::absolute(&options.data_dir)
+            .map_err(|e| ClusterError::Io(format!("resolving {}", options.data_dir.display()), e))?;
+        let options = &ClusterOptions {
+            data_dir,
+            ..options.clone()
+        };
+        let run_as = if is_root() { Some(service_user()?) } else { None };
+        let pgdata = options.data_dir.join("pgdata");
+        let log_path = options.data_dir.join("postgres.log");
+        fs::create_dir_all(&pgdata)
+            .map_err(|e| ClusterError::Io(format!("creating {}", pgdata.display()), e))?;
+        if let Some((uid, gid)) = run_as {
+            for path in [&options.data_dir, &pgdata] {
+                std::os::unix::fs::chown(path, Some(uid), Some(gid))
+                    .map_err(|e| ClusterError::Io(format!("handing {} to postgres", path.display()), e))?;
+            }
+            if !run(as_user(run_as, Command::new("test").arg("-w").arg(&pgdata)))
+                .is_ok_and(|o| o.status.success())
+            {
+                return Err(ClusterError::Unreachable(options.data_dir.clone()));
+            }
+        }
+        if !pgdata.join("PG_VERSION").exists() {
+            initdb(options, &pgdata, run_as)?;
+        }
+
+        let port = free_port()?;
+        let mut server = vec![
+            options.bin_dir.join("postgres").display().to_string(),
+            "-D".into(),
+            pgdata.display().to_string(),
+        ];
+        let mut settings = vec![
+            ("listen_addresses".to_string(), "127.0.0.1".to_string()),
+            ("port".into(), port.to_string()),
+            ("unix_socket_directories".into(), String::new()),
+            ("max_connections".into(), "200".into()),
+        ];
+        if !options.durable {
+            for name in ["fsync", "synchronous_commit", "full_page_writes"] {
+                settings.push((name.into(), "off".into()));
+            }
+        }
+        settings.extend(options.settings.iter().cloned());
+        for (name, value) in settings {
+            server.push("-c".into());
+            server.push(format!("{name}={value}"));
+        }
+        // The supervisor starts the server, blocks until its stdin (our lifeline) closes, then asks
+        // for a fast shutdown and waits for it.
+        let script = r#"log="$1"; shift; "$@" >>"$log" 2>&1 </dev/null & pid=$!; cat >/dev/null; kill -INT "$pid" 2>/dev/null; wait "$pid""#;
+        let mut command = Command::new("sh");
+        command
+            .arg("-c")
+            .arg(script)
+            .arg("plume-postgres")
+            .arg(&log_path)
+            .args(&server);
+        let mut supervisor = as_user(run_as, &mut command)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| ClusterError::Io("starting postgres".into(), e))?;
+        let lifeline = supervisor.stdin.take();
+        let mut cluster = Self {
+            port,
+            log_path,
+            supervisor,
+            lifeline,
+        };
+        cluster.wait_until_ready(&options.bin_dir, Duration::from_secs(60))?;
+        Ok(cluster)
+    }
+
+    /// A connection URL for `database` as the superuser `postgres`.
+    pub fn url(&self, database: &str) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/{database}", self.port)
+    }
+
+    /// The TCP port the server listens on (loopback only).
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Stops the server (fast shutdown) and waits for it to exit. Blocking.
+    pub fn stop(mut self) {
+        self.lifeline.take();
+        let _ = self.supervisor.wait();
+    }
+
+    fn wait_until_ready(&mut self, bin_dir: &Path, limit: Duration) -> Result<(), ClusterError> {
+        let started = Instant::now();
+        loop {
+            let ready = Command::new(bin_dir.join("pg_isready"))
+                .args(["-q", "-h", "127.0.0.1", "-p", &self.port.to_string()])
+                .status()
+                .is_ok_and(|s| s.success());
+            if ready {
+                return Ok(());
+            }
+            let exited = matches!(self.supervisor.try_wait(), Ok(Some(_)));
+            if exited || started.elapsed() > limit {
+                let mut log = String::new();
+                if let Ok(mut file) = fs::File::open(&self.log_path) {
+                    let _ = file.read_to_string(&mut log);
+                }
+                let tail: Vec<&str> = log.lines().rev().take(20).collect();
+                let tail = tail.into_iter().rev().collect::<Vec<_>>().join("\n");
+                return Err(ClusterError::StartTimeout(limit, self.log_path.clone(), tail));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for EmbeddedCluster {
+    fn drop(&mut self) {
+        if self.lifeline.take().is_some() {
+            let _ = self.supervisor.wait();
+        }
+    }
+}
+
+/// Checks that PostgreSQL 15 and pg_partman are installed where `bin_dir` says.
+pub fn check_installation(bin_dir: &Path) -> Result<(), ClusterError> {
+    let postgres = bin_dir.join("postgres");
+    if !postgres.exists() {
+        return Err(ClusterError::PostgresMissing(postgres));
+    }
+    let output = run(Command::new(bin_dir.join("pg_config")).arg("--sharedir"))?;
+    let share_dir = String::from_utf8_lossy(&output.stdout).trim().to_string();
+    let control = Path::new(&share_dir).join("extension/pg_partman.control");
+    if !control.exists() {
+        return Err(ClusterError::PartmanMissing(control));
+    }
+    Ok(())
+}
+
+fn initdb(options: &ClusterOptions, pgdata: &Path, run_as: Option<(u32, u32)>) -> Result<(), ClusterError> {
+    let mut command = Command::new(options.bin_dir.join("initdb"));
+    command
+        .arg("-D")
+        .arg(pgdata)
+        .args(["-U", "postgres", "--auth=trust", "--encoding=UTF8", "--no-locale"]);
+    if !options.durable {
+        command.arg("--no-sync");
+    }
+    let output = run(as_user(run_as, &mut command))?;
+    if !output.status.success() {
+        return Err(ClusterError::Command {
+            what: "initdb".into(),
+            detail: String::from_utf8_lossy(&output.stderr).into_owned(),
+        });
+    }
+    Ok(())
+}
+
+fn as_user(run_as: Option<(u32, u32)>, command: &mut Command) -> &mut Command {
+    if run_as.is_some() {
+        // runuser keeps the environment and file descriptors (our lifeline pipe among them).
+        let program = command.get_program().to_owned();
+        let args: Vec<_> = command.get_args().map(|a| a.to_owned()).collect();
+        let mut wrapped = Command::new("runuser");
+        wrapped.args(["-u", SERVICE_USER, "--"]).arg(program).args(args);
+        *command = wrapped;
+    }
+    command
+}
+
+fn run(command: &mut Command) -> Result<std::process::Output, ClusterError> {
+    command.output().map_err(|e| ClusterError::Command {
+        what: format!("{:?}", command.get_program()),
+        detail: e.to_string(),
+    })
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+}
+
+fn service_user() -> Result<(u32, u32), ClusterError> {
+    let id = |flag: &str| -> Option<u32> {
+        let output = Command::new("id").args([flag, SERVICE_USER]).output().ok()?;
+        if !output.status.success() {
+            return None;
+        }
+        String::from_utf8_lossy(&output.stdout).trim().parse().ok()
+    };
+    match (id("-u"), id("-g")) {
+        (Some(uid), Some(gid)) => Ok((uid, gid)),
+        _ => Err(ClusterError::NoServiceUser),
+    }
+}
+
+fn free_port() -> Result<u16, ClusterError> {
+    let listener =
+        TcpListener::bind("127.0.0.1:0").map_err(|e| ClusterError::Io("finding a free port".into(), e))?;
+    listener
+        .local_addr()
+        .map(|a| a.port())
+        .map_err(|e| ClusterError::Io("finding a free port".into(), e))
+}

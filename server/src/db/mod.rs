@@ -1,0 +1,140 @@
+//! The database: the connection pool, the embedded PostgreSQL cluster and the migrations runner.
+
+pub mod embedded;
+pub mod migrate;
+
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+use anyhow::Context;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{Executor, PgPool};
+
+use self::embedded::{ClusterOptions, EmbeddedCluster};
+
+/// The database the embedded cluster serves plume from.
+pub const EMBEDDED_DATABASE: &str = "plume";
+
+/// Created once per connection rather than per batch: a temporary table made in every ingest
+/// transaction would churn the system catalogs. `on commit delete rows` empties it at each commit.
+const CREATE_STAGING_TABLE: &str = "create temporary table if not exists ingest_staging (
+    source_id text not null,
+    measured_at timestamptz not null,
+    value_mg bigint not null
+) on commit delete rows";
+
+/// Pool sizing and timeouts.
+#[derive(Debug, Clone)]
+pub struct PoolSettings {
+    /// Upper bound on open connections.
+    pub max_connections: u32,
+    /// How long a request waits for a free connection before the service answers 503.
+    pub acquire_timeout: Duration,
+}
+
+impl Default for PoolSettings {
+    fn default() -> Self {
+        Self {
+            max_connections: 16,
+            acquire_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Opens a pool whose connections each carry plume's session state (the ingest staging table).
+pub async fn connect(database_url: &str, settings: &PoolSettings) -> Result<PgPool, sqlx::Error> {
+    let options = PgConnectOptions::from_str(database_url)?.application_name("plume");
+    PgPoolOptions::new()
+        .max_connections(settings.max_connections)
+        .acquire_timeout(settings.acquire_timeout)
+        .after_connect(|connection, _meta| {
+            Box::pin(async move {
+                connection.execute(CREATE_STAGING_TABLE).await?;
+                Ok(())
+            })
+        })
+        .connect_with(options)
+        .await
+}
+
+/// Where plume's database is: a given URL, or an embedded cluster under a data directory.
+#[derive(Debug, Clone)]
+pub enum DatabaseSource {
+    /// An existing PostgreSQL database (with pg_partman installed).
+    Url(String),
+    /// A private cluster plume starts, kept in this directory.
+    Embedded(PathBuf),
+}
+
+/// An open, migrated database, and the embedded cluster behind it if plume started one.
+#[derive(Debug)]
+pub struct Database {
+    /// The pool everything else uses.
+    pub pool: PgPool,
+    /// The URL the pool connects to.
+    pub url: String,
+    /// `Some` while plume runs its own cluster; stopped by [`Database::close`].
+    cluster: Option<EmbeddedCluster>,
+}
+
+impl Database {
+    /// Connects (starting the embedded cluster first if asked to) and applies pending migrations.
+    pub async fn open(source: &DatabaseSource, settings: &PoolSettings) -> anyhow::Result<Self> {
+        let (url, cluster) = match source {
+            DatabaseSource::Url(url) => (url.clone(), None),
+            DatabaseSource::Embedded(dir) => {
+                let options = ClusterOptions::new(dir.clone());
+                let cluster = tokio::task::spawn_blocking(move || EmbeddedCluster::start(&options))
+                    .await?
+                    .context("starting the embedded PostgreSQL")?;
+                tracing::info!(port = cluster.port(), data_dir = %dir.display(), "embedded PostgreSQL started");
+                create_database_if_missing(&cluster.url("postgres"), EMBEDDED_DATABASE).await?;
+                (cluster.url(EMBEDDED_DATABASE), Some(cluster))
+            }
+        };
+        migrate::run(&url).await.context("migrating the database")?;
+        let pool = connect(&url, settings)
+            .await
+            .context("connecting to the database")?;
+        Ok(Self { pool, url, cluster })
+    }
+
+    /// Whether this database runs in plume's own embedded cluster.
+    pub fn is_embedded(&self) -> bool {
+        self.cluster.is_some()
+    }
+
+    /// Closes the pool and stops the embedded cluster, if any.
+    pub async fn close(self) {
+        self.pool.close().await;
+        if let Some(cluster) = self.cluster {
+            let _ = tokio::task::spawn_blocking(move || cluster.stop()).await;
+            tracing::info!("embedded PostgreSQL stopped");
+        }
+    }
+}
+
+/// Creates `name` on the server behind `admin_url` unless it exists.
+pub async fn create_database_if_missing(admin_url: &str, name: &str) -> anyhow::Result<()> {
+    let admin = connect_plain(admin_url).await?;
+    let exists: bool = sqlx::query_scalar("select exists (select 1 from pg_database where datname = $1)")
+        .bind(name)
+        .fetch_one(&admin)
+        .await?;
+    if !exists {
+        admin
+            .execute(format!("create database \"{}\"", name.replace('"', "\"\"")).as_str())
+            .await?;
+    }
+    admin.close().await;
+    Ok(())
+}
+
+/// A small pool without plume's session state, for administrative statements.
+pub async fn connect_plain(database_url: &str) -> Result<PgPool, sqlx::Error> {
+    PgPoolOptions::new()
+        .max_connections(1)
+        .connect(database_url)
+        .await
+}

@@ -1,0 +1,144 @@
+//! The HTTP boundary's one error type and the error envelope it renders.
+//!
+//! Every failure leaves the service as `{"error": {"code", "message", "details"}, "meta":
+//! {"request_id"}}` with a stable machine code. Database and unexpected errors become an opaque 500
+//! (or a 503 while the database is unreachable), logged once here with the request id.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+use crate::http::envelope;
+
+/// One problem with one field of a request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FieldError {
+    /// Where the problem is, e.g. `readings[3].timestamp`.
+    pub path: String,
+    /// What is wrong with it, in plain words.
+    pub message: String,
+}
+
+impl FieldError {
+    /// A problem at `path`.
+    pub fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            path: path.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// Everything an endpoint can answer with instead of success.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// 400: the body is not JSON, or not declared as JSON.
+    #[error("{0}")]
+    Malformed(String),
+    /// 422: the request is well-formed but its content is not acceptable.
+    #[error("the request is not valid")]
+    Validation(Vec<FieldError>),
+    /// 404: no site with that id.
+    #[error("site {0} does not exist")]
+    SiteNotFound(i64),
+    /// 404: no such route.
+    #[error("no such resource: {0}")]
+    NotFound(String),
+    /// 405: the route exists, the method does not.
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    /// 409: the idempotency key was used before with another payload.
+    #[error("idempotency key {0:?} was already used for a different batch")]
+    IdempotencyKeyReused(String),
+    /// 413: the body is larger than allowed.
+    #[error("the request body is larger than {0} bytes")]
+    PayloadTooLarge(usize),
+    /// 503: the database cannot be reached now; retrying later is safe.
+    #[error("the database is unavailable")]
+    Unavailable(#[source] Option<sqlx::Error>),
+    /// 500: anything else; the client sees no detail, the log sees everything.
+    #[error("internal error")]
+    Internal(#[source] anyhow::Error),
+}
+
+impl ApiError {
+    /// A 422 with a single problem.
+    pub fn invalid(path: impl Into<String>, message: impl Into<String>) -> Self {
+        Self::Validation(vec![FieldError::new(path, message)])
+    }
+
+    fn status_and_code(&self) -> (StatusCode, &'static str) {
+        match self {
+            Self::Malformed(_) => (StatusCode::BAD_REQUEST, "MALFORMED_REQUEST"),
+            Self::Validation(_) => (StatusCode::UNPROCESSABLE_ENTITY, "VALIDATION_ERROR"),
+            Self::SiteNotFound(_) => (StatusCode::NOT_FOUND, "SITE_NOT_FOUND"),
+            Self::NotFound(_) => (StatusCode::NOT_FOUND, "NOT_FOUND"),
+            Self::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "METHOD_NOT_ALLOWED"),
+            Self::IdempotencyKeyReused(_) => (StatusCode::CONFLICT, "IDEMPOTENCY_KEY_REUSED"),
+            Self::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "PAYLOAD_TOO_LARGE"),
+            Self::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE"),
+            Self::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL"),
+        }
+    }
+}
+
+impl From<sqlx::Error> for ApiError {
+    /// Connection-level failures are 503 (retry later); everything else is an opaque 500.
+    fn from(error: sqlx::Error) -> Self {
+        if is_unavailable(&error) {
+            Self::Unavailable(Some(error))
+        } else {
+            Self::Internal(error.into())
+        }
+    }
+}
+
+/// Whether `error` means the database cannot be reached (as opposed to a bug or bad data).
+pub fn is_unavailable(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Tls(_) => {
+            true
+        }
+        sqlx::Error::Protocol(_) => true,
+        sqlx::Error::Database(db) => db.code().is_some_and(|code| {
+            // Class 08: connection exceptions; 57P01-57P03: shutdown or not yet accepting connections.
+            code.starts_with("08") || matches!(code.as_ref(), "57P01" | "57P02" | "57P03")
+        }),
+        _ => false,
+    }
+}
+
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    code: &'a str,
+    message: String,
+    details: &'a [FieldError],
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code) = self.status_and_code();
+        match &self {
+            Self::Internal(source) => tracing::error!(error = ?source, "request failed"),
+            Self::Unavailable(source) => tracing::warn!(error = ?source, "database unavailable"),
+            _ => {}
+        }
+        let details = match &self {
+            Self::Validation(details) => details.as_slice(),
+            _ => &[],
+        };
+        let message = match &self {
+            Self::Validation(details) if details.len() == 1 => {
+                format!("{} {}", details[0].path, details[0].message)
+            }
+            Self::Validation(details) => format!("the request has {} invalid fields", details.len()),
+            other => other.to_string(),
+        };
+        let body = ErrorBody {
+            code,
+            message,
+            details,
+        };
+        envelope::error(status, &body)
+    }
+}

@@ -1,0 +1,85 @@
+//! `POST /v1/ingest`: store a batch of readings for one site, exactly once per idempotency key.
+
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::Router;
+
+use super::envelope::Envelope;
+use super::json::JsonBody;
+use crate::error::ApiError;
+use crate::ingest::processor::{self, IngestError, Outcome};
+use crate::ingest::request::parse_batch;
+use crate::metrics::IngestOutcome;
+use crate::state::AppState;
+
+/// Set on a `200` that replays an earlier answer.
+static IDEMPOTENT_REPLAY: HeaderName = HeaderName::from_static("idempotent-replay");
+
+/// The ingest route, relative to the API root.
+pub fn router() -> Router<AppState> {
+    Router::new().route("/ingest", post(ingest))
+}
+
+#[tracing::instrument(skip_all)]
+async fn ingest(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<JsonBody, ApiError>,
+) -> Response {
+    let result = store(&state, &headers, body).await;
+    let outcome = match &result {
+        Ok(Outcome::Stored(_)) => IngestOutcome::Created,
+        Ok(Outcome::Replayed(_)) => IngestOutcome::Replayed,
+        Err(ApiError::IdempotencyKeyReused(_)) => IngestOutcome::Conflict,
+        Err(ApiError::SiteNotFound(_)) => IngestOutcome::NotFound,
+        Err(ApiError::Unavailable(_)) => IngestOutcome::Unavailable,
+        Err(ApiError::Internal(_)) => IngestOutcome::Error,
+        Err(_) => IngestOutcome::Invalid,
+    };
+    state.metrics.ingest_request(outcome);
+    match result {
+        Ok(Outcome::Stored(receipt)) => {
+            state
+                .metrics
+                .readings(receipt.readings_accepted, receipt.readings_duplicate);
+            Envelope::with_status(StatusCode::CREATED, receipt).into_response()
+        }
+        Ok(Outcome::Replayed(receipt)) => {
+            let mut response = Envelope::ok(receipt).into_response();
+            response
+                .headers_mut()
+                .insert(IDEMPOTENT_REPLAY.clone(), HeaderValue::from_static("true"));
+            response
+        }
+        Err(error) => error.into_response(),
+    }
+}
+
+async fn store(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: Result<JsonBody, ApiError>,
+) -> Result<Outcome, ApiError> {
+    let JsonBody(body) = body?;
+    let now = chrono::Utc::now();
+    let batch = parse_batch(&body, headers.get("idempotency-key"), &state.settings.window, now)?;
+    // The processor runs as its own task: a client that hangs up cancels this handler, never a
+    // transaction halfway through its COPY.
+    let task = tokio::spawn(processor::execute(state.pool.clone(), batch));
+    match task.await.map_err(|e| ApiError::Internal(e.into()))? {
+        Ok(outcome) => Ok(outcome),
+        Err(IngestError::SiteNotFound(site)) => Err(ApiError::SiteNotFound(site.get())),
+        Err(IngestError::KeyReused(key)) => Err(ApiError::IdempotencyKeyReused(key.as_str().to_owned())),
+        Err(IngestError::TotalOverflow) => Err(ApiError::invalid(
+            "readings",
+            "would take the site's total beyond the largest storable amount",
+        )),
+        Err(IngestError::PartitionMissing(error)) => {
+            tracing::error!(%error, "a reading has no partition: run partition maintenance");
+            Err(ApiError::Unavailable(Some(error)))
+        }
+        Err(IngestError::Database(error)) => Err(error.into()),
+    }
+}

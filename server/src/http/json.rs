@@ -1,0 +1,80 @@
+//! Reading JSON request bodies at the edge: the body extractor and the field helpers.
+//!
+//! Bodies are read as bytes and parsed into structs of borrowed [`RawValue`]s, so that each field is
+//! checked by plume's own rules (numbers exactly, from their text) and every problem is reported with
+//! its path, instead of stopping at serde's first type error.
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, Request};
+use axum::http::header::CONTENT_TYPE;
+use axum::http::StatusCode;
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+use crate::error::ApiError;
+use crate::state::AppState;
+
+/// A request body declared as JSON, read up to the body limit the router enforces
+/// ([`crate::state::Settings::max_body_bytes`]).
+#[derive(Debug)]
+pub struct JsonBody(pub Bytes);
+
+impl FromRequest<AppState> for JsonBody {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &AppState) -> Result<Self, ApiError> {
+        let is_json = request
+            .headers()
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(';').next())
+            .is_some_and(|mime| {
+                let mime = mime.trim().to_ascii_lowercase();
+                mime == "application/json" || (mime.starts_with("application/") && mime.ends_with("+json"))
+            });
+        if !is_json {
+            return Err(ApiError::Malformed(
+                "the request body must be JSON, sent with Content-Type: application/json".into(),
+            ));
+        }
+        let limit = state.settings.max_body_bytes;
+        match Bytes::from_request(request, state).await {
+            Ok(bytes) => Ok(Self(bytes)),
+            Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+                Err(ApiError::PayloadTooLarge(limit))
+            }
+            Err(rejection) => Err(ApiError::Malformed(format!(
+                "could not read the request body: {rejection}"
+            ))),
+        }
+    }
+}
+
+/// Parses `bytes` as `T`: not JSON at all is 400, JSON of the wrong shape is 422.
+pub fn parse<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(bytes).map_err(|error| {
+        if error.is_data() {
+            ApiError::invalid("body", "must be a JSON object")
+        } else {
+            ApiError::Malformed(format!("the request body is not valid JSON: {error}"))
+        }
+    })
+}
+
+/// A field's raw JSON, with explicit `null` treated as absent.
+pub type Field<'a> = Option<&'a RawValue>;
+
+/// The raw value unless it is absent or `null`.
+pub fn present(raw: Field<'_>) -> Option<&RawValue> {
+    raw.filter(|r| r.get() != "null")
+}
+
+/// The field as a string; `Err` names what it must be.
+pub fn string(raw: &RawValue) -> Result<String, &'static str> {
+    serde_json::from_str(raw.get()).map_err(|_| "must be a string")
+}
+
+/// The field as an integer; `Err` names what it must be.
+pub fn integer(raw: &RawValue) -> Result<i64, &'static str> {
+    raw.get().parse::<i64>().map_err(|_| "must be an integer")
+}

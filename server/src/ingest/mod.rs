@@ -1,0 +1,129 @@
+//! Batch ingestion: the [`IngestBatch`] command and the processor that stores it.
+//!
+//! A request becomes an `IngestBatch` once, at the edge ([`request::parse_batch`]): validated,
+//! deduplicated within itself, sorted by reading identity and hashed. The [`processor`] then
+//! executes it in one transaction. Nothing past the edge sees unchecked input.
+
+pub mod copy;
+pub mod processor;
+pub mod request;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::quantity::Milligrams;
+use crate::sites::{ComplianceStatus, SiteId};
+
+/// At most this many readings per v1 batch.
+pub const MAX_READINGS_PER_BATCH: usize = 100;
+
+/// The largest value one reading may carry: 1,000 tonnes.
+pub const MAX_READING: Milligrams = Milligrams::from_mg(1_000_000 * 1_000_000_000);
+
+/// A client-chosen key naming one batch for one site; 1 to 128 printable ASCII characters.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct IdempotencyKey(String);
+
+impl IdempotencyKey {
+    /// Checks `text` against the key rules.
+    pub fn parse(text: &str) -> Result<Self, &'static str> {
+        if text.is_empty() || text.len() > 128 {
+            return Err("must be 1 to 128 characters long");
+        }
+        if !text.bytes().all(|b| (0x20..=0x7e).contains(&b)) {
+            return Err("must contain only printable ASCII characters");
+        }
+        Ok(Self(text.to_owned()))
+    }
+
+    /// The key as sent.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// One validated reading.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Reading {
+    /// The sensor or stream within the site ("" when the client sent none).
+    pub source_id: String,
+    /// When it was measured, to the microsecond.
+    pub measured_at: DateTime<Utc>,
+    /// How much methane.
+    pub value: Milligrams,
+}
+
+/// A validated batch, ready for the processor.
+#[derive(Debug, Clone)]
+pub struct IngestBatch {
+    /// The site the readings belong to.
+    pub site_id: SiteId,
+    /// Names this batch for retries.
+    pub key: IdempotencyKey,
+    /// Distinct readings, sorted by identity (source, time); repeats inside the request removed.
+    pub readings: Vec<Reading>,
+    /// How many readings the request carried, repeats included.
+    pub submitted: usize,
+    /// SHA-256 of the canonical payload: same readings in any order and spelling, same hash.
+    pub payload_sha256: [u8; 32],
+}
+
+impl IngestBatch {
+    /// Builds the command from readings already validated one by one; `all_readings` is every reading
+    /// of the request in any order, with identical repeats allowed (conflicting ones are refused at
+    /// the edge before this).
+    pub fn new(site_id: SiteId, key: IdempotencyKey, mut all_readings: Vec<Reading>) -> Self {
+        all_readings.sort_unstable();
+        let payload_sha256 = canonical_hash(site_id, &all_readings);
+        let submitted = all_readings.len();
+        all_readings.dedup();
+        Self {
+            site_id,
+            key,
+            readings: all_readings,
+            submitted,
+            payload_sha256,
+        }
+    }
+}
+
+/// Hashes the site and the sorted readings with unambiguous framing, so that two requests hash alike
+/// exactly when they carry the same readings (order of readings, number spelling, unit and UTC
+/// offset do not matter; repeats do).
+fn canonical_hash(site_id: SiteId, sorted_readings: &[Reading]) -> [u8; 32] {
+    let mut hasher = Sha256::new();
+    hasher.update(b"plume.v1.batch");
+    hasher.update(site_id.get().to_be_bytes());
+    hasher.update((sorted_readings.len() as u64).to_be_bytes());
+    for reading in sorted_readings {
+        hasher.update((reading.source_id.len() as u64).to_be_bytes());
+        hasher.update(reading.source_id.as_bytes());
+        hasher.update(reading.measured_at.timestamp_micros().to_be_bytes());
+        hasher.update(reading.value.mg().to_be_bytes());
+    }
+    hasher.finalize().into()
+}
+
+/// The outcome of a batch, exactly as answered to the client and stored for its retries.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BatchReceipt {
+    /// The idempotency key.
+    pub batch_id: String,
+    /// The site.
+    pub site_id: i64,
+    /// Readings in the request, repeats included.
+    pub readings_submitted: u64,
+    /// Readings newly stored by this batch.
+    pub readings_accepted: u64,
+    /// `readings_submitted - readings_accepted`: repeats within the batch and readings stored before.
+    pub readings_duplicate: u64,
+    /// The sum of the newly stored readings.
+    pub accepted_emissions: Milligrams,
+    /// The site's total right after this batch.
+    pub total_emissions_to_date: Milligrams,
+    /// The site's status right after this batch.
+    pub compliance_status: ComplianceStatus,
+    /// `true` when this answer is a replay of the stored one.
+    pub replayed: bool,
+}

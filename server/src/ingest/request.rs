@@ -1,0 +1,259 @@
+//! Turning a `POST /v1/ingest` request into an [`IngestBatch`], checking every field.
+//!
+//! All problems are collected, each with its path (`readings[3].timestamp`), so a sensor's operator
+//! sees everything wrong with a batch at once. Nothing of a refused batch is stored.
+
+use axum::http::HeaderValue;
+use chrono::{DateTime, Utc};
+use partitioning::AcceptedWindow;
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+use super::{IdempotencyKey, IngestBatch, Reading, MAX_READING, MAX_READINGS_PER_BATCH};
+use crate::error::{ApiError, FieldError};
+use crate::http::json::{self, Field};
+use crate::quantity::{MassUnit, Milligrams};
+use crate::sites::SiteId;
+
+/// The longest `source_id`, in characters.
+const MAX_SOURCE_ID_CHARS: usize = 64;
+
+#[derive(Deserialize)]
+struct RawBatch<'a> {
+    #[serde(borrow)]
+    site_id: Field<'a>,
+    #[serde(borrow)]
+    readings: Field<'a>,
+    #[serde(borrow)]
+    batch_id: Field<'a>,
+}
+
+#[derive(Deserialize)]
+struct RawReading<'a> {
+    #[serde(borrow)]
+    timestamp: Field<'a>,
+    #[serde(borrow)]
+    value: Field<'a>,
+    #[serde(borrow)]
+    unit: Field<'a>,
+    #[serde(borrow)]
+    source_id: Field<'a>,
+}
+
+/// Parses and validates an ingest request: its body and its `Idempotency-Key` header, with reading
+/// times checked against `window` at `now`.
+pub fn parse_batch(
+    body: &[u8],
+    header_key: Option<&HeaderValue>,
+    window: &AcceptedWindow,
+    now: DateTime<Utc>,
+) -> Result<IngestBatch, ApiError> {
+    let raw: RawBatch<'_> = json::parse(body)?;
+    let mut errors = Vec::new();
+
+    let site_id = match json::present(raw.site_id) {
+        None => Err("is required"),
+        Some(raw) => json::integer(raw)
+            .ok()
+            .and_then(SiteId::new)
+            .ok_or("must be a positive integer"),
+    }
+    .map_err(|message| errors.push(FieldError::new("site_id", message)))
+    .ok();
+
+    let key = parse_key(header_key, json::present(raw.batch_id), &mut errors);
+    let readings = parse_readings(json::present(raw.readings), window, now, &mut errors);
+
+    match (site_id, key, readings) {
+        (Some(site_id), Some(key), Some(readings)) if errors.is_empty() => {
+            Ok(IngestBatch::new(site_id, key, readings))
+        }
+        _ => Err(ApiError::Validation(errors)),
+    }
+}
+
+/// The key from the header or, for sensors that cannot send headers, the body's `batch_id`.
+fn parse_key(
+    header: Option<&HeaderValue>,
+    body: Option<&RawValue>,
+    errors: &mut Vec<FieldError>,
+) -> Option<IdempotencyKey> {
+    let from_header = header.map(|value| {
+        value
+            .to_str()
+            .map_err(|_| "must contain only printable ASCII characters")
+            .and_then(IdempotencyKey::parse)
+    });
+    let from_body = body.map(|raw| json::string(raw).and_then(|text| IdempotencyKey::parse(&text)));
+    match (from_header, from_body) {
+        (None, None) => {
+            errors.push(FieldError::new(
+                "Idempotency-Key",
+                "is required: send an Idempotency-Key header or a batch_id field",
+            ));
+            None
+        }
+        (Some(Err(message)), _) => {
+            errors.push(FieldError::new("Idempotency-Key", message));
+            None
+        }
+        (_, Some(Err(message))) => {
+            errors.push(FieldError::new("batch_id", message));
+            None
+        }
+        (Some(Ok(header)), Some(Ok(body))) if header != body => {
+            errors.push(FieldError::new(
+                "batch_id",
+                "differs from the Idempotency-Key header",
+            ));
+            None
+        }
+        (Some(Ok(key)), _) | (None, Some(Ok(key))) => Some(key),
+    }
+}
+
+fn parse_readings(
+    raw: Option<&RawValue>,
+    window: &AcceptedWindow,
+    now: DateTime<Utc>,
+    errors: &mut Vec<FieldError>,
+) -> Option<Vec<Reading>> {
+    let Some(raw) = raw else {
+        errors.push(FieldError::new("readings", "is required"));
+        return None;
+    };
+    let Ok(items) = serde_json::from_str::<Vec<&RawValue>>(raw.get()) else {
+        errors.push(FieldError::new("readings", "must be an array of readings"));
+        return None;
+    };
+    if items.is_empty() || items.len() > MAX_READINGS_PER_BATCH {
+        errors.push(FieldError::new(
+            "readings",
+            format!(
+                "must contain 1 to {MAX_READINGS_PER_BATCH} readings, not {}",
+                items.len()
+            ),
+        ));
+        return None;
+    }
+    let errors_before = errors.len();
+    let mut readings = Vec::with_capacity(items.len());
+    for (index, item) in items.iter().enumerate() {
+        if let Some(reading) = parse_reading(index, item, window, now, errors) {
+            readings.push((index, reading));
+        }
+    }
+    if errors.len() > errors_before {
+        return None;
+    }
+    check_repeats(&mut readings, errors);
+    (errors.len() == errors_before).then(|| readings.into_iter().map(|(_, r)| r).collect())
+}
+
+fn parse_reading(
+    index: usize,
+    item: &RawValue,
+    window: &AcceptedWindow,
+    now: DateTime<Utc>,
+    errors: &mut Vec<FieldError>,
+) -> Option<Reading> {
+    let path = |field: &str| format!("readings[{index}].{field}");
+    let Ok(raw) = serde_json::from_str::<RawReading<'_>>(item.get()) else {
+        errors.push(FieldError::new(format!("readings[{index}]"), "must be an object"));
+        return None;
+    };
+    let before = errors.len();
+
+    let measured_at = match json::present(raw.timestamp) {
+        None => Err("is required".to_string()),
+        Some(raw) => {
+            parse_timestamp(raw).and_then(|at| window.check(at, now).map(|()| at).map_err(|e| e.to_string()))
+        }
+    }
+    .map_err(|message| errors.push(FieldError::new(path("timestamp"), message)))
+    .ok();
+
+    let unit = match json::present(raw.unit) {
+        None => Ok(MassUnit::Kilograms),
+        Some(raw) => json::string(raw)
+            .ok()
+            .and_then(|text| MassUnit::parse(&text))
+            .ok_or("must be one of \"kg\", \"g\" or \"t\""),
+    }
+    .map_err(|message| errors.push(FieldError::new(path("unit"), message)))
+    .ok();
+
+    let value = match (json::present(raw.value), unit) {
+        (None, _) => Err("is required".to_string()),
+        (Some(_), None) => Err("cannot be read without a valid unit".to_string()),
+        (Some(raw), Some(unit)) => {
+            Milligrams::parse_json(raw.get(), unit, MAX_READING).map_err(|e| e.to_string())
+        }
+    }
+    .map_err(|message| errors.push(FieldError::new(path("value"), message)))
+    .ok();
+
+    let source_id = match json::present(raw.source_id) {
+        None => Ok(String::new()),
+        Some(raw) => json::string(raw).and_then(|text| {
+            let length = text.chars().count();
+            if length == 0 || length > MAX_SOURCE_ID_CHARS {
+                Err("must be 1 to 64 characters long")
+            } else if text.chars().any(char::is_control) {
+                Err("must not contain control characters")
+            } else {
+                Ok(text)
+            }
+        }),
+    }
+    .map_err(|message| errors.push(FieldError::new(path("source_id"), message)))
+    .ok();
+
+    match (measured_at, value, source_id) {
+        (Some(measured_at), Some(value), Some(source_id)) if errors.len() == before => Some(Reading {
+            source_id,
+            measured_at,
+            value,
+        }),
+        _ => None,
+    }
+}
+
+/// RFC 3339 with an explicit offset, to the microsecond (PostgreSQL's precision: finer is refused
+/// rather than silently truncated).
+fn parse_timestamp(raw: &RawValue) -> Result<DateTime<Utc>, String> {
+    let text = json::string(raw).map_err(|_| "must be an RFC 3339 timestamp string".to_string())?;
+    let parsed = DateTime::parse_from_rfc3339(&text).map_err(|_| {
+        "must be an RFC 3339 timestamp with a UTC offset, e.g. 2026-01-31T12:00:00Z".to_string()
+    })?;
+    if parsed.timestamp_subsec_nanos() % 1_000 != 0 {
+        return Err("is more precise than 1 microsecond".to_string());
+    }
+    Ok(parsed.with_timezone(&Utc))
+}
+
+/// The same identity (source, time) twice in a batch: fine when the values agree (counted once),
+/// refused when they differ.
+fn check_repeats(readings: &mut [(usize, Reading)], errors: &mut Vec<FieldError>) {
+    readings.sort_by(|(ia, a), (ib, b)| {
+        (&a.source_id, a.measured_at, ia).cmp(&(&b.source_id, b.measured_at, ib))
+    });
+    for pair in readings.windows(2) {
+        let ((first_index, first), (index, reading)) = (&pair[0], &pair[1]);
+        if first.source_id == reading.source_id
+            && first.measured_at == reading.measured_at
+            && first.value != reading.value
+        {
+            errors.push(FieldError::new(
+                format!("readings[{index}]"),
+                format!(
+                    "has the same source_id and timestamp as readings[{first_index}] but a different value"
+                ),
+            ));
+        }
+    }
+}
+
+#[cfg(test)]
+#[path = "request_tests.rs"]
+mod tests;

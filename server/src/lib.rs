@@ -1,0 +1,41 @@
+//! plume: exact, retry-safe time-series storage for methane emission readings.
+//!
+//! Sensors post batches of readings; each batch is stored in one transaction, deduplicated by the
+//! reading identity (site, source, time), and moves its site's running total by exactly what was
+//! newly stored. The modules follow the system's seams:
+//!
+//! - [`http`]: the HTTP API, one module per endpoint group, and its JSON envelope;
+//! - [`ingest`]: the batch command, its validation and the transactional processor;
+//! - [`sites`]: sites, their totals and compliance status;
+//! - [`db`]: the connection pool, the embedded PostgreSQL cluster and migrations;
+//! - [`quantity`]: exact milligram arithmetic, from JSON text to database and back;
+//! - [`config`], [`commands`], [`seed`], [`metrics`], [`state`], [`error`].
+
+pub mod commands;
+pub mod config;
+pub mod db;
+pub mod error;
+pub mod http;
+pub mod ingest;
+pub mod metrics;
+pub mod quantity;
+pub mod seed;
+pub mod sites;
+pub mod state;
+
+/// Sets up `tracing`: text or JSON lines on stderr, filtered by `RUST_LOG` (default `info`).
+pub fn init_tracing(format: config::LogFormat) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        config::LogFormat::Text => builder.try_init(),
+        config::LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .try_init(),
+    };
+}

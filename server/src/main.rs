@@ -1,0 +1,35 @@
+//! The `plume` binary: parse the command line, set up logging, run the subcommand until it ends or
+//! a shutdown signal arrives.
+
+use clap::Parser;
+use plume::config::{Cli, Command};
+use tokio_util::sync::CancellationToken;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    plume::init_tracing(cli.log_format);
+    let shutdown = CancellationToken::new();
+    tokio::spawn(cancel_on_signal(shutdown.clone()));
+    let result = match cli.command {
+        Command::Serve(args) => plume::commands::serve(args, shutdown).await,
+        Command::Migrate(args) => plume::commands::migrate(args).await,
+        Command::Seed(args) => plume::commands::seed(args).await,
+    };
+    if let Err(error) = &result {
+        tracing::error!("{error:#}");
+    }
+    result
+}
+
+/// Cancels `shutdown` on SIGINT or SIGTERM.
+async fn cancel_on_signal(shutdown: CancellationToken) {
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("installing the SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate.recv() => {}
+    }
+    tracing::info!("shutdown requested");
+    shutdown.cancel();
+}

@@ -1,0 +1,124 @@
+//! Service counters, exported in the Prometheus text format on `/metrics`.
+//!
+//! The label sets are fixed and small, so each counter is an array of atomics indexed by an enum:
+//! no locking and no allocation on the ingest path.
+
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// How an ingest request ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IngestOutcome {
+    /// 201: stored.
+    Created,
+    /// 200: answered from the stored receipt.
+    Replayed,
+    /// 409: key reused with another payload.
+    Conflict,
+    /// 400/413/422: refused input.
+    Invalid,
+    /// 404: no such site.
+    NotFound,
+    /// 503: database unavailable.
+    Unavailable,
+    /// 500.
+    Error,
+}
+
+impl IngestOutcome {
+    const ALL: [Self; 7] = [
+        Self::Created,
+        Self::Replayed,
+        Self::Conflict,
+        Self::Invalid,
+        Self::NotFound,
+        Self::Unavailable,
+        Self::Error,
+    ];
+
+    fn label(self) -> &'static str {
+        match self {
+            Self::Created => "created",
+            Self::Replayed => "replayed",
+            Self::Conflict => "conflict",
+            Self::Invalid => "invalid",
+            Self::NotFound => "not_found",
+            Self::Unavailable => "unavailable",
+            Self::Error => "error",
+        }
+    }
+}
+
+/// Counters of the running process.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    ingest_requests: [AtomicU64; 7],
+    readings_accepted: AtomicU64,
+    readings_duplicate: AtomicU64,
+    duplicate_requests_replay: AtomicU64,
+    duplicate_requests_key_reused: AtomicU64,
+}
+
+impl Metrics {
+    /// Counts one ingest request by outcome.
+    pub fn ingest_request(&self, outcome: IngestOutcome) {
+        let index = IngestOutcome::ALL.iter().position(|o| *o == outcome).unwrap_or(0);
+        self.ingest_requests[index].fetch_add(1, Ordering::Relaxed);
+        match outcome {
+            IngestOutcome::Replayed => self.duplicate_requests_replay.fetch_add(1, Ordering::Relaxed),
+            IngestOutcome::Conflict => self.duplicate_requests_key_reused.fetch_add(1, Ordering::Relaxed),
+            _ => 0,
+        };
+    }
+
+    /// Counts the readings of a stored batch.
+    pub fn readings(&self, accepted: u64, duplicate: u64) {
+        self.readings_accepted.fetch_add(accepted, Ordering::Relaxed);
+        self.readings_duplicate.fetch_add(duplicate, Ordering::Relaxed);
+    }
+
+    /// The Prometheus text exposition of every counter.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        out.push_str("# HELP plume_ingest_requests_total Ingest requests by outcome.\n");
+        out.push_str("# TYPE plume_ingest_requests_total counter\n");
+        for (outcome, counter) in IngestOutcome::ALL.iter().zip(&self.ingest_requests) {
+            let _ = writeln!(
+                out,
+                "plume_ingest_requests_total{{outcome=\"{}\"}} {}",
+                outcome.label(),
+                load(counter)
+            );
+        }
+        out.push_str(
+            "# HELP plume_ingest_readings_total Readings in stored batches: newly stored or already known.\n",
+        );
+        out.push_str("# TYPE plume_ingest_readings_total counter\n");
+        let _ = writeln!(
+            out,
+            "plume_ingest_readings_total{{outcome=\"accepted\"}} {}",
+            load(&self.readings_accepted)
+        );
+        let _ = writeln!(
+            out,
+            "plume_ingest_readings_total{{outcome=\"duplicate\"}} {}",
+            load(&self.readings_duplicate)
+        );
+        out.push_str(
+            "# HELP plume_ingest_duplicate_requests_total Requests whose idempotency key was seen before.\n",
+        );
+        out.push_str("# TYPE plume_ingest_duplicate_requests_total counter\n");
+        let _ = writeln!(
+            out,
+            "plume_ingest_duplicate_requests_total{{reason=\"replay\"}} {}",
+            load(&self.duplicate_requests_replay)
+        );
+        let _ = writeln!(
+            out,
+            "plume_ingest_duplicate_requests_total{{reason=\"key_reused\"}} {}",
+            load(&self.duplicate_requests_key_reused)
+        );
+        out
+    }
+}

@@ -1,0 +1,48 @@
+//! The state every handler shares: the pool, the service settings and the metrics.
+
+use std::sync::Arc;
+
+use partitioning::AcceptedWindow;
+use sqlx::PgPool;
+
+use crate::metrics::Metrics;
+
+/// Settings the request handlers need, fixed at start-up.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Which reading timestamps are accepted.
+    pub window: AcceptedWindow,
+    /// The largest request body accepted, in bytes.
+    pub max_body_bytes: usize,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            window: AcceptedWindow::default(),
+            max_body_bytes: 1024 * 1024,
+        }
+    }
+}
+
+/// Cheap to clone: everything inside is shared.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    /// The database.
+    pub pool: PgPool,
+    /// Fixed settings.
+    pub settings: Arc<Settings>,
+    /// Counters exported on `/metrics`.
+    pub metrics: Arc<Metrics>,
+}
+
+impl AppState {
+    /// State over `pool` with `settings` and fresh metrics.
+    pub fn new(pool: PgPool, settings: Settings) -> Self {
+        Self {
+            pool,
+            settings: Arc::new(settings),
+            metrics: Arc::new(Metrics::default()),
+        }
+    }
+}
