@@ -60,8 +60,9 @@ pub struct ClusterOptions {
     pub data_dir: PathBuf,
     /// Where the PostgreSQL server binaries are.
     pub bin_dir: PathBuf,
-    /// `false` turns off fsync and synchronous commit: only for throwaway clusters such as tests.
-    pub durable: bool,
+    /// A throwaway cluster (tests): fsync and synchronous commit off, and the data directory removed
+    /// when the server stops. Never for data anyone wants to keep.
+    pub ephemeral: bool,
     /// Extra `-c name=value` server settings.
     pub settings: Vec<(String, String)>,
 }
@@ -72,7 +73,7 @@ impl ClusterOptions {
         Self {
             data_dir: data_dir.into(),
             bin_dir: PathBuf::from(DEFAULT_PG_BIN_DIR),
-            durable: true,
+            ephemeral: false,
             settings: Vec::new(),
         }
     }
@@ -130,7 +131,7 @@ impl EmbeddedCluster {
             ("unix_socket_directories".into(), String::new()),
             ("max_connections".into(), "200".into()),
         ];
-        if !options.durable {
+        if options.ephemeral {
             for name in ["fsync", "synchronous_commit", "full_page_writes"] {
                 settings.push((name.into(), "off".into()));
             }
@@ -141,14 +142,20 @@ impl EmbeddedCluster {
             server.push(format!("{name}={value}"));
         }
         // The supervisor starts the server, blocks until its stdin (our lifeline) closes, then asks
-        // for a fast shutdown and waits for it.
-        let script = r#"log="$1"; shift; "$@" >>"$log" 2>&1 </dev/null & pid=$!; cat >/dev/null; kill -INT "$pid" 2>/dev/null; wait "$pid""#;
+        // for a fast shutdown, waits for it, and removes an ephemeral cluster's files.
+        let script = r#"log="$1"; remove="$2"; shift 2; "$@" >>"$log" 2>&1 </dev/null & pid=$!; cat >/dev/null; kill -INT "$pid" 2>/dev/null; wait "$pid"; if [ -n "$remove" ]; then rm -rf "$remove"; fi"#;
+        let remove = if options.ephemeral {
+            options.data_dir.display().to_string()
+        } else {
+            String::new()
+        };
         let mut command = Command::new("sh");
         command
             .arg("-c")
             .arg(script)
             .arg("plume-postgres")
             .arg(&log_path)
+            .arg(remove)
             .args(&server);
         let mut supervisor = as_user(run_as, &mut command)
             .stdin(Stdio::piped())
@@ -237,7 +244,7 @@ fn initdb(options: &ClusterOptions, pgdata: &Path, run_as: Option<(u32, u32)>) -
         .arg("-D")
         .arg(pgdata)
         .args(["-U", "postgres", "--auth=trust", "--encoding=UTF8", "--no-locale"]);
-    if !options.durable {
+    if options.ephemeral {
         command.arg("--no-sync");
     }
     let output = run(as_user(run_as, &mut command))?;

@@ -1,15 +1,18 @@
 //! Executes an [`IngestBatch`] in one transaction.
 //!
-//! 1. Lock the site row (`for no key update`), which also proves the site exists, and look up the
-//!    idempotency key in the same statement. Every writer to a site queues here, before touching the
-//!    unique index, so concurrent batches neither deadlock nor interleave.
-//! 2. A key seen before: replay its receipt when the payload hash matches, else refuse (409).
+//! 1. A key seen before (the common retry) is answered from its stored receipt when the payload
+//!    hash matches, or refused (409) when it does not: no transaction, no lock.
+//! 2. Lock the site row (`for no key update`), which also proves the site exists. Every writer to a
+//!    site queues here, before touching the unique index, so concurrent batches neither deadlock nor
+//!    interleave.
 //! 3. COPY the readings (binary) into the connection's staging table.
 //! 4. One statement inserts them into `measurements` with `on conflict do nothing` and moves the
 //!    site's total, count, first/last times and version by exactly what was newly stored.
-//! 5. Record the key, the payload hash and the receipt; commit. Only then is the client answered.
+//! 5. Claim the key (its primary key makes the claim unique), with the payload hash and the receipt;
+//!    commit. Only then is the client answered. A retry that raced its original past step 1 and
+//!    waited for the lock finds the key taken here: it rolls back and replays the original receipt.
 //!
-//! A retry that arrives after the commit is answered by [`find_receipt`] without taking the lock.
+//! The pool must come from [`crate::db::connect`], which gives each connection its staging table.
 
 use sqlx::types::Json;
 use sqlx::{PgPool, Postgres, Transaction};
@@ -68,13 +71,11 @@ impl From<sqlx::Error> for IngestError {
     }
 }
 
-/// The locked site row, with the receipt already stored under the batch's key if there is one.
+/// The locked site row.
 #[derive(sqlx::FromRow)]
 struct LockedSite {
     emission_limit_mg: i64,
     total_emissions_mg: i64,
-    payload_sha256: Option<Vec<u8>>,
-    receipt: Option<Json<BatchReceipt>>,
 }
 
 /// Stores `batch`, or replays or refuses it; see the module docs for the steps.
@@ -85,24 +86,15 @@ pub async fn execute(pool: PgPool, batch: IngestBatch) -> Result<Outcome, Ingest
     }
 
     let mut tx = pool.begin().await?;
-    let locked: Option<LockedSite> = sqlx::query_as(
-        "select s.emission_limit_mg, s.total_emissions_mg, b.payload_sha256, b.receipt
-           from sites s
-           left join ingest_batches b on b.site_id = s.id and b.idempotency_key = $2
-          where s.id = $1
-            for no key update of s",
+    let site: Option<LockedSite> = sqlx::query_as(
+        "select emission_limit_mg, total_emissions_mg from sites where id = $1 for no key update",
     )
     .bind(batch.site_id.get())
-    .bind(batch.key.as_str())
     .fetch_optional(&mut *tx)
     .await?;
-    let Some(site) = locked else {
+    let Some(site) = site else {
         return Err(IngestError::SiteNotFound(batch.site_id));
     };
-    if let (Some(hash), Some(Json(receipt))) = (site.payload_sha256, site.receipt) {
-        // A concurrent retry committed while this one waited for the lock.
-        return replay(&batch, &hash, receipt);
-    }
 
     let (accepted, accepted_mg, total_mg) =
         store_readings(&mut tx, &batch)
@@ -122,7 +114,7 @@ pub async fn execute(pool: PgPool, batch: IngestBatch) -> Result<Outcome, Ingest
         compliance_status: ComplianceStatus::of(total, Milligrams::from_mg(site.emission_limit_mg)),
         replayed: false,
     };
-    sqlx::query(
+    let claimed = sqlx::query(
         "insert into ingest_batches (site_id, idempotency_key, payload_sha256, receipt) values ($1, $2, $3, $4)",
     )
     .bind(batch.site_id.get())
@@ -130,9 +122,23 @@ pub async fn execute(pool: PgPool, batch: IngestBatch) -> Result<Outcome, Ingest
     .bind(&batch.payload_sha256[..])
     .bind(Json(&receipt))
     .execute(&mut *tx)
-    .await?;
-    tx.commit().await?;
-    Ok(Outcome::Stored(receipt))
+    .await;
+    match claimed {
+        Ok(_) => {
+            tx.commit().await?;
+            Ok(Outcome::Stored(receipt))
+        }
+        Err(error) if is_key_taken(&error) => {
+            // A retry of this key committed while this transaction waited for the site lock; its
+            // readings were already stored, so this one stored nothing new. Answer as a replay.
+            tx.rollback().await?;
+            match find_receipt(&pool, batch.site_id, &batch.key).await? {
+                Some((hash, stored)) => replay(&batch, &hash, stored),
+                None => Err(IngestError::Database(error)),
+            }
+        }
+        Err(error) => Err(error.into()),
+    }
 }
 
 /// COPYs the readings into staging and moves them into `measurements`, updating the site by what was
@@ -187,6 +193,12 @@ pub async fn find_receipt(
     .fetch_optional(pool)
     .await?;
     Ok(found.map(|(hash, Json(receipt))| (hash, receipt)))
+}
+
+fn is_key_taken(error: &sqlx::Error) -> bool {
+    error
+        .as_database_error()
+        .is_some_and(|e| e.constraint() == Some("ingest_batches_pkey"))
 }
 
 fn replay(batch: &IngestBatch, stored_hash: &[u8], receipt: BatchReceipt) -> Result<Outcome, IngestError> {

@@ -1,0 +1,243 @@
+//! The test harness: one PostgreSQL cluster per run, one fresh database and server per test.
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use plume::db::embedded::{ClusterOptions, EmbeddedCluster};
+use plume::db::{self, migrate, PoolSettings};
+use plume::state::{AppState, Settings};
+use reqwest::{Response, StatusCode};
+use serde_json::{json, Value};
+use sqlx::{Executor, PgPool};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+const TEMPLATE: &str = "plume_template";
+
+struct SharedCluster {
+    /// Kept for the life of the test process; the cluster stops and is removed when the process exits.
+    cluster: EmbeddedCluster,
+}
+
+fn cluster() -> &'static SharedCluster {
+    static CLUSTER: OnceLock<SharedCluster> = OnceLock::new();
+    CLUSTER.get_or_init(|| {
+        // Initialised on a thread of its own: the caller may be inside any test's runtime.
+        std::thread::spawn(start_cluster)
+            .join()
+            .expect("starting the test cluster")
+    })
+}
+
+fn start_cluster() -> SharedCluster {
+    let data_dir = std::env::temp_dir().join(format!("plume-test-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&data_dir);
+    std::fs::create_dir_all(&data_dir).expect("creating the test cluster directory");
+    let options = ClusterOptions {
+        ephemeral: true,
+        ..ClusterOptions::new(&data_dir)
+    };
+    let cluster = EmbeddedCluster::start(&options).expect("starting PostgreSQL for the tests");
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        db::create_database_if_missing(&cluster.url("postgres"), TEMPLATE)
+            .await
+            .unwrap();
+        let url = cluster.url(TEMPLATE);
+        migrate::run(&url).await.expect("migrating the template database");
+        let pool = db::connect_plain(&url).await.unwrap();
+        partitioning::ensure_window_covered(&pool, Default::default(), chrono::Utc::now())
+            .await
+            .unwrap();
+        pool.close().await;
+    });
+    SharedCluster { cluster }
+}
+
+/// A running plume over a fresh database of its own.
+pub struct TestApp {
+    /// `http://127.0.0.1:port`.
+    pub address: String,
+    /// An HTTP client.
+    pub client: reqwest::Client,
+    /// A pool on the test's database, for arranging and checking.
+    pub pool: PgPool,
+    /// The app's own pool.
+    pub app_pool: PgPool,
+    /// The test's database URL.
+    pub database_url: String,
+    shutdown: CancellationToken,
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+/// A fresh, migrated database; returns its URL.
+pub async fn fresh_database() -> String {
+    let shared = cluster();
+    let name = format!("test_{}", uuid::Uuid::new_v4().simple());
+    let admin = db::connect_plain(&shared.cluster.url("postgres")).await.unwrap();
+    let mut attempts = 0;
+    loop {
+        let created = admin
+            .execute(format!("create database {name} template {TEMPLATE}").as_str())
+            .await;
+        match created {
+            Ok(_) => break,
+            // Two tests copying the template at the same instant: PostgreSQL refuses the second.
+            Err(error) if attempts < 50 => {
+                attempts += 1;
+                let _ = error;
+                tokio::time::sleep(Duration::from_millis(20 + 10 * attempts)).await;
+            }
+            Err(error) => panic!("creating {name}: {error}"),
+        }
+    }
+    admin.close().await;
+    shared.cluster.url(&name)
+}
+
+/// Starts plume on a fresh database with default settings.
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(Settings::default(), PoolSettings::default()).await
+}
+
+/// Starts plume on a fresh database.
+pub async fn spawn_app_with(settings: Settings, pool_settings: PoolSettings) -> TestApp {
+    let database_url = fresh_database().await;
+    let app_pool = db::connect(&database_url, &pool_settings).await.unwrap();
+    let pool = db::connect_plain(&database_url).await.unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = format!("http://{}", listener.local_addr().unwrap());
+    let shutdown = CancellationToken::new();
+    let state = AppState::new(app_pool.clone(), settings);
+    tokio::spawn(plume::http::serve(listener, state, shutdown.clone()));
+    TestApp {
+        address,
+        client: reqwest::Client::new(),
+        pool,
+        app_pool,
+        database_url,
+        shutdown,
+    }
+}
+
+impl TestApp {
+    /// `GET path`.
+    pub async fn get(&self, path: &str) -> Response {
+        self.client
+            .get(format!("{}{path}", self.address))
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// `POST path` with a JSON body.
+    pub async fn post_json(&self, path: &str, body: &Value) -> Response {
+        self.client
+            .post(format!("{}{path}", self.address))
+            .json(body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// `POST /v1/ingest` with `key` as the Idempotency-Key header.
+    pub async fn ingest(&self, key: &str, body: &Value) -> Response {
+        self.client
+            .post(format!("{}/v1/ingest", self.address))
+            .header("Idempotency-Key", key)
+            .json(body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// Creates a site and returns its id.
+    pub async fn create_site(&self, name: &str, limit: &str) -> i64 {
+        let response = self
+            .post_json("/v1/sites", &json!({"name": name, "emission_limit": limit}))
+            .await;
+        assert_eq!(response.status(), StatusCode::CREATED);
+        let body: Value = response.json().await.unwrap();
+        body["data"]["id"].as_i64().unwrap()
+    }
+
+    /// The site's metrics `data`.
+    pub async fn metrics(&self, site_id: i64) -> Value {
+        let response = self.get(&format!("/v1/sites/{site_id}/metrics")).await;
+        assert_eq!(response.status(), StatusCode::OK);
+        response.json::<Value>().await.unwrap()["data"].take()
+    }
+
+    /// Asserts that the site's stored total and count equal what its rows add up to, and returns
+    /// `(total_mg, count)`.
+    pub async fn assert_totals_match_rows(&self, site_id: i64) -> (i64, i64) {
+        let (total, count, first, last): (i64, i64, Option<chrono::DateTime<chrono::Utc>>, Option<chrono::DateTime<chrono::Utc>>) =
+            sqlx::query_as("select total_emissions_mg, reading_count, first_reading_at, last_reading_at from sites where id = $1")
+                .bind(site_id)
+                .fetch_one(&self.pool)
+                .await
+                .unwrap();
+        let (sum, rows, min, max): (
+            i64,
+            i64,
+            Option<chrono::DateTime<chrono::Utc>>,
+            Option<chrono::DateTime<chrono::Utc>>,
+        ) = sqlx::query_as(
+            "select coalesce(sum(value_mg), 0)::bigint, count(*), min(measured_at), max(measured_at)
+                   from measurements where site_id = $1",
+        )
+        .bind(site_id)
+        .fetch_one(&self.pool)
+        .await
+        .unwrap();
+        assert_eq!(
+            (total, count),
+            (sum, rows),
+            "site {site_id}: stored total/count vs rows"
+        );
+        assert_eq!(
+            (first, last),
+            (min, max),
+            "site {site_id}: first/last reading vs rows"
+        );
+        (total, count)
+    }
+}
+
+/// A batch body for `site_id` with `(source, RFC 3339 time, value)` readings.
+pub fn batch(site_id: i64, readings: &[(&str, &str, &str)]) -> Value {
+    let readings: Vec<Value> = readings
+        .iter()
+        .map(|(source, at, value)| json!({"source_id": source, "timestamp": at, "value": value}))
+        .collect();
+    json!({"site_id": site_id, "readings": readings})
+}
+
+/// `n` readings of `value` kg from `source`, one a minute from `start` (RFC 3339, UTC).
+pub fn readings(source: &str, start: &str, n: usize, value: &str) -> Vec<Value> {
+    let start: chrono::DateTime<chrono::Utc> = start.parse().unwrap();
+    (0..n)
+        .map(|i| {
+            let at = start + chrono::Duration::minutes(i as i64);
+            json!({"source_id": source, "timestamp": at.to_rfc3339(), "value": value})
+        })
+        .collect()
+}
+
+/// A time `hours` before now, RFC 3339, truncated to the minute.
+pub fn hours_ago(hours: i64) -> String {
+    let at = chrono::Utc::now() - chrono::Duration::hours(hours);
+    at.format("%Y-%m-%dT%H:%M:00Z").to_string()
+}
+
+/// The response's status and JSON body.
+pub async fn status_and_body(response: Response) -> (StatusCode, Value) {
+    let status = response.status();
+    let body = response.json().await.unwrap_or(Value::Null);
+    (status, body)
+}

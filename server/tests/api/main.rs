@@ -1,0 +1,14 @@
+//! Integration tests of the whole service against a real PostgreSQL with pg_partman.
+//!
+//! One throwaway cluster serves the whole run; every test gets its own database, copied from a
+//! migrated template, and its own server on a free port.
+
+#![allow(unreachable_pub)] // a test binary: `pub` marks what the test modules share
+
+mod concurrency;
+mod contract;
+mod helpers;
+mod ingest;
+mod partitions;
+mod resilience;
+mod validation;

@@ -1,0 +1,144 @@
+//! The database going away mid-batch, and clients going away mid-request.
+
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde_json::json;
+use sqlx::Connection;
+
+use crate::helpers::*;
+
+/// Waits until a plume backend is blocked on a lock, and returns its pid.
+async fn blocked_backend(app: &TestApp) -> i32 {
+    for _ in 0..200 {
+        let pid: Option<i32> = sqlx::query_scalar(
+            "select pid from pg_stat_activity
+              where application_name = 'plume' and wait_event_type = 'Lock' and datname = current_database()",
+        )
+        .fetch_optional(&app.pool)
+        .await
+        .unwrap();
+        if let Some(pid) = pid {
+            return pid;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("no plume backend became blocked");
+}
+
+#[tokio::test]
+async fn a_connection_killed_mid_batch_is_503_and_the_retry_counts_once() {
+    let app = spawn_app().await;
+    let id = app.create_site("Flaky", "100").await;
+    let body = json!({"site_id": id, "readings": readings("a", &hours_ago(2), 100, "0.25")});
+
+    // Hold the site's lock so the batch stops inside its transaction, then kill its connection.
+    let mut blocker = sqlx::PgConnection::connect(&app.database_url).await.unwrap();
+    let mut holding = blocker.begin().await.unwrap();
+    sqlx::query("select 1 from sites where id = $1 for update")
+        .bind(id)
+        .execute(&mut *holding)
+        .await
+        .unwrap();
+    let request = {
+        let client = app.client.clone();
+        let url = format!("{}/v1/ingest", app.address);
+        let body = body.clone();
+        tokio::spawn(async move {
+            status_and_body(
+                client
+                    .post(url)
+                    .header("Idempotency-Key", "flaky-1")
+                    .json(&body)
+                    .send()
+                    .await
+                    .unwrap(),
+            )
+            .await
+        })
+    };
+    let pid = blocked_backend(&app).await;
+    sqlx::query("select pg_terminate_backend($1)")
+        .bind(pid)
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    let (status, response) = request.await.unwrap();
+    holding.rollback().await.unwrap();
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{response}");
+    assert_eq!(response["error"]["code"], "UNAVAILABLE");
+    assert_eq!(app.assert_totals_match_rows(id).await, (0, 0));
+
+    // The sensor retries with the same key: stored once, counted once.
+    let (status, receipt) = status_and_body(app.ingest("flaky-1", &body).await).await;
+    assert_eq!(status, StatusCode::CREATED, "{receipt}");
+    assert_eq!(receipt["data"]["readings_accepted"], 100);
+    let (status, _) = status_and_body(app.ingest("flaky-1", &body).await).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(app.assert_totals_match_rows(id).await, (25_000_000, 100));
+}
+
+#[tokio::test]
+async fn a_client_hanging_up_mid_request_leaves_a_complete_batch_or_none() {
+    let app = spawn_app().await;
+    let id = app.create_site("Impatient", "100").await;
+    let body = json!({"site_id": id, "readings": readings("a", &hours_ago(2), 100, "0.5")});
+
+    let mut blocker = sqlx::PgConnection::connect(&app.database_url).await.unwrap();
+    let mut holding = blocker.begin().await.unwrap();
+    sqlx::query("select 1 from sites where id = $1 for update")
+        .bind(id)
+        .execute(&mut *holding)
+        .await
+        .unwrap();
+    // The client gives up while the batch waits inside its transaction.
+    let impatient = reqwest::Client::builder()
+        .timeout(Duration::from_millis(300))
+        .build()
+        .unwrap();
+    let gave_up = impatient
+        .post(format!("{}/v1/ingest", app.address))
+        .header("Idempotency-Key", "hangup-1")
+        .json(&body)
+        .send()
+        .await;
+    assert!(gave_up.is_err());
+    blocked_backend(&app).await;
+    holding.rollback().await.unwrap();
+
+    // The batch still completes (it runs apart from the request), so the retry is a replay.
+    let mut status = StatusCode::INTERNAL_SERVER_ERROR;
+    for _ in 0..100 {
+        let response = app.ingest("hangup-1", &body).await;
+        status = response.status();
+        if status == StatusCode::OK {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(app.assert_totals_match_rows(id).await, (50_000_000, 100));
+    // And the pool is healthy afterwards.
+    let (status, _) = status_and_body(
+        app.ingest("hangup-2", &batch(id, &[("b", &hours_ago(1), "1")]))
+            .await,
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED);
+}
+
+#[tokio::test]
+async fn an_unreachable_database_is_503() {
+    let app = spawn_app().await;
+    let id = app.create_site("Gone", "100").await;
+    app.app_pool.close().await;
+    let (status, body) = status_and_body(
+        app.ingest("gone-1", &batch(id, &[("a", &hours_ago(1), "1")]))
+            .await,
+    )
+    .await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(body["error"]["code"], "UNAVAILABLE");
+    let (status, _) = status_and_body(app.get(&format!("/v1/sites/{id}")).await).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+}
