@@ -108,15 +108,13 @@ pub fn next_month(month: DateTime<Utc>) -> DateTime<Utc> {
 }
 
 /// One child partition of the measurements table.
-#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PartitionInfo {
     /// The child table's name, e.g. `measurements_p2026_11`.
     pub name: String,
     /// Inclusive lower bound; `None` for the default partition.
-    #[sqlx(rename = "range_from")]
     pub from: Option<DateTime<Utc>>,
     /// Exclusive upper bound; `None` for the default partition.
-    #[sqlx(rename = "range_to")]
     pub to: Option<DateTime<Utc>>,
 }
 
@@ -150,19 +148,20 @@ impl PartitionReport {
 pub async fn partition_report(pool: &PgPool) -> Result<PartitionReport, sqlx::Error> {
     // Bounds are read from the catalog rather than from partition names, so the report stays true
     // whatever naming pg_partman used.
-    let rows: Vec<PartitionInfo> = sqlx::query_as(
-        "select c.relname::text as name,
-                substring(pg_get_expr(c.relpartbound, c.oid) from $$FROM \\('([^']+)'\\)$$)::timestamptz as range_from,
-                substring(pg_get_expr(c.relpartbound, c.oid) from $$TO \\('([^']+)'\\)$$)::timestamptz as range_to
-           from pg_inherits i
-           join pg_class c on c.oid = i.inhrelid
-          where i.inhparent = $1::regclass
-          order by 2 nulls last",
+    let rows = sqlx::query_as!(
+        PartitionInfo,
+        r#"select c.relname::text as "name!",
+                  substring(pg_get_expr(c.relpartbound, c.oid) from $$FROM \('([^']+)'\)$$)::timestamptz as "from",
+                  substring(pg_get_expr(c.relpartbound, c.oid) from $$TO \('([^']+)'\)$$)::timestamptz as "to"
+             from pg_inherits i
+             join pg_class c on c.oid = i.inhrelid
+            where i.inhparent = $1::text::regclass
+            order by 2 nulls last"#,
+        MEASUREMENTS_TABLE,
     )
-    .bind(MEASUREMENTS_TABLE)
     .fetch_all(pool)
     .await?;
-    let default_rows: i64 = sqlx::query_scalar("select count(*) from measurements_default")
+    let default_rows = sqlx::query_scalar!(r#"select count(*) as "rows!" from measurements_default"#)
         .fetch_one(pool)
         .await?;
     let partitions = rows.into_iter().filter(|p| p.name != DEFAULT_PARTITION).collect();
@@ -186,12 +185,15 @@ pub async fn ensure_window_covered(
     let before = partition_report(pool).await?;
     let missing = before.missing_months(&window.months(now));
     if !missing.is_empty() {
-        sqlx::query("select partman.create_partition_time($1, $2)")
-            .bind(MEASUREMENTS_TABLE)
-            .bind(&missing)
-            .execute(pool)
-            .await?;
+        sqlx::query_scalar!(
+            "select partman.create_partition_time($1, $2)",
+            MEASUREMENTS_TABLE,
+            &missing
+        )
+        .fetch_one(pool)
+        .await?;
     }
+    // Runtime-checked: the function returns `void`, a type the query macros cannot describe.
     sqlx::query("select partman.run_maintenance($1)")
         .bind(MEASUREMENTS_TABLE)
         .execute(pool)

@@ -20,7 +20,7 @@ pub async fn serve(args: ServeArgs, shutdown: CancellationToken) -> anyhow::Resu
 
 async fn serve_on(database: &Database, args: &ServeArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
     if database.is_embedded() && !args.no_demo {
-        let empty: bool = sqlx::query_scalar("select not exists (select 1 from sites)")
+        let empty = sqlx::query_scalar!(r#"select not exists (select 1 from sites) as "empty!""#)
             .fetch_one(&database.pool)
             .await?;
         if empty {

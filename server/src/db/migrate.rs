@@ -52,7 +52,7 @@ pub fn latest_version() -> i64 {
 
 /// Whether the database has every migration this binary knows of.
 pub async fn is_current(pool: &PgPool) -> Result<bool, sqlx::Error> {
-    let applied: Option<i64> = sqlx::query_scalar("select max(version)::bigint from refinery_schema_history")
+    let applied = sqlx::query_scalar!("select max(version)::bigint from refinery_schema_history")
         .fetch_one(pool)
         .await?;
     Ok(applied == Some(latest_version()))

@@ -118,11 +118,14 @@ impl Database {
 /// Creates `name` on the server behind `admin_url` unless it exists.
 pub async fn create_database_if_missing(admin_url: &str, name: &str) -> anyhow::Result<()> {
     let admin = connect_plain(admin_url).await?;
-    let exists: bool = sqlx::query_scalar("select exists (select 1 from pg_database where datname = $1)")
-        .bind(name)
-        .fetch_one(&admin)
-        .await?;
+    let exists = sqlx::query_scalar!(
+        r#"select exists (select 1 from pg_database where datname = $1) as "exists!""#,
+        name
+    )
+    .fetch_one(&admin)
+    .await?;
     if !exists {
+        // Utility statements take no parameters: the name is quoted by hand.
         admin
             .execute(format!("create database \"{}\"", name.replace('"', "\"\"")).as_str())
             .await?;

@@ -72,7 +72,6 @@ impl From<sqlx::Error> for IngestError {
 }
 
 /// The locked site row.
-#[derive(sqlx::FromRow)]
 struct LockedSite {
     emission_limit_mg: i64,
     total_emissions_mg: i64,
@@ -86,10 +85,11 @@ pub async fn execute(pool: PgPool, batch: IngestBatch) -> Result<Outcome, Ingest
     }
 
     let mut tx = pool.begin().await?;
-    let site: Option<LockedSite> = sqlx::query_as(
+    let site = sqlx::query_as!(
+        LockedSite,
         "select emission_limit_mg, total_emissions_mg from sites where id = $1 for no key update",
+        batch.site_id.get(),
     )
-    .bind(batch.site_id.get())
     .fetch_optional(&mut *tx)
     .await?;
     let Some(site) = site else {
@@ -114,13 +114,13 @@ pub async fn execute(pool: PgPool, batch: IngestBatch) -> Result<Outcome, Ingest
         compliance_status: ComplianceStatus::of(total, Milligrams::from_mg(site.emission_limit_mg)),
         replayed: false,
     };
-    let claimed = sqlx::query(
+    let claimed = sqlx::query!(
         "insert into ingest_batches (site_id, idempotency_key, payload_sha256, receipt) values ($1, $2, $3, $4)",
+        batch.site_id.get(),
+        batch.key.as_str(),
+        &batch.payload_sha256[..],
+        Json(&receipt) as _,
     )
-    .bind(batch.site_id.get())
-    .bind(batch.key.as_str())
-    .bind(&batch.payload_sha256[..])
-    .bind(Json(&receipt))
     .execute(&mut *tx)
     .await;
     match claimed {
@@ -151,7 +151,9 @@ async fn store_readings(
     copy_in.send(copy::encode(&batch.readings)).await?;
     copy_in.finish().await?;
 
-    let stored = sqlx::query_as(
+    // Runtime-checked: it reads the connection's temporary staging table, which the macros'
+    // compile-time connection does not have.
+    let stored: Option<(i64, i64, i64)> = sqlx::query_as(
         "with stored as (
              insert into measurements (site_id, source_id, measured_at, value_mg)
              select $1, source_id, measured_at, value_mg from ingest_staging
@@ -185,14 +187,15 @@ pub async fn find_receipt(
     site: SiteId,
     key: &IdempotencyKey,
 ) -> Result<Option<(Vec<u8>, BatchReceipt)>, sqlx::Error> {
-    let found: Option<(Vec<u8>, Json<BatchReceipt>)> = sqlx::query_as(
-        "select payload_sha256, receipt from ingest_batches where site_id = $1 and idempotency_key = $2",
+    let found = sqlx::query!(
+        r#"select payload_sha256, receipt as "receipt: Json<BatchReceipt>"
+             from ingest_batches where site_id = $1 and idempotency_key = $2"#,
+        site.get(),
+        key.as_str(),
     )
-    .bind(site.get())
-    .bind(key.as_str())
     .fetch_optional(pool)
     .await?;
-    Ok(found.map(|(hash, Json(receipt))| (hash, receipt)))
+    Ok(found.map(|row| (row.payload_sha256, row.receipt.0)))
 }
 
 fn is_key_taken(error: &sqlx::Error) -> bool {

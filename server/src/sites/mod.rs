@@ -50,7 +50,7 @@ impl ComplianceStatus {
 }
 
 /// A stored site, as the database holds it.
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct SiteRow {
     /// The id.
     pub id: i64,
@@ -174,18 +174,18 @@ impl From<SiteRow> for SiteMetrics {
     }
 }
 
-const SITE_COLUMNS: &str = "id, name, emission_limit_mg, metadata, total_emissions_mg, reading_count, \
-                            first_reading_at, last_reading_at, version, created_at";
-
 /// Stores a new site.
 #[tracing::instrument(skip(pool, new_site), fields(name = %new_site.name))]
 pub async fn create(pool: &PgPool, new_site: &request::NewSite) -> Result<SiteRow, sqlx::Error> {
-    sqlx::query_as(&format!(
-        "insert into sites (name, emission_limit_mg, metadata) values ($1, $2, $3) returning {SITE_COLUMNS}"
-    ))
-    .bind(&new_site.name)
-    .bind(new_site.emission_limit.mg())
-    .bind(&new_site.metadata)
+    sqlx::query_as!(
+        SiteRow,
+        "insert into sites (name, emission_limit_mg, metadata) values ($1, $2, $3)
+         returning id, name, emission_limit_mg, metadata, total_emissions_mg, reading_count,
+                   first_reading_at, last_reading_at, version, created_at",
+        new_site.name,
+        new_site.emission_limit.mg(),
+        new_site.metadata,
+    )
     .fetch_one(pool)
     .await
 }
@@ -193,30 +193,42 @@ pub async fn create(pool: &PgPool, new_site: &request::NewSite) -> Result<SiteRo
 /// One site, if it exists.
 #[tracing::instrument(skip(pool), fields(site_id = id.get()))]
 pub async fn find(pool: &PgPool, id: SiteId) -> Result<Option<SiteRow>, sqlx::Error> {
-    sqlx::query_as(&format!("select {SITE_COLUMNS} from sites where id = $1"))
-        .bind(id.get())
-        .fetch_optional(pool)
-        .await
+    sqlx::query_as!(
+        SiteRow,
+        "select id, name, emission_limit_mg, metadata, total_emissions_mg, reading_count,
+                first_reading_at, last_reading_at, version, created_at
+           from sites where id = $1",
+        id.get(),
+    )
+    .fetch_optional(pool)
+    .await
 }
 
 /// Up to `limit` sites with ids above `after`, in id order (keyset pagination).
 #[tracing::instrument(skip(pool))]
 pub async fn list(pool: &PgPool, after: i64, limit: i64) -> Result<Vec<SiteRow>, sqlx::Error> {
-    sqlx::query_as(&format!(
-        "select {SITE_COLUMNS} from sites where id > $1 order by id limit $2"
-    ))
-    .bind(after)
-    .bind(limit)
+    sqlx::query_as!(
+        SiteRow,
+        "select id, name, emission_limit_mg, metadata, total_emissions_mg, reading_count,
+                first_reading_at, last_reading_at, version, created_at
+           from sites where id > $1 order by id limit $2",
+        after,
+        limit,
+    )
     .fetch_all(pool)
     .await
 }
 
-/// Whether a site with this name exists (used by the idempotent demo seed).
+/// The oldest site with this name, if any (the demo seed skips sites that exist by name).
+#[tracing::instrument(skip(pool))]
 pub async fn find_by_name(pool: &PgPool, name: &str) -> Result<Option<SiteRow>, sqlx::Error> {
-    sqlx::query_as(&format!(
-        "select {SITE_COLUMNS} from sites where name = $1 order by id limit 1"
-    ))
-    .bind(name)
+    sqlx::query_as!(
+        SiteRow,
+        "select id, name, emission_limit_mg, metadata, total_emissions_mg, reading_count,
+                first_reading_at, last_reading_at, version, created_at
+           from sites where name = $1 order by id limit 1",
+        name,
+    )
     .fetch_optional(pool)
     .await
 }
