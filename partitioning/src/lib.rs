@@ -176,7 +176,7 @@ pub async fn partition_report(pool: &PgPool) -> Result<PartitionReport, sqlx::Er
 ///
 /// Idempotent; run at start-up so that a window configured wider than the migration's default is
 /// covered before the first reading arrives.
-#[tracing::instrument(skip(pool))]
+#[tracing::instrument(skip_all, fields(max_age_days = window.max_age.num_days()))]
 pub async fn ensure_window_covered(
     pool: &PgPool,
     window: AcceptedWindow,

@@ -142,3 +142,31 @@ async fn an_unreachable_database_is_503() {
     let (status, _) = status_and_body(app.get(&format!("/v1/sites/{id}")).await).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
 }
+
+#[tokio::test]
+async fn the_service_recovers_when_its_connections_are_killed() {
+    let app = spawn_app().await;
+    let id = app.create_site("Restarted", "100").await;
+    assert_eq!(
+        app.ingest("before", &batch(id, &[("a", &hours_ago(2), "1")]))
+            .await
+            .status(),
+        StatusCode::CREATED
+    );
+    // As after a database restart: every connection the service holds is gone.
+    let killed: i64 = sqlx::query_scalar(
+        "select count(*) from (select pg_terminate_backend(pid) from pg_stat_activity
+          where application_name = 'plume' and datname = current_database()) t",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert!(killed >= 1);
+    let (status, body) = status_and_body(
+        app.ingest("after", &batch(id, &[("a", &hours_ago(1), "2")]))
+            .await,
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_eq!(app.assert_totals_match_rows(id).await, (3_000_000, 2));
+}
