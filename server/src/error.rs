@@ -38,9 +38,9 @@ pub enum ApiError {
     /// 422: the request is well-formed but its content is not acceptable.
     #[error("the request is not valid")]
     Validation(Vec<FieldError>),
-    /// 404: no site with that id.
+    /// 404: no site with that id (as the client wrote it).
     #[error("site {0} does not exist")]
-    SiteNotFound(i64),
+    SiteNotFound(String),
     /// 404: no such route.
     #[error("no such resource: {0}")]
     NotFound(String),
@@ -101,8 +101,17 @@ pub fn is_unavailable(error: &sqlx::Error) -> bool {
         }
         sqlx::Error::Protocol(_) => true,
         sqlx::Error::Database(db) => db.code().is_some_and(|code| {
-            // Class 08: connection exceptions; 57P01-57P03: shutdown or not yet accepting connections.
-            code.starts_with("08") || matches!(code.as_ref(), "57P01" | "57P02" | "57P03")
+            // Transient conditions, all safe to retry after the rollback:
+            // class 08 connection exceptions; class 53 insufficient resources (too many connections,
+            // out of memory or disk); 57014 statement cancelled or timed out; 57P01-57P03 shutdown
+            // or not yet accepting connections; 40001/40P01 serialization failure or deadlock;
+            // 55P03 lock not available; 25006 read-only transaction (a failover in progress).
+            code.starts_with("08")
+                || code.starts_with("53")
+                || matches!(
+                    code.as_ref(),
+                    "57014" | "57P01" | "57P02" | "57P03" | "40001" | "40P01" | "55P03" | "25006"
+                )
         }),
         _ => false,
     }

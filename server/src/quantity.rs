@@ -161,7 +161,7 @@ fn parse_decimal(text: &str, exponent: i32, max: i64) -> Result<i64, QuantityErr
     if int_digits.is_empty() {
         return Err(QuantityError::NotANumber);
     }
-    let mut scale = exponent - frac_digits.len() as i32;
+    let mut scale = i64::from(exponent) - frac_digits.len() as i64;
     if pos < bytes.len() && (bytes[pos] == b'e' || bytes[pos] == b'E') {
         pos += 1;
         let exp_negative = match bytes.get(pos) {
@@ -180,9 +180,11 @@ fn parse_decimal(text: &str, exponent: i32, max: i64) -> Result<i64, QuantityErr
             return Err(QuantityError::NotANumber);
         }
         // Anything beyond a few digits of exponent is out of range either way (or zero).
+        // Saturates far beyond any representable value, so the checks below still refuse it
+        // (too large, or too precise) instead of reading a different number.
         let significant = exp_text.trim_start_matches('0');
-        let exp_value: i32 = if significant.len() > 5 {
-            10_000
+        let exp_value: i64 = if significant.len() > 15 {
+            i64::from(i32::MAX)
         } else {
             significant.parse().unwrap_or(0)
         };
@@ -216,7 +218,7 @@ fn parse_decimal(text: &str, exponent: i32, max: i64) -> Result<i64, QuantityErr
         (digits, scale)
     };
     let too_large = QuantityError::TooLarge(max);
-    if digits.len() + scale as usize > 19 {
+    if digits.len() as i64 + scale > 19 {
         return Err(too_large);
     }
     let mut value: i64 = digits.parse().map_err(|_| too_large)?;
@@ -277,6 +279,16 @@ mod tests {
         }
         assert_eq!(kg("1e30"), Err(QuantityError::TooLarge(i64::MAX)));
         assert_eq!(kg("99999999999999999999"), Err(QuantityError::TooLarge(i64::MAX)));
+        // Long exponents offset by long digit strings are judged by their true magnitude.
+        let huge = format!("0.{}5e+100000", "0".repeat(10_005));
+        assert_eq!(kg(&huge), Err(QuantityError::TooLarge(i64::MAX)));
+        let tiny = format!("5{}e-100000", "0".repeat(10_000));
+        assert_eq!(kg(&tiny), Err(QuantityError::TooPrecise));
+        assert_eq!(kg("1e-99999999999999999999"), Err(QuantityError::TooPrecise));
+        assert_eq!(
+            kg("1e99999999999999999999"),
+            Err(QuantityError::TooLarge(i64::MAX))
+        );
         let small_max = Milligrams::from_mg(1_000_000);
         assert!(matches!(
             Milligrams::parse_json("1.000001", MassUnit::Kilograms, small_max),

@@ -56,7 +56,7 @@ pub async fn seed_demo(pool: &PgPool, now: DateTime<Utc>) -> anyhow::Result<Seed
         let new_site = NewSite {
             name: site.name.clone(),
             emission_limit: parse_kg(&site.emission_limit)?,
-            metadata: site.metadata.clone(),
+            metadata: site.metadata.to_string(),
         };
         let row = sites::create(pool, &new_site).await?;
         let site_id = SiteId::new(row.id).context("a new site has a positive id")?;

@@ -70,8 +70,9 @@ async fn store(
     let task = tokio::spawn(processor::execute(state.pool.clone(), batch));
     match task.await.map_err(|e| ApiError::Internal(e.into()))? {
         Ok(outcome) => Ok(outcome),
-        Err(IngestError::SiteNotFound(site)) => Err(ApiError::SiteNotFound(site.get())),
+        Err(IngestError::SiteNotFound(site)) => Err(ApiError::SiteNotFound(site.get().to_string())),
         Err(IngestError::KeyReused(key)) => Err(ApiError::IdempotencyKeyReused(key.as_str().to_owned())),
+        Err(IngestError::OutsideWindow(details)) => Err(ApiError::Validation(details)),
         Err(IngestError::TotalOverflow) => Err(ApiError::invalid(
             "readings",
             "would take the site's total beyond the largest storable amount",

@@ -51,7 +51,7 @@ async fn list_sites(
     State(state): State<AppState>,
     params: Result<Query<ListParams>, QueryRejection>,
 ) -> Result<Envelope<Vec<Site>>, ApiError> {
-    let Query(params) = params.map_err(|e| ApiError::Malformed(e.body_text()))?;
+    let Query(params) = params.map_err(|e| ApiError::invalid("query", e.body_text()))?;
     let limit = match params.limit.as_deref() {
         None => DEFAULT_PAGE,
         Some(text) => text
@@ -84,7 +84,7 @@ async fn get_site(
     let id = parse_site_id(id)?;
     let row = sites::find(&state.pool, id)
         .await?
-        .ok_or(ApiError::SiteNotFound(id.get()))?;
+        .ok_or_else(|| ApiError::SiteNotFound(id.get().to_string()))?;
     Ok(Envelope::ok(row.into()))
 }
 
@@ -96,15 +96,24 @@ async fn get_metrics(
     let id = parse_site_id(id)?;
     let row = sites::find(&state.pool, id)
         .await?
-        .ok_or(ApiError::SiteNotFound(id.get()))?;
+        .ok_or_else(|| ApiError::SiteNotFound(id.get().to_string()))?;
     Ok(Envelope::ok(row.into()))
 }
 
+/// An id that is not an integer is 422; an integer that cannot name a site (0, negative, too
+/// large) is simply not found.
 fn parse_site_id(id: Result<Path<String>, PathRejection>) -> Result<SiteId, ApiError> {
-    id.ok()
-        .and_then(|Path(text)| text.parse().ok())
+    let Ok(Path(text)) = id else {
+        return Err(ApiError::invalid("id", "must be a positive integer"));
+    };
+    let digits = text.strip_prefix('-').unwrap_or(&text);
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(ApiError::invalid("id", "must be a positive integer"));
+    }
+    text.parse::<i64>()
+        .ok()
         .and_then(SiteId::new)
-        .ok_or_else(|| ApiError::invalid("id", "must be a positive integer"))
+        .ok_or(ApiError::SiteNotFound(text))
 }
 
 /// Cursors are opaque to clients: the last id seen, tagged and encoded.

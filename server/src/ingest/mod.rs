@@ -12,6 +12,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::error::FieldError;
 use crate::quantity::Milligrams;
 use crate::sites::{ComplianceStatus, SiteId};
 
@@ -19,7 +20,7 @@ use crate::sites::{ComplianceStatus, SiteId};
 pub const MAX_READINGS_PER_BATCH: usize = 100;
 
 /// The largest value one reading may carry: 1,000 tonnes.
-pub const MAX_READING: Milligrams = Milligrams::from_mg(1_000_000 * 1_000_000_000);
+pub const MAX_READING: Milligrams = Milligrams::from_mg(1_000 * 1_000_000_000);
 
 /// A client-chosen key naming one batch for one site; 1 to 128 printable ASCII characters.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -67,6 +68,10 @@ pub struct IngestBatch {
     pub submitted: usize,
     /// SHA-256 of the canonical payload: same readings in any order and spelling, same hash.
     pub payload_sha256: [u8; 32],
+    /// Readings outside the accepted window. Such a batch is refused (422) unless it is the retry of
+    /// a batch already stored under its key, which is replayed: the window moves on, the receipt
+    /// does not.
+    pub outside_window: Vec<FieldError>,
 }
 
 impl IngestBatch {
@@ -84,6 +89,7 @@ impl IngestBatch {
             readings: all_readings,
             submitted,
             payload_sha256,
+            outside_window: Vec::new(),
         }
     }
 }

@@ -1,7 +1,8 @@
 //! Executes an [`IngestBatch`] in one transaction.
 //!
 //! 1. A key seen before (the common retry) is answered from its stored receipt when the payload
-//!    hash matches, or refused (409) when it does not: no transaction, no lock.
+//!    hash matches, or refused (409) when it does not: no transaction, no lock. Only then is a batch
+//!    with readings outside the accepted window refused, so an old batch's retry is still a replay.
 //! 2. Lock the site row (`for no key update`), which also proves the site exists. Every writer to a
 //!    site queues here, before touching the unique index, so concurrent batches neither deadlock nor
 //!    interleave.
@@ -19,6 +20,7 @@ use sqlx::{PgPool, Postgres, Transaction};
 
 use super::copy::{self, COPY_STAGING};
 use super::{BatchReceipt, IdempotencyKey, IngestBatch};
+use crate::error::FieldError;
 use crate::quantity::Milligrams;
 use crate::sites::{ComplianceStatus, SiteId};
 
@@ -40,6 +42,9 @@ pub enum IngestError {
     /// The key was used before for another payload.
     #[error("idempotency key {:?} was used for a different batch", .0.as_str())]
     KeyReused(IdempotencyKey),
+    /// Readings outside the accepted window, in a batch that is not a retry.
+    #[error("readings outside the accepted window")]
+    OutsideWindow(Vec<FieldError>),
     /// The site's total would exceed what a bigint of milligrams holds.
     #[error("the site's total would overflow")]
     TotalOverflow,
@@ -82,6 +87,9 @@ struct LockedSite {
 pub async fn execute(pool: PgPool, batch: IngestBatch) -> Result<Outcome, IngestError> {
     if let Some((hash, receipt)) = find_receipt(&pool, batch.site_id, &batch.key).await? {
         return replay(&batch, &hash, receipt);
+    }
+    if !batch.outside_window.is_empty() {
+        return Err(IngestError::OutsideWindow(batch.outside_window));
     }
 
     let mut tx = pool.begin().await?;

@@ -40,6 +40,26 @@ struct RawReading<'a> {
     source_id: Field<'a>,
 }
 
+/// Problems found in a request. Readings outside the accepted window are counted apart: a retry of a
+/// batch stored while its readings were inside the window must still be answered as a replay, so
+/// those problems are held in the batch ([`IngestBatch::outside_window`]) until the key is looked up.
+#[derive(Default)]
+struct Problems {
+    errors: Vec<FieldError>,
+    outside_window: usize,
+}
+
+impl Problems {
+    fn push(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        self.errors.push(FieldError::new(path, message));
+    }
+
+    /// Problems other than readings outside the window.
+    fn blocking(&self) -> usize {
+        self.errors.len() - self.outside_window
+    }
+}
+
 /// Parses and validates an ingest request: its body and its `Idempotency-Key` header, with reading
 /// times checked against `window` at `now`.
 pub fn parse_batch(
@@ -49,7 +69,7 @@ pub fn parse_batch(
     now: DateTime<Utc>,
 ) -> Result<IngestBatch, ApiError> {
     let raw: RawBatch<'_> = json::parse(body)?;
-    let mut errors = Vec::new();
+    let mut problems = Problems::default();
 
     let site_id = match json::present(raw.site_id) {
         None => Err("is required"),
@@ -58,17 +78,19 @@ pub fn parse_batch(
             .and_then(SiteId::new)
             .ok_or("must be a positive integer"),
     }
-    .map_err(|message| errors.push(FieldError::new("site_id", message)))
+    .map_err(|message| problems.push("site_id", message))
     .ok();
 
-    let key = parse_key(header_key, json::present(raw.batch_id), &mut errors);
-    let readings = parse_readings(json::present(raw.readings), window, now, &mut errors);
+    let key = parse_key(header_key, json::present(raw.batch_id), &mut problems.errors);
+    let readings = parse_readings(json::present(raw.readings), window, now, &mut problems);
 
     match (site_id, key, readings) {
-        (Some(site_id), Some(key), Some(readings)) if errors.is_empty() => {
-            Ok(IngestBatch::new(site_id, key, readings))
+        (Some(site_id), Some(key), Some(readings)) if problems.blocking() == 0 => {
+            let mut batch = IngestBatch::new(site_id, key, readings);
+            batch.outside_window = problems.errors;
+            Ok(batch)
         }
-        _ => Err(ApiError::Validation(errors)),
+        _ => Err(ApiError::Validation(problems.errors)),
     }
 }
 
@@ -116,18 +138,18 @@ fn parse_readings(
     raw: Option<&RawValue>,
     window: &AcceptedWindow,
     now: DateTime<Utc>,
-    errors: &mut Vec<FieldError>,
+    problems: &mut Problems,
 ) -> Option<Vec<Reading>> {
     let Some(raw) = raw else {
-        errors.push(FieldError::new("readings", "is required"));
+        problems.push("readings", "is required");
         return None;
     };
     let Ok(items) = serde_json::from_str::<Vec<&RawValue>>(raw.get()) else {
-        errors.push(FieldError::new("readings", "must be an array of readings"));
+        problems.push("readings", "must be an array of readings");
         return None;
     };
     if items.is_empty() || items.len() > MAX_READINGS_PER_BATCH {
-        errors.push(FieldError::new(
+        problems.errors.push(FieldError::new(
             "readings",
             format!(
                 "must contain 1 to {MAX_READINGS_PER_BATCH} readings, not {}",
@@ -136,18 +158,18 @@ fn parse_readings(
         ));
         return None;
     }
-    let errors_before = errors.len();
+    let blocking_before = problems.blocking();
     let mut readings = Vec::with_capacity(items.len());
     for (index, item) in items.iter().enumerate() {
-        if let Some(reading) = parse_reading(index, item, window, now, errors) {
+        if let Some(reading) = parse_reading(index, item, window, now, problems) {
             readings.push((index, reading));
         }
     }
-    if errors.len() > errors_before {
+    if problems.blocking() > blocking_before {
         return None;
     }
-    check_repeats(&mut readings, errors);
-    (errors.len() == errors_before).then(|| readings.into_iter().map(|(_, r)| r).collect())
+    check_repeats(&mut readings, &mut problems.errors);
+    (problems.blocking() == blocking_before).then(|| readings.into_iter().map(|(_, r)| r).collect())
 }
 
 fn parse_reading(
@@ -155,23 +177,37 @@ fn parse_reading(
     item: &RawValue,
     window: &AcceptedWindow,
     now: DateTime<Utc>,
-    errors: &mut Vec<FieldError>,
+    problems: &mut Problems,
 ) -> Option<Reading> {
     let path = |field: &str| format!("readings[{index}].{field}");
-    let Ok(raw) = serde_json::from_str::<RawReading<'_>>(item.get()) else {
-        errors.push(FieldError::new(format!("readings[{index}]"), "must be an object"));
-        return None;
+    let raw = match serde_json::from_str::<RawReading<'_>>(item.get()) {
+        Ok(raw) => raw,
+        Err(error) if item.get().starts_with('{') => {
+            problems.push(
+                format!("readings[{index}]"),
+                format!("is not a valid reading: {error}"),
+            );
+            return None;
+        }
+        Err(_) => {
+            problems.push(format!("readings[{index}]"), "must be an object");
+            return None;
+        }
     };
-    let before = errors.len();
+    let before = problems.blocking();
+    let errors = &mut problems.errors;
 
     let measured_at = match json::present(raw.timestamp) {
         None => Err("is required".to_string()),
-        Some(raw) => {
-            parse_timestamp(raw).and_then(|at| window.check(at, now).map(|()| at).map_err(|e| e.to_string()))
-        }
+        Some(raw) => parse_timestamp(raw),
     }
     .map_err(|message| errors.push(FieldError::new(path("timestamp"), message)))
     .ok();
+    if let Some(Err(outside)) = measured_at.map(|at| window.check(at, now)) {
+        errors.push(FieldError::new(path("timestamp"), outside.to_string()));
+        problems.outside_window += 1;
+    }
+    let errors = &mut problems.errors;
 
     let unit = match json::present(raw.unit) {
         None => Ok(MassUnit::Kilograms),
@@ -210,7 +246,7 @@ fn parse_reading(
     .ok();
 
     match (measured_at, value, source_id) {
-        (Some(measured_at), Some(value), Some(source_id)) if errors.len() == before => Some(Reading {
+        (Some(measured_at), Some(value), Some(source_id)) if problems.blocking() == before => Some(Reading {
             source_id,
             measured_at,
             value,
@@ -226,7 +262,13 @@ fn parse_timestamp(raw: &RawValue) -> Result<DateTime<Utc>, String> {
     let parsed = DateTime::parse_from_rfc3339(&text).map_err(|_| {
         "must be an RFC 3339 timestamp with a UTC offset, e.g. 2026-01-31T12:00:00Z".to_string()
     })?;
-    if parsed.timestamp_subsec_nanos() % 1_000 != 0 {
+    let nanos = parsed.timestamp_subsec_nanos();
+    if nanos >= 1_000_000_000 {
+        // chrono keeps a leap second apart from the next second; PostgreSQL (and the dedup key) would
+        // fold the two together.
+        return Err("is a leap second (second 60), which cannot be stored".to_string());
+    }
+    if nanos % 1_000 != 0 {
         return Err("is more precise than 1 microsecond".to_string());
     }
     Ok(parsed.with_timezone(&Utc))

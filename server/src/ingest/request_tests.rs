@@ -90,3 +90,24 @@ fn the_key_comes_from_the_header_or_the_body() {
     let refused = parse_batch(no_key.as_bytes(), None, &AcceptedWindow::default(), now());
     assert!(matches!(refused, Err(ApiError::Validation(d)) if d[0].path == "Idempotency-Key"));
 }
+
+#[test]
+fn leap_seconds_are_refused_rather_than_folded_into_the_next_second() {
+    let found = paths(
+        r#"{"site_id":1,"readings":[
+        {"timestamp":"2026-11-26T08:30:60Z","value":3},
+        {"timestamp":"2026-11-26T08:31:00Z","value":4}]}"#,
+    );
+    assert_eq!(found, ["readings[0].timestamp"]);
+}
+
+#[test]
+fn readings_outside_the_window_are_held_for_the_replay_check() {
+    let batch =
+        parse(r#"{"site_id":1,"readings":[{"timestamp":"2020-01-01T00:00:00Z","value":1}]}"#).unwrap();
+    assert_eq!(batch.outside_window.len(), 1);
+    assert_eq!(batch.outside_window[0].path, "readings[0].timestamp");
+    // With any other problem the batch is refused at once, window problems included.
+    let found = paths(r#"{"site_id":0,"readings":[{"timestamp":"2020-01-01T00:00:00Z","value":1}]}"#);
+    assert_eq!(found, ["site_id", "readings[0].timestamp"]);
+}

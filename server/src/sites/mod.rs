@@ -9,6 +9,8 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize, Serializer};
 use sqlx::PgPool;
 
+use serde_json::value::RawValue;
+
 use crate::quantity::Milligrams;
 
 /// A site's id: a positive integer.
@@ -58,8 +60,8 @@ pub struct SiteRow {
     pub name: String,
     /// Milligrams; > 0.
     pub emission_limit_mg: i64,
-    /// A JSON object.
-    pub metadata: serde_json::Value,
+    /// A JSON object, as PostgreSQL's `jsonb` renders it (numbers exact).
+    pub metadata: String,
     /// Milligrams stored so far; equals the sum of the site's rows in `measurements`.
     pub total_emissions_mg: i64,
     /// Readings stored so far; equals the count of the site's rows in `measurements`.
@@ -84,6 +86,10 @@ impl SiteRow {
     }
 }
 
+fn empty_object() -> Box<RawValue> {
+    RawValue::from_string("{}".to_string()).expect("{} is JSON")
+}
+
 /// Timestamps in responses: RFC 3339 in UTC with a `Z`.
 fn rfc3339<S: Serializer>(at: &DateTime<Utc>, serializer: S) -> Result<S::Ok, S::Error> {
     serializer.collect_str(&at.to_rfc3339_opts(SecondsFormat::AutoSi, true))
@@ -105,8 +111,8 @@ pub struct Site {
     pub name: String,
     /// The limit, kg with 6 decimals.
     pub emission_limit: Milligrams,
-    /// Free-form metadata.
-    pub metadata: serde_json::Value,
+    /// Free-form metadata, written out as stored.
+    pub metadata: Box<RawValue>,
     /// The running total, kg with 6 decimals.
     pub total_emissions_to_date: Milligrams,
     /// Over the limit or not.
@@ -124,7 +130,7 @@ impl From<SiteRow> for Site {
             total_emissions_to_date: row.total(),
             id: row.id,
             name: row.name,
-            metadata: row.metadata,
+            metadata: RawValue::from_string(row.metadata).unwrap_or_else(|_| empty_object()),
             created_at: row.created_at,
         }
     }
@@ -179,9 +185,9 @@ impl From<SiteRow> for SiteMetrics {
 pub async fn create(pool: &PgPool, new_site: &request::NewSite) -> Result<SiteRow, sqlx::Error> {
     sqlx::query_as!(
         SiteRow,
-        "insert into sites (name, emission_limit_mg, metadata) values ($1, $2, $3)
-         returning id, name, emission_limit_mg, metadata, total_emissions_mg, reading_count,
-                   first_reading_at, last_reading_at, version, created_at",
+        r#"insert into sites (name, emission_limit_mg, metadata) values ($1, $2, $3::text::jsonb)
+         returning id, name, emission_limit_mg, metadata::text as "metadata!", total_emissions_mg, reading_count,
+                   first_reading_at, last_reading_at, version, created_at"#,
         new_site.name,
         new_site.emission_limit.mg(),
         new_site.metadata,
@@ -195,9 +201,9 @@ pub async fn create(pool: &PgPool, new_site: &request::NewSite) -> Result<SiteRo
 pub async fn find(pool: &PgPool, id: SiteId) -> Result<Option<SiteRow>, sqlx::Error> {
     sqlx::query_as!(
         SiteRow,
-        "select id, name, emission_limit_mg, metadata, total_emissions_mg, reading_count,
+        r#"select id, name, emission_limit_mg, metadata::text as "metadata!", total_emissions_mg, reading_count,
                 first_reading_at, last_reading_at, version, created_at
-           from sites where id = $1",
+           from sites where id = $1"#,
         id.get(),
     )
     .fetch_optional(pool)
@@ -209,9 +215,9 @@ pub async fn find(pool: &PgPool, id: SiteId) -> Result<Option<SiteRow>, sqlx::Er
 pub async fn list(pool: &PgPool, after: i64, limit: i64) -> Result<Vec<SiteRow>, sqlx::Error> {
     sqlx::query_as!(
         SiteRow,
-        "select id, name, emission_limit_mg, metadata, total_emissions_mg, reading_count,
+        r#"select id, name, emission_limit_mg, metadata::text as "metadata!", total_emissions_mg, reading_count,
                 first_reading_at, last_reading_at, version, created_at
-           from sites where id > $1 order by id limit $2",
+           from sites where id > $1 order by id limit $2"#,
         after,
         limit,
     )
@@ -224,9 +230,9 @@ pub async fn list(pool: &PgPool, after: i64, limit: i64) -> Result<Vec<SiteRow>,
 pub async fn find_by_name(pool: &PgPool, name: &str) -> Result<Option<SiteRow>, sqlx::Error> {
     sqlx::query_as!(
         SiteRow,
-        "select id, name, emission_limit_mg, metadata, total_emissions_mg, reading_count,
+        r#"select id, name, emission_limit_mg, metadata::text as "metadata!", total_emissions_mg, reading_count,
                 first_reading_at, last_reading_at, version, created_at
-           from sites where name = $1 order by id limit 1",
+           from sites where name = $1 order by id limit 1"#,
         name,
     )
     .fetch_optional(pool)

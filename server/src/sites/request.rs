@@ -13,8 +13,9 @@ pub struct NewSite {
     pub name: String,
     /// > 0.
     pub emission_limit: Milligrams,
-    /// A JSON object (`{}` when none was sent).
-    pub metadata: serde_json::Value,
+    /// The JSON text of an object (`{}` when none was sent), kept as sent so that no number in it
+    /// passes through floating point; PostgreSQL's `jsonb` stores numbers exactly.
+    pub metadata: String,
 }
 
 #[derive(Deserialize)]
@@ -38,6 +39,8 @@ pub fn parse_new_site(body: &[u8]) -> Result<NewSite, ApiError> {
             let length = name.chars().count();
             if name.trim().is_empty() {
                 Err("must not be blank")
+            } else if name.chars().any(char::is_control) {
+                Err("must not contain control characters")
             } else if length > 200 {
                 Err("must be at most 200 characters long")
             } else {
@@ -64,11 +67,10 @@ pub fn parse_new_site(body: &[u8]) -> Result<NewSite, ApiError> {
     .ok();
 
     let metadata = match json::present(raw.metadata) {
-        None => Ok(serde_json::Value::Object(Default::default())),
-        Some(raw) => match serde_json::from_str::<serde_json::Value>(raw.get()) {
-            Ok(value @ serde_json::Value::Object(_)) => Ok(value),
-            _ => Err("must be a JSON object"),
-        },
+        None => Ok("{}".to_string()),
+        Some(raw) if !raw.get().starts_with('{') => Err("must be a JSON object"),
+        Some(raw) if has_nul_escape(raw.get()) => Err("must not contain the NUL character (\\u0000)"),
+        Some(raw) => Ok(raw.get().to_string()),
     }
     .map_err(|message| errors.push(FieldError::new("metadata", message)))
     .ok();
@@ -81,6 +83,25 @@ pub fn parse_new_site(body: &[u8]) -> Result<NewSite, ApiError> {
         }),
         _ => Err(ApiError::Validation(errors)),
     }
+}
+
+/// Whether valid JSON text holds a `\u0000` escape in a string (PostgreSQL's text and jsonb cannot).
+fn has_nul_escape(json: &str) -> bool {
+    let mut bytes = json.bytes();
+    while let Some(byte) = bytes.next() {
+        if byte == b'\\' {
+            match bytes.next() {
+                Some(b'u') => {
+                    let code: Vec<u8> = bytes.by_ref().take(4).collect();
+                    if code == b"0000" {
+                        return true;
+                    }
+                }
+                _ => continue,
+            }
+        }
+    }
+    false
 }
 
 #[cfg(test)]
@@ -101,7 +122,7 @@ mod tests {
                 .unwrap();
         assert_eq!(site.name, "Well 7");
         assert_eq!(site.emission_limit.to_string(), "5000.500000");
-        assert_eq!(site.metadata["basin"], "Permian");
+        assert_eq!(site.metadata, r#"{"basin":"Permian"}"#);
     }
 
     #[test]
@@ -118,6 +139,24 @@ mod tests {
             details(r#"{"name":"a","emission_limit":-1}"#)[0].1,
             "must not be negative"
         );
+    }
+
+    #[test]
+    fn nul_characters_are_refused_and_escaped_backslashes_are_not_nul() {
+        assert_eq!(details(r#"{"name":"a\u0000b","emission_limit":1}"#)[0].0, "name");
+        assert_eq!(
+            details(r#"{"name":"a","emission_limit":1,"metadata":{"k\u0000":1}}"#)[0].0,
+            "metadata"
+        );
+        let site = parse_new_site(br#"{"name":"a","emission_limit":1,"metadata":{"path":"C:\\u0000"}}"#);
+        assert!(site.is_ok());
+    }
+
+    #[test]
+    fn metadata_numbers_are_kept_as_written() {
+        let site =
+            parse_new_site(br#"{"name":"a","emission_limit":1,"metadata":{"k":12345678901234567890123}}"#);
+        assert_eq!(site.unwrap().metadata, r#"{"k":12345678901234567890123}"#);
     }
 
     #[test]

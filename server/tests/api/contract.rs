@@ -251,3 +251,24 @@ async fn ready_is_503_when_the_schema_is_behind() {
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(body["error"]["code"], "UNAVAILABLE");
 }
+
+#[tokio::test]
+async fn metadata_numbers_come_back_exactly() {
+    let app = spawn_app().await;
+    let body = r#"{"name": "Exact meta", "emission_limit": 1, "metadata": {"serial": 12345678901234567890123, "gain": 0.1}}"#;
+    let response = app
+        .client
+        .post(format!("{}/v1/sites", app.address))
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let id = response.json::<Value>().await.unwrap()["data"]["id"]
+        .as_i64()
+        .unwrap();
+    let text = app.get(&format!("/v1/sites/{id}")).await.text().await.unwrap();
+    assert!(text.contains(r#""serial": 12345678901234567890123"#), "{text}");
+    assert!(text.contains(r#""gain": 0.1"#), "{text}");
+}

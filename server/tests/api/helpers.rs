@@ -109,6 +109,12 @@ pub async fn spawn_app() -> TestApp {
 pub async fn spawn_app_with(settings: Settings, pool_settings: PoolSettings) -> TestApp {
     let database_url = fresh_database().await;
     let app_pool = db::connect(&database_url, &pool_settings).await.unwrap();
+    spawn_app_on(&database_url, app_pool, settings).await
+}
+
+/// Starts plume serving from `app_pool`; `database_url` is where the test arranges and checks.
+pub async fn spawn_app_on(database_url: &str, app_pool: PgPool, settings: Settings) -> TestApp {
+    let database_url = database_url.to_owned();
     let pool = db::connect_plain(&database_url).await.unwrap();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = format!("http://{}", listener.local_addr().unwrap());

@@ -207,3 +207,36 @@ async fn the_demo_seed_is_idempotent_and_exact() {
     }
     let _: Value = body;
 }
+
+#[tokio::test]
+async fn a_retry_is_replayed_even_after_its_readings_left_the_window() {
+    // One database, two services: the second accepts only the last 30 days.
+    let app = spawn_app().await;
+    let id = app.create_site("Late retry", "100").await;
+    let old = hours_ago(24 * 100);
+    let body = batch(id, &[("a", &old, "4")]);
+    let (status, original) = status_and_body(app.ingest("late-1", &body).await).await;
+    assert_eq!(status, StatusCode::CREATED);
+
+    let narrow = plume::state::Settings {
+        window: partitioning::AcceptedWindow {
+            max_age: chrono::Duration::days(30),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let app_pool = plume::db::connect(&app.database_url, &Default::default())
+        .await
+        .unwrap();
+    let later = spawn_app_on(&app.database_url, app_pool, narrow).await;
+    let (status, replay) = status_and_body(later.ingest("late-1", &body).await).await;
+    assert_eq!(status, StatusCode::OK, "{replay}");
+    assert_eq!(
+        replay["data"]["total_emissions_to_date"],
+        original["data"]["total_emissions_to_date"]
+    );
+    let (status, refused) = status_and_body(later.ingest("late-2", &body).await).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(refused["error"]["details"][0]["path"], "readings[0].timestamp");
+    assert_eq!(app.assert_totals_match_rows(id).await, (4_000_000, 1));
+}

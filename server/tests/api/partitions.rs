@@ -34,11 +34,43 @@ async fn a_reading_lands_in_its_month_and_never_in_the_default_partition() {
             format!("measurements_p{}_{:02}", at.year(), at.month())
         );
     }
-    let in_default: i64 = sqlx::query_scalar("select count(*) from measurements_default")
-        .fetch_one(&app.pool)
+}
+
+#[tokio::test]
+async fn a_reading_without_a_partition_fails_its_batch_until_the_partition_exists() {
+    // A service whose window is wider than the partitions made so far.
+    let wide = AcceptedWindow {
+        max_age: Duration::days(365 * 4),
+        ..AcceptedWindow::default()
+    };
+    let app = spawn_app_with(
+        plume::state::Settings {
+            window: wide,
+            ..Default::default()
+        },
+        Default::default(),
+    )
+    .await;
+    let id = app.create_site("Early", "100").await;
+    let old = (Utc::now() - Duration::days(365 * 3))
+        .format("%Y-%m-%dT%H:%M:%SZ")
+        .to_string();
+    let body = batch(id, &[("a", &old, "1"), ("a", &hours_ago(1), "2")]);
+    let (status, response) = status_and_body(app.ingest("early", &body).await).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{response}");
+    assert_eq!(response["error"]["code"], "UNAVAILABLE");
+    assert_eq!(
+        app.assert_totals_match_rows(id).await,
+        (0, 0),
+        "the whole batch rolled back"
+    );
+
+    partitioning::ensure_window_covered(&app.pool, wide, Utc::now())
         .await
         .unwrap();
-    assert_eq!(in_default, 0);
+    let (status, receipt) = status_and_body(app.ingest("early", &body).await).await;
+    assert_eq!(status, StatusCode::CREATED, "{receipt}");
+    assert_eq!(app.assert_totals_match_rows(id).await, (3_000_000, 2));
 }
 
 #[tokio::test]

@@ -119,6 +119,14 @@ async fn bad_readings_are_422_with_a_detail_per_field() {
             vec!["readings[0].value"],
         ),
         (
+            json!({"site_id": id, "readings": [{"timestamp": ok, "value": "1000.000001", "unit": "t"}]}),
+            vec!["readings[0].value"],
+        ),
+        (
+            json!({"site_id": id, "readings": [{"timestamp": format!("{}60Z", &ok[..17]), "value": 1}]}),
+            vec!["readings[0].timestamp"],
+        ),
+        (
             json!({"site_id": id, "readings": [{"timestamp": ok, "value": 1}, {"timestamp": ok, "value": 2}]}),
             vec!["readings[1]"],
         ),
@@ -248,6 +256,11 @@ async fn bad_sites_are_422_with_details() {
             vec!["metadata"],
         ),
         (json!({}), vec!["name", "emission_limit"]),
+        (json!({"name": "a\u{0}b", "emission_limit": 1}), vec!["name"]),
+        (
+            json!({"name": "a", "emission_limit": 1, "metadata": {"k": "a\u{0}b"}}),
+            vec!["metadata"],
+        ),
         (json!([1]), vec!["body"]),
     ];
     for (body, paths) in cases {
@@ -295,4 +308,64 @@ async fn unknown_routes_and_methods_use_the_envelope() {
     let (status, body) = status_and_body(response).await;
     assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
     assert_eq!(body["error"]["code"], "METHOD_NOT_ALLOWED");
+}
+
+#[tokio::test]
+async fn a_repeated_field_in_a_reading_is_named() {
+    let app = spawn_app().await;
+    let id = app.create_site("Repeated", "1").await;
+    let body = format!(
+        r#"{{"site_id": {id}, "readings": [{{"timestamp": "{}", "value": 1, "value": 2}}]}}"#,
+        hours_ago(1)
+    );
+    let response = app
+        .client
+        .post(format!("{}/v1/ingest", app.address))
+        .header("content-type", "application/json")
+        .header("Idempotency-Key", "repeated")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    let (status, body) = status_and_body(response).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(body["error"]["details"][0]["path"], "readings[0]");
+    assert!(body["error"]["details"][0]["message"]
+        .as_str()
+        .unwrap()
+        .contains("duplicate field"));
+}
+
+#[tokio::test]
+async fn the_largest_reading_is_1000_tonnes() {
+    let app = spawn_app().await;
+    let id = app.create_site("Huge", "1").await;
+    let body =
+        json!({"site_id": id, "readings": [{"timestamp": hours_ago(1), "value": "1000", "unit": "t"}]});
+    let (status, receipt) = status_and_body(app.ingest("huge", &body).await).await;
+    assert_eq!(status, StatusCode::CREATED, "{receipt}");
+    assert_eq!(receipt["data"]["accepted_emissions"], "1000000.000000");
+}
+
+#[tokio::test]
+async fn site_ids_in_paths_and_list_parameters_are_checked() {
+    let app = spawn_app().await;
+    for path in [
+        "/v1/sites/0",
+        "/v1/sites/-4",
+        "/v1/sites/99999999999999999999",
+        "/v1/sites/0/metrics",
+    ] {
+        let (status, body) = status_and_body(app.get(path).await).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{path}");
+        assert_eq!(body["error"]["code"], "SITE_NOT_FOUND", "{path}");
+    }
+    for path in ["/v1/sites/+1", "/v1/sites/1.5", "/v1/sites/x1", "/v1/sites/%20"] {
+        let (status, body) = status_and_body(app.get(path).await).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{path}");
+        assert_eq!(body["error"]["details"][0]["path"], "id", "{path}");
+    }
+    let (status, body) = status_and_body(app.get("/v1/sites?limit=1&limit=2").await).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(body["error"]["details"][0]["path"], "query");
 }
