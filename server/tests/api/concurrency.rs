@@ -3,8 +3,6 @@
 use std::collections::HashSet;
 
 use futures_util::future::join_all;
-use plume::db::PoolSettings;
-use plume::state::Settings;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
@@ -19,14 +17,7 @@ async fn send_all(app: &TestApp, batches: &[(String, Value)]) -> Vec<(StatusCode
 }
 
 async fn run_mixed_writers(writers: usize) {
-    let app = spawn_app_with(
-        Settings::default(),
-        PoolSettings {
-            max_connections: writers as u32 + 4,
-            ..PoolSettings::default()
-        },
-    )
-    .await;
+    let app = spawn_app_with_connections(writers as u32 + 4).await;
     let id = app.create_site("Contended", "1000000").await;
     let start = hours_ago(48);
     let mut batches = Vec::new();
@@ -111,14 +102,7 @@ async fn fifty_concurrent_writers_to_one_site() {
 
 #[tokio::test]
 async fn concurrent_retries_of_one_batch_store_it_once() {
-    let app = spawn_app_with(
-        Settings::default(),
-        PoolSettings {
-            max_connections: 24,
-            ..PoolSettings::default()
-        },
-    )
-    .await;
+    let app = spawn_app_with_connections(24).await;
     let id = app.create_site("Retried", "10").await;
     let body = json!({"site_id": id, "readings": readings("a", &hours_ago(3), 100, "0.1")});
     let batches: Vec<(String, Value)> = (0..20).map(|_| ("one-key".to_string(), body.clone())).collect();
@@ -136,14 +120,7 @@ async fn concurrent_retries_of_one_batch_store_it_once() {
 
 #[tokio::test]
 async fn concurrent_writers_to_many_sites() {
-    let app = spawn_app_with(
-        Settings::default(),
-        PoolSettings {
-            max_connections: 24,
-            ..PoolSettings::default()
-        },
-    )
-    .await;
+    let app = spawn_app_with_connections(24).await;
     let mut sites = Vec::new();
     for i in 0..5 {
         sites.push(app.create_site(&format!("site {i}"), "100").await);

@@ -105,6 +105,15 @@ pub async fn spawn_app() -> TestApp {
     spawn_app_with(Settings::default(), PoolSettings::default()).await
 }
 
+/// Starts plume on a fresh database with a pool of `connections`, for tests with many writers.
+pub async fn spawn_app_with_connections(connections: u32) -> TestApp {
+    let pool_settings = PoolSettings {
+        max_connections: connections,
+        ..PoolSettings::default()
+    };
+    spawn_app_with(Settings::default(), pool_settings).await
+}
+
 /// Starts plume on a fresh database.
 pub async fn spawn_app_with(settings: Settings, pool_settings: PoolSettings) -> TestApp {
     let database_url = fresh_database().await;
@@ -177,6 +186,28 @@ impl TestApp {
         let response = self.get(&format!("/v1/sites/{site_id}/metrics")).await;
         assert_eq!(response.status(), StatusCode::OK);
         response.json::<Value>().await.unwrap()["data"].take()
+    }
+
+    /// How many batches have claimed an idempotency key.
+    pub async fn claimed_batches(&self) -> i64 {
+        sqlx::query_scalar("select count(*) from ingest_batches")
+            .fetch_one(&self.pool)
+            .await
+            .unwrap()
+    }
+
+    /// Opens a transaction that holds the site's row lock, so that ingest batches for it wait inside
+    /// their transactions; roll it back to let them go.
+    pub async fn hold_site_lock(&self, site_id: i64) -> sqlx::PgConnection {
+        use sqlx::Connection;
+        let mut connection = sqlx::PgConnection::connect(&self.database_url).await.unwrap();
+        connection.execute("begin").await.unwrap();
+        sqlx::query("select 1 from sites where id = $1 for update")
+            .bind(site_id)
+            .execute(&mut connection)
+            .await
+            .unwrap();
+        connection
     }
 
     /// Asserts that the site's stored total and count equal what its rows add up to, and returns

@@ -162,11 +162,7 @@ async fn a_missing_site_is_404_and_nothing_is_claimed() {
     .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert_eq!(body["error"]["code"], "SITE_NOT_FOUND");
-    let claimed: i64 = sqlx::query_scalar("select count(*) from ingest_batches")
-        .fetch_one(&app.pool)
-        .await
-        .unwrap();
-    assert_eq!(claimed, 0);
+    assert_eq!(app.claimed_batches().await, 0);
 }
 
 #[tokio::test]

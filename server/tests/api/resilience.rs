@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use reqwest::StatusCode;
 use serde_json::json;
-use sqlx::Connection;
+use sqlx::Executor;
 
 use crate::helpers::*;
 
@@ -33,13 +33,7 @@ async fn a_connection_killed_mid_batch_is_503_and_the_retry_counts_once() {
     let body = json!({"site_id": id, "readings": readings("a", &hours_ago(2), 100, "0.25")});
 
     // Hold the site's lock so the batch stops inside its transaction, then kill its connection.
-    let mut blocker = sqlx::PgConnection::connect(&app.database_url).await.unwrap();
-    let mut holding = blocker.begin().await.unwrap();
-    sqlx::query("select 1 from sites where id = $1 for update")
-        .bind(id)
-        .execute(&mut *holding)
-        .await
-        .unwrap();
+    let mut holding = app.hold_site_lock(id).await;
     let request = {
         let client = app.client.clone();
         let url = format!("{}/v1/ingest", app.address);
@@ -64,7 +58,7 @@ async fn a_connection_killed_mid_batch_is_503_and_the_retry_counts_once() {
         .await
         .unwrap();
     let (status, response) = request.await.unwrap();
-    holding.rollback().await.unwrap();
+    holding.execute("rollback").await.unwrap();
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{response}");
     assert_eq!(response["error"]["code"], "UNAVAILABLE");
     assert_eq!(app.assert_totals_match_rows(id).await, (0, 0));
@@ -84,13 +78,7 @@ async fn a_client_hanging_up_mid_request_leaves_a_complete_batch_or_none() {
     let id = app.create_site("Impatient", "100").await;
     let body = json!({"site_id": id, "readings": readings("a", &hours_ago(2), 100, "0.5")});
 
-    let mut blocker = sqlx::PgConnection::connect(&app.database_url).await.unwrap();
-    let mut holding = blocker.begin().await.unwrap();
-    sqlx::query("select 1 from sites where id = $1 for update")
-        .bind(id)
-        .execute(&mut *holding)
-        .await
-        .unwrap();
+    let mut holding = app.hold_site_lock(id).await;
     // The client gives up while the batch waits inside its transaction.
     let impatient = reqwest::Client::builder()
         .timeout(Duration::from_millis(300))
@@ -104,7 +92,7 @@ async fn a_client_hanging_up_mid_request_leaves_a_complete_batch_or_none() {
         .await;
     assert!(gave_up.is_err());
     blocked_backend(&app).await;
-    holding.rollback().await.unwrap();
+    holding.execute("rollback").await.unwrap();
 
     // The batch still completes on its own (it runs apart from the request)...
     let mut committed = false;

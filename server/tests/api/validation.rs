@@ -5,6 +5,16 @@ use serde_json::{json, Value};
 
 use crate::helpers::*;
 
+/// The `path` of every detail of an error envelope.
+fn detail_paths(response: &Value) -> Vec<&str> {
+    response["error"]["details"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["path"].as_str().unwrap())
+        .collect()
+}
+
 async fn assert_refused(app: &TestApp, key: Option<&str>, body: &Value, status: StatusCode, paths: &[&str]) {
     let mut request = app.client.post(format!("{}/v1/ingest", app.address)).json(body);
     if let Some(key) = key {
@@ -13,13 +23,7 @@ async fn assert_refused(app: &TestApp, key: Option<&str>, body: &Value, status: 
     let (actual, response) = status_and_body(request.send().await.unwrap()).await;
     assert_eq!(actual, status, "{body} -> {response}");
     assert_eq!(response["error"]["code"], "VALIDATION_ERROR");
-    let found: Vec<&str> = response["error"]["details"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|d| d["path"].as_str().unwrap())
-        .collect();
-    assert_eq!(found, paths, "{body} -> {response}");
+    assert_eq!(detail_paths(&response), paths, "{body} -> {response}");
     for detail in response["error"]["details"].as_array().unwrap() {
         assert!(!detail["message"].as_str().unwrap().is_empty());
     }
@@ -139,11 +143,7 @@ async fn bad_readings_are_422_with_a_detail_per_field() {
         assert_refused(&app, Some(&format!("bad-{index}")), body, unprocessable, paths).await;
     }
     assert_eq!(app.assert_totals_match_rows(id).await, (0, 0));
-    let claimed: i64 = sqlx::query_scalar("select count(*) from ingest_batches")
-        .fetch_one(&app.pool)
-        .await
-        .unwrap();
-    assert_eq!(claimed, 0);
+    assert_eq!(app.claimed_batches().await, 0);
 }
 
 #[tokio::test]
@@ -267,13 +267,7 @@ async fn bad_sites_are_422_with_details() {
         let (status, response) = status_and_body(app.post_json("/v1/sites", &body).await).await;
         assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
         assert_eq!(response["error"]["code"], "VALIDATION_ERROR");
-        let found: Vec<&str> = response["error"]["details"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|d| d["path"].as_str().unwrap())
-            .collect();
-        assert_eq!(found, paths, "{body}");
+        assert_eq!(detail_paths(&response), paths, "{body}");
     }
     let (status, body) = status_and_body(
         app.post_json(
