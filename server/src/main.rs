@@ -1,12 +1,14 @@
 //! The `plume` binary: parse the command line, set up logging, run the subcommand until it ends or
 //! a shutdown signal arrives.
 
+use std::process::ExitCode;
+
 use clap::Parser;
 use plume::config::{Cli, Command};
 use tokio_util::sync::CancellationToken;
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> ExitCode {
     let cli = Cli::parse();
     plume::init_tracing(cli.log_format);
     let shutdown = CancellationToken::new();
@@ -16,10 +18,14 @@ async fn main() -> anyhow::Result<()> {
         Command::Migrate(args) => plume::commands::migrate(args).await,
         Command::Seed(args) => plume::commands::seed(args).await,
     };
-    if let Err(error) = &result {
-        tracing::error!("{error:#}");
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            // Once, with its causes, in the log format asked for.
+            tracing::error!("{error:#}");
+            ExitCode::FAILURE
+        }
     }
-    result
 }
 
 /// Cancels `shutdown` on SIGINT or SIGTERM.
