@@ -54,6 +54,11 @@ impl Problems {
         self.errors.push(FieldError::new(path, message));
     }
 
+    fn push_outside_window(&mut self, path: String, message: String) {
+        self.errors.push(FieldError::new(path, message));
+        self.outside_window += 1;
+    }
+
     /// Problems other than readings outside the window.
     fn blocking(&self) -> usize {
         self.errors.len() - self.outside_window
@@ -149,13 +154,11 @@ fn parse_readings(
         return None;
     };
     if items.is_empty() || items.len() > MAX_READINGS_PER_BATCH {
-        problems.errors.push(FieldError::new(
+        let count = items.len();
+        problems.push(
             "readings",
-            format!(
-                "must contain 1 to {MAX_READINGS_PER_BATCH} readings, not {}",
-                items.len()
-            ),
-        ));
+            format!("must contain 1 to {MAX_READINGS_PER_BATCH} readings, not {count}"),
+        );
         return None;
     }
     let blocking_before = problems.blocking();
@@ -195,19 +198,16 @@ fn parse_reading(
         }
     };
     let before = problems.blocking();
-    let errors = &mut problems.errors;
 
     let measured_at = match json::present(raw.timestamp) {
         None => Err("is required".to_string()),
         Some(raw) => parse_timestamp(raw),
     }
-    .map_err(|message| errors.push(FieldError::new(path("timestamp"), message)))
+    .map_err(|message| problems.push(path("timestamp"), message))
     .ok();
     if let Some(Err(outside)) = measured_at.map(|at| window.check(at, now)) {
-        errors.push(FieldError::new(path("timestamp"), outside.to_string()));
-        problems.outside_window += 1;
+        problems.push_outside_window(path("timestamp"), outside.to_string());
     }
-    let errors = &mut problems.errors;
 
     let unit = match json::present(raw.unit) {
         None => Ok(MassUnit::Kilograms),
@@ -216,7 +216,7 @@ fn parse_reading(
             .and_then(|text| MassUnit::parse(&text))
             .ok_or("must be one of \"kg\", \"g\" or \"t\""),
     }
-    .map_err(|message| errors.push(FieldError::new(path("unit"), message)))
+    .map_err(|message| problems.push(path("unit"), message))
     .ok();
 
     let value = match (json::present(raw.value), unit) {
@@ -226,7 +226,7 @@ fn parse_reading(
             Milligrams::parse_json(raw.get(), unit, MAX_READING).map_err(|e| e.to_string())
         }
     }
-    .map_err(|message| errors.push(FieldError::new(path("value"), message)))
+    .map_err(|message| problems.push(path("value"), message))
     .ok();
 
     let source_id = match json::present(raw.source_id) {
@@ -242,7 +242,7 @@ fn parse_reading(
             }
         }),
     }
-    .map_err(|message| errors.push(FieldError::new(path("source_id"), message)))
+    .map_err(|message| problems.push(path("source_id"), message))
     .ok();
 
     match (measured_at, value, source_id) {
