@@ -86,7 +86,7 @@ pub fn parse_batch(
     .map_err(|message| problems.push("site_id", message))
     .ok();
 
-    let key = parse_key(header_key, json::present(raw.batch_id), &mut problems.errors);
+    let key = parse_key(header_key, json::present(raw.batch_id), &mut problems);
     let readings = parse_readings(json::present(raw.readings), window, now, &mut problems);
 
     match (site_id, key, readings) {
@@ -103,7 +103,7 @@ pub fn parse_batch(
 fn parse_key(
     header: Option<&HeaderValue>,
     body: Option<&RawValue>,
-    errors: &mut Vec<FieldError>,
+    problems: &mut Problems,
 ) -> Option<IdempotencyKey> {
     let from_header = header.map(|value| {
         value
@@ -114,25 +114,22 @@ fn parse_key(
     let from_body = body.map(|raw| json::string(raw).and_then(|text| IdempotencyKey::parse(&text)));
     match (from_header, from_body) {
         (None, None) => {
-            errors.push(FieldError::new(
+            problems.push(
                 "Idempotency-Key",
                 "is required: send an Idempotency-Key header or a batch_id field",
-            ));
+            );
             None
         }
         (Some(Err(message)), _) => {
-            errors.push(FieldError::new("Idempotency-Key", message));
+            problems.push("Idempotency-Key", message);
             None
         }
         (_, Some(Err(message))) => {
-            errors.push(FieldError::new("batch_id", message));
+            problems.push("batch_id", message);
             None
         }
         (Some(Ok(header)), Some(Ok(body))) if header != body => {
-            errors.push(FieldError::new(
-                "batch_id",
-                "differs from the Idempotency-Key header",
-            ));
+            problems.push("batch_id", "differs from the Idempotency-Key header");
             None
         }
         (Some(Ok(key)), _) | (None, Some(Ok(key))) => Some(key),
@@ -171,7 +168,7 @@ fn parse_readings(
     if problems.blocking() > blocking_before {
         return None;
     }
-    check_repeats(&mut readings, &mut problems.errors);
+    check_repeats(&mut readings, problems);
     (problems.blocking() == blocking_before).then(|| readings.into_iter().map(|(_, r)| r).collect())
 }
 
@@ -276,7 +273,7 @@ fn parse_timestamp(raw: &RawValue) -> Result<DateTime<Utc>, String> {
 
 /// The same identity (source, time) twice in a batch: fine when the values agree (counted once),
 /// refused when they differ.
-fn check_repeats(readings: &mut [(usize, Reading)], errors: &mut Vec<FieldError>) {
+fn check_repeats(readings: &mut [(usize, Reading)], problems: &mut Problems) {
     readings.sort_by(|(ia, a), (ib, b)| {
         (&a.source_id, a.measured_at, ia).cmp(&(&b.source_id, b.measured_at, ib))
     });
@@ -286,12 +283,12 @@ fn check_repeats(readings: &mut [(usize, Reading)], errors: &mut Vec<FieldError>
             && first.measured_at == reading.measured_at
             && first.value != reading.value
         {
-            errors.push(FieldError::new(
+            problems.push(
                 format!("readings[{index}]"),
                 format!(
                     "has the same source_id and timestamp as readings[{first_index}] but a different value"
                 ),
-            ));
+            );
         }
     }
 }
