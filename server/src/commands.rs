@@ -1,13 +1,27 @@
 //! What each subcommand does, start to finish. `main` only parses arguments and picks one.
 
+use std::time::Duration;
+
 use anyhow::Context;
+use sqlx::PgPool;
 use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{MigrateArgs, SeedArgs, ServeArgs, WindowArgs};
+use crate::config::{
+    MigrateArgs, OutboxStatusArgs, RelayArgs, RelayCommandArgs, RetryDeadArgs, SeedArgs, ServeArgs,
+    WindowArgs,
+};
 use crate::db::Database;
-use crate::state::AppState;
-use crate::{http, seed};
+use crate::outbox::admin::Requeue;
+use crate::outbox::housekeeping::Housekeeping;
+use crate::outbox::relay::Relay;
+use crate::outbox::sink::LogSink;
+use crate::state::{AppState, Settings};
+use crate::{http, outbox, seed};
+
+/// Time between outbox housekeeping passes (premaking days ahead, dropping delivered days).
+const HOUSEKEEPING_INTERVAL: Duration = Duration::from_secs(15 * 60);
 
 /// `plume serve`: open (or start) the database, migrate, seed a new embedded database, serve until
 /// `shutdown`, then stop everything in order.
@@ -34,10 +48,127 @@ async fn serve_on(database: &Database, args: &ServeArgs, shutdown: CancellationT
         .with_context(|| format!("listening on {}", args.listen))?;
     tracing::info!(address = %listener.local_addr()?, "plume is serving");
     let state = AppState::new(database.pool.clone(), args.settings());
-    http::serve(listener, state, shutdown)
+    let background = if args.no_relay {
+        None
+    } else {
+        Some(spawn_outbox(
+            &database.pool,
+            &args.relay,
+            &state,
+            shutdown.clone(),
+        )?)
+    };
+    let served = http::serve(listener, state, shutdown.clone())
         .await
-        .context("serving HTTP")?;
+        .context("serving HTTP");
+    // Whatever ended serving, the relay stops too; it finishes the deliveries under way first.
+    shutdown.cancel();
+    if let Some(background) = background {
+        background.wait().await;
+    }
     tracing::info!("plume stopped serving");
+    served
+}
+
+/// The outbox relay and its housekeeping, running in the background.
+struct OutboxJobs {
+    relay: JoinHandle<()>,
+    housekeeping: JoinHandle<()>,
+}
+
+impl OutboxJobs {
+    async fn wait(self) {
+        for job in [self.relay, self.housekeeping] {
+            if let Err(error) = job.await {
+                tracing::error!(%error, "an outbox job panicked");
+            }
+        }
+    }
+}
+
+/// Starts the relay (webhook sink if configured, else the log sink) and its housekeeping.
+fn spawn_outbox(
+    pool: &PgPool,
+    args: &RelayArgs,
+    state: &AppState,
+    shutdown: CancellationToken,
+) -> anyhow::Result<OutboxJobs> {
+    let config = args.relay_config();
+    let (metrics, wake) = (state.metrics.clone(), state.outbox_wake.clone());
+    let relay = match args.webhook_sink()? {
+        Some(sink) => {
+            tracing::info!(urls = ?args.webhook_urls, "outbox events go to the alerting webhook");
+            let relay = Relay::new(pool.clone(), sink, config, metrics, wake);
+            tokio::spawn(relay.run(shutdown.clone()))
+        }
+        None => {
+            tracing::info!("no --alert-webhook-url: outbox events are delivered to the log");
+            let relay = Relay::new(pool.clone(), LogSink, config, metrics, wake);
+            tokio::spawn(relay.run(shutdown.clone()))
+        }
+    };
+    let housekeeping = Housekeeping {
+        pool: pool.clone(),
+        retention: args.retention(),
+        interval: HOUSEKEEPING_INTERVAL,
+    };
+    Ok(OutboxJobs {
+        relay,
+        housekeeping: tokio::spawn(housekeeping.run(shutdown)),
+    })
+}
+
+/// `plume relay`: the relay and its housekeeping only, until `shutdown`.
+pub async fn relay(args: RelayCommandArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let database = Database::open(&args.database.source(), &args.database.pool_settings()).await?;
+    let state = AppState::new(database.pool.clone(), Settings::default());
+    let result = match spawn_outbox(&database.pool, &args.relay, &state, shutdown) {
+        Ok(jobs) => {
+            jobs.wait().await;
+            Ok(())
+        }
+        Err(error) => Err(error),
+    };
+    database.close().await;
+    result
+}
+
+/// `plume outbox status`.
+pub async fn outbox_status(args: OutboxStatusArgs) -> anyhow::Result<()> {
+    let database = Database::open(&args.database.source(), &args.database.pool_settings()).await?;
+    let result = async {
+        let status = outbox::admin::status(&database.pool).await?;
+        let dead = outbox::admin::dead_events(&database.pool, 50).await?;
+        anyhow::Ok((status, dead))
+    }
+    .await;
+    database.close().await;
+    let (status, dead) = result.context("reading the outbox status")?;
+    if args.json {
+        let report = serde_json::json!({ "status": status, "dead_events": dead });
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", outbox::report::status_table(&status, &dead));
+    }
+    Ok(())
+}
+
+/// `plume outbox retry-dead`.
+pub async fn outbox_retry_dead(args: RetryDeadArgs) -> anyhow::Result<()> {
+    let which = match args.event {
+        Some(id) => Requeue::Event(id),
+        None => Requeue::All,
+    };
+    let database = Database::open(&args.database.source(), &args.database.pool_settings()).await?;
+    let result = outbox::admin::retry_dead(&database.pool, which).await;
+    database.close().await;
+    let requeued = result.context("re-queueing dead events")?;
+    match (which, requeued) {
+        (Requeue::Event(id), 0) => anyhow::bail!("no dead-lettered event has id {id}"),
+        _ => println!(
+            "{requeued} dead event(s) re-queued; they will be delivered again with their original ids"
+        ),
+    }
     Ok(())
 }
 

@@ -8,6 +8,8 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use partitioning::AcceptedWindow;
 
 use crate::db::{DatabaseSource, PoolSettings};
+use crate::outbox::relay::RelayConfig;
+use crate::outbox::sink::WebhookSink;
 use crate::state::Settings;
 
 /// plume: exact, retry-safe storage for methane emission readings.
@@ -34,6 +36,125 @@ pub enum Command {
     Migrate(MigrateArgs),
     /// Load data into the database.
     Seed(SeedArgs),
+    /// Run only the outbox relay (and its housekeeping), delivering events to the alerting service.
+    Relay(RelayCommandArgs),
+    /// Inspect the outbox and re-queue dead-lettered events.
+    #[command(subcommand)]
+    Outbox(OutboxCommand),
+}
+
+/// `plume outbox ...`.
+#[derive(Debug, Subcommand)]
+pub enum OutboxCommand {
+    /// Pending, in-flight and dead events, the oldest pending age and the backlog of each site.
+    Status(OutboxStatusArgs),
+    /// Put dead-lettered events back in their sites' streams (same event id) to be delivered again.
+    RetryDead(RetryDeadArgs),
+}
+
+/// `plume outbox status`.
+#[derive(Debug, Clone, Args)]
+pub struct OutboxStatusArgs {
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+}
+
+/// `plume outbox retry-dead`.
+#[derive(Debug, Clone, Args)]
+#[group(id = "which", required = true, multiple = false, args = ["event", "all"])]
+pub struct RetryDeadArgs {
+    /// The id of the dead event to re-queue.
+    #[arg(long)]
+    pub event: Option<uuid::Uuid>,
+    /// Re-queue every dead event.
+    #[arg(long)]
+    pub all: bool,
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+}
+
+/// How the outbox is delivered.
+#[derive(Debug, Clone, Args)]
+pub struct RelayArgs {
+    /// Alerting webhook to POST every event to (repeatable, or comma-separated in the variable).
+    /// Without one, events are delivered to the log as structured lines.
+    #[arg(
+        long = "alert-webhook-url",
+        env = "PLUME_ALERT_WEBHOOK_URL",
+        value_delimiter = ','
+    )]
+    pub webhook_urls: Vec<reqwest::Url>,
+    /// Shared secret for the `X-Plume-Signature-256` HMAC-SHA256 of each body (required with a URL).
+    #[arg(
+        long = "alert-webhook-secret",
+        env = "PLUME_ALERT_WEBHOOK_SECRET",
+        hide_env_values = true
+    )]
+    pub webhook_secret: Option<String>,
+    /// Seconds one webhook request may take before it counts as failed.
+    #[arg(long = "alert-webhook-timeout-secs", env = "PLUME_ALERT_WEBHOOK_TIMEOUT_SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=300))]
+    pub webhook_timeout_secs: u64,
+    /// Sites whose events are delivered at the same time.
+    #[arg(long, env = "PLUME_RELAY_CONCURRENCY", default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub relay_concurrency: u32,
+    /// Failed attempts after which an event is dead-lettered.
+    #[arg(long, env = "PLUME_RELAY_MAX_ATTEMPTS", default_value_t = 15, value_parser = clap::value_parser!(u32).range(1..))]
+    pub relay_max_attempts: u32,
+    /// Hours after which an event that still fails is dead-lettered.
+    #[arg(long, env = "PLUME_RELAY_MAX_AGE_HOURS", default_value_t = 24, value_parser = clap::value_parser!(u32).range(1..))]
+    pub relay_max_age_hours: u32,
+    /// Days delivered events are kept in the outbox before their day is dropped.
+    #[arg(long, env = "PLUME_OUTBOX_RETENTION_DAYS", default_value_t = 7, value_parser = clap::value_parser!(u32).range(1..=3650))]
+    pub outbox_retention_days: u32,
+}
+
+impl RelayArgs {
+    /// The relay's pacing.
+    pub fn relay_config(&self) -> RelayConfig {
+        let delivery_timeout = Duration::from_secs(self.webhook_timeout_secs);
+        RelayConfig {
+            concurrency: self.relay_concurrency as usize,
+            delivery_timeout,
+            lease: (delivery_timeout * 6).max(Duration::from_secs(60)),
+            max_attempts: self.relay_max_attempts,
+            max_age: Duration::from_secs(u64::from(self.relay_max_age_hours) * 3600),
+            ..RelayConfig::default()
+        }
+    }
+
+    /// How long delivered events are kept.
+    pub fn retention(&self) -> Duration {
+        Duration::from_secs(u64::from(self.outbox_retention_days) * 24 * 3600)
+    }
+
+    /// The webhook sink, or `None` for the log sink; an error when a URL comes without a secret.
+    pub fn webhook_sink(&self) -> anyhow::Result<Option<WebhookSink>> {
+        if self.webhook_urls.is_empty() {
+            return Ok(None);
+        }
+        let secret = match self.webhook_secret.as_deref() {
+            Some(secret) if !secret.is_empty() => secret,
+            _ => anyhow::bail!("--alert-webhook-url needs --alert-webhook-secret (PLUME_ALERT_WEBHOOK_SECRET) to sign events"),
+        };
+        let timeout = Duration::from_secs(self.webhook_timeout_secs);
+        Ok(Some(WebhookSink::new(
+            self.webhook_urls.clone(),
+            secret.as_bytes(),
+            timeout,
+        )?))
+    }
+}
+
+/// `plume relay`.
+#[derive(Debug, Clone, Args)]
+pub struct RelayCommandArgs {
+    #[command(flatten)]
+    pub relay: RelayArgs,
+    #[command(flatten)]
+    pub database: DatabaseArgs,
 }
 
 /// How to log.
@@ -111,6 +232,11 @@ pub struct ServeArgs {
     /// Do not load the demo data (otherwise loaded when the embedded database has no sites yet).
     #[arg(long, env = "PLUME_NO_DEMO")]
     pub no_demo: bool,
+    /// Do not run the outbox relay in this process (run `plume relay` elsewhere instead).
+    #[arg(long, env = "PLUME_NO_RELAY")]
+    pub no_relay: bool,
+    #[command(flatten)]
+    pub relay: RelayArgs,
     #[command(flatten)]
     pub database: DatabaseArgs,
     #[command(flatten)]

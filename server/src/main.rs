@@ -4,7 +4,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use plume::config::{Cli, Command};
+use plume::config::{Cli, Command, OutboxCommand};
 use tokio_util::sync::CancellationToken;
 
 #[tokio::main]
@@ -17,6 +17,9 @@ async fn main() -> ExitCode {
         Command::Serve(args) => plume::commands::serve(args, shutdown).await,
         Command::Migrate(args) => plume::commands::migrate(args).await,
         Command::Seed(args) => plume::commands::seed(args).await,
+        Command::Relay(args) => plume::commands::relay(args, shutdown).await,
+        Command::Outbox(OutboxCommand::Status(args)) => plume::commands::outbox_status(args).await,
+        Command::Outbox(OutboxCommand::RetryDead(args)) => plume::commands::outbox_retry_dead(args).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

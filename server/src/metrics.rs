@@ -57,6 +57,8 @@ pub struct Metrics {
     readings_duplicate: AtomicU64,
     duplicate_requests_replay: AtomicU64,
     duplicate_requests_key_reused: AtomicU64,
+    /// The outbox relay's counters.
+    pub outbox: OutboxCounters,
 }
 
 impl Metrics {
@@ -119,6 +121,91 @@ impl Metrics {
             "plume_ingest_duplicate_requests_total{{reason=\"key_reused\"}} {}",
             load(&self.duplicate_requests_key_reused)
         );
+        self.outbox.render(&mut out);
         out
+    }
+}
+
+/// Upper bounds, in seconds, of the delivery latency histogram's buckets.
+const LATENCY_BUCKETS: [f64; 14] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0, 30.0, 300.0, 3600.0,
+];
+
+/// What this process's outbox relay did.
+#[derive(Debug, Default)]
+pub struct OutboxCounters {
+    delivered: AtomicU64,
+    failed_attempts: AtomicU64,
+    dead_lettered: AtomicU64,
+    /// Deliveries by latency bucket (the last one is `+Inf`), cumulative only when rendered.
+    latency_buckets: [AtomicU64; LATENCY_BUCKETS.len() + 1],
+    latency_sum_micros: AtomicU64,
+}
+
+impl OutboxCounters {
+    /// Counts a delivered event, `latency` after it was written.
+    pub fn delivered(&self, latency: chrono::Duration) {
+        let micros = latency.num_microseconds().unwrap_or(i64::MAX).max(0) as u64;
+        let seconds = micros as f64 / 1e6;
+        let bucket = LATENCY_BUCKETS
+            .iter()
+            .position(|bound| seconds <= *bound)
+            .unwrap_or(LATENCY_BUCKETS.len());
+        self.latency_buckets[bucket].fetch_add(1, Ordering::Relaxed);
+        self.latency_sum_micros.fetch_add(micros, Ordering::Relaxed);
+        self.delivered.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a failed delivery attempt.
+    pub fn failed_attempt(&self) {
+        self.failed_attempts.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a dead-lettered event.
+    pub fn dead_lettered(&self) {
+        self.dead_lettered.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn render(&self, out: &mut String) {
+        let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        let counters = [
+            (
+                "plume_outbox_delivered_total",
+                "Events delivered by this process's relay.",
+                &self.delivered,
+            ),
+            (
+                "plume_outbox_failed_attempts_total",
+                "Failed delivery attempts by this process's relay.",
+                &self.failed_attempts,
+            ),
+            (
+                "plume_outbox_dead_lettered_total",
+                "Events this process's relay dead-lettered.",
+                &self.dead_lettered,
+            ),
+        ];
+        for (name, help, counter) in counters {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
+                load(counter)
+            );
+        }
+        let name = "plume_outbox_delivery_latency_seconds";
+        let _ = writeln!(
+            out,
+            "# HELP {name} From an event's commit to its delivery.\n# TYPE {name} histogram"
+        );
+        let mut cumulative = 0;
+        for (index, counter) in self.latency_buckets.iter().enumerate() {
+            cumulative += load(counter);
+            let bound = LATENCY_BUCKETS
+                .get(index)
+                .map_or("+Inf".to_string(), |b| b.to_string());
+            let _ = writeln!(out, "{name}_bucket{{le=\"{bound}\"}} {cumulative}");
+        }
+        let sum = load(&self.latency_sum_micros) as f64 / 1e6;
+        let _ = writeln!(out, "{name}_sum {sum}\n{name}_count {cumulative}");
     }
 }

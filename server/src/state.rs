@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use partitioning::AcceptedWindow;
 use sqlx::PgPool;
+use tokio::sync::Notify;
 
 use crate::metrics::Metrics;
 
@@ -34,6 +35,8 @@ pub struct AppState {
     pub settings: Arc<Settings>,
     /// Counters exported on `/metrics`.
     pub metrics: Arc<Metrics>,
+    /// Woken after a commit that wrote outbox events, so this process's relay sends them at once.
+    pub outbox_wake: Arc<Notify>,
 }
 
 impl AppState {
@@ -43,6 +46,7 @@ impl AppState {
             pool,
             settings: Arc::new(settings),
             metrics: Arc::new(Metrics::default()),
+            outbox_wake: Arc::new(Notify::new()),
         }
     }
 }

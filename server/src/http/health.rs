@@ -1,6 +1,8 @@
 //! Operational endpoints: `/health` (the process is up), `/ready` (the database answers and is
 //! migrated), `/metrics` (Prometheus text).
 
+use std::fmt::Write;
+
 use axum::extract::State;
 use axum::http::header::CONTENT_TYPE;
 use axum::response::IntoResponse;
@@ -11,6 +13,7 @@ use serde_json::json;
 use super::envelope::Envelope;
 use crate::db::migrate;
 use crate::error::ApiError;
+use crate::outbox::{self, admin::OutboxStatus};
 use crate::state::AppState;
 
 /// The operational routes.
@@ -38,9 +41,37 @@ async fn ready(State(state): State<AppState>) -> Result<Envelope<serde_json::Val
     }
 }
 
+/// The process's counters, then the outbox gauges, which are the database's (the same from every
+/// instance); when the database does not answer, the gauges are left out rather than the page.
 async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
-    (
-        [(CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
-        state.metrics.render(),
-    )
+    let mut page = state.metrics.render();
+    match outbox::admin::status(&state.pool).await {
+        Ok(status) => render_outbox_gauges(&mut page, &status),
+        Err(error) => tracing::warn!(%error, "reading the outbox status for /metrics failed"),
+    }
+    ([(CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], page)
+}
+
+fn render_outbox_gauges(page: &mut String, status: &OutboxStatus) {
+    let gauges = [
+        (
+            "plume_outbox_pending",
+            "Events not yet delivered.",
+            status.pending as f64,
+        ),
+        (
+            "plume_outbox_in_flight",
+            "Pending events being delivered now.",
+            status.in_flight as f64,
+        ),
+        ("plume_outbox_dead", "Dead-lettered events.", status.dead as f64),
+        (
+            "plume_outbox_oldest_pending_age_seconds",
+            "Age of the oldest undelivered event (0 when none).",
+            status.oldest_pending_age_seconds.unwrap_or(0.0),
+        ),
+    ];
+    for (name, help, value) in gauges {
+        let _ = writeln!(page, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}");
+    }
 }

@@ -41,6 +41,7 @@ async fn ingest(
     state.metrics.ingest_request(outcome);
     match result {
         Ok(Outcome::Stored(receipt)) => {
+            state.outbox_wake.notify_one();
             state
                 .metrics
                 .readings(receipt.readings_accepted, receipt.readings_duplicate);

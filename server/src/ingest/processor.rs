@@ -9,9 +9,12 @@
 //! 3. COPY the readings (binary) into the connection's staging table.
 //! 4. One statement inserts them into `measurements` with `on conflict do nothing` and moves the
 //!    site's total, count, first/last times and version by exactly what was newly stored.
-//! 5. Claim the key (its primary key makes the claim unique), with the payload hash and the receipt;
-//!    commit. Only then is the client answered. A retry that raced its original past step 1 and
-//!    waited for the lock finds the key taken here: it rolls back and replays the original receipt.
+//! 5. Claim the key (its primary key makes the claim unique), with the payload hash and the receipt.
+//!    A retry that raced its original past step 1 and waited for the lock finds the key taken
+//!    here: it rolls back and replays the original receipt.
+//! 6. Append the batch's events to the site's outbox stream ([`crate::outbox::record`]) and commit:
+//!    the readings, the total and the events land together or not at all. Only then is the client
+//!    answered.
 //!
 //! The pool must come from [`crate::db::connect`], which gives each connection its staging table.
 
@@ -21,6 +24,7 @@ use sqlx::{PgPool, Postgres, Transaction};
 use super::copy::{self, COPY_STAGING};
 use super::{BatchReceipt, IdempotencyKey, IngestBatch};
 use crate::error::FieldError;
+use crate::outbox;
 use crate::quantity::Milligrams;
 use crate::sites::{ComplianceStatus, SiteId};
 
@@ -133,6 +137,10 @@ pub async fn execute(pool: PgPool, batch: IngestBatch) -> Result<Outcome, Ingest
     .await;
     match claimed {
         Ok(_) => {
+            let limit = Milligrams::from_mg(site.emission_limit_mg);
+            let events =
+                outbox::events_for_batch(&receipt, Milligrams::from_mg(site.total_emissions_mg), limit);
+            outbox::record(&mut tx, batch.site_id, chrono::Utc::now(), &events).await?;
             tx.commit().await?;
             Ok(Outcome::Stored(receipt))
         }

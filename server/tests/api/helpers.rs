@@ -66,6 +66,8 @@ pub struct TestApp {
     pub app_pool: PgPool,
     /// The test's database URL.
     pub database_url: String,
+    /// The server's shared state (its metrics and outbox wake-up), for relays the test starts.
+    pub state: AppState,
     shutdown: CancellationToken,
 }
 
@@ -129,13 +131,14 @@ pub async fn spawn_app_on(database_url: &str, app_pool: PgPool, settings: Settin
     let address = format!("http://{}", listener.local_addr().unwrap());
     let shutdown = CancellationToken::new();
     let state = AppState::new(app_pool.clone(), settings);
-    tokio::spawn(plume::http::serve(listener, state, shutdown.clone()));
+    tokio::spawn(plume::http::serve(listener, state.clone(), shutdown.clone()));
     TestApp {
         address,
         client: reqwest::Client::new(),
         pool,
         app_pool,
         database_url,
+        state,
         shutdown,
     }
 }

@@ -1,0 +1,267 @@
+//! Where the relay delivers events: the [`Sink`] trait, the webhook sink the alerting service
+//! listens on, and the log sink used when no webhook is configured.
+
+use std::fmt;
+use std::future::Future;
+use std::time::Duration;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use hmac::{Hmac, Mac};
+use serde::Serialize;
+use serde_json::Value;
+use sha2::Sha256;
+use uuid::Uuid;
+
+/// Header carrying the event id (also in the body): what consumers deduplicate on.
+pub const EVENT_ID_HEADER: &str = "x-plume-event-id";
+/// Header carrying the event type.
+pub const EVENT_TYPE_HEADER: &str = "x-plume-event-type";
+/// Header carrying `sha256=<hex HMAC-SHA256 of the body with the shared secret>`.
+pub const SIGNATURE_HEADER: &str = "x-plume-signature-256";
+/// Header carrying which attempt this is, from 1.
+pub const ATTEMPT_HEADER: &str = "x-plume-delivery-attempt";
+
+/// One event, ready to send.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    /// The event's id.
+    pub event_id: Uuid,
+    /// `measurements.ingested` or `site.limit_exceeded`.
+    pub event_type: String,
+    /// The site whose stream it is in.
+    pub site_id: i64,
+    /// Its place in the site's stream.
+    pub sequence: i64,
+    /// When it was written to the outbox.
+    pub created_at: DateTime<Utc>,
+    /// Which attempt this is, from 1.
+    pub attempt: u32,
+    /// The JSON body, exactly the bytes sent and signed.
+    pub body: Vec<u8>,
+}
+
+/// The body's common fields; the type-specific ones follow, flattened.
+#[derive(Serialize)]
+struct Body<'a> {
+    event_id: Uuid,
+    #[serde(rename = "type")]
+    event_type: &'a str,
+    site_id: i64,
+    sequence: i64,
+    occurred_at: String,
+    #[serde(flatten)]
+    data: &'a serde_json::Map<String, Value>,
+}
+
+impl Delivery {
+    /// Builds the delivery of a stored event.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        event_id: Uuid,
+        event_type: String,
+        site_id: i64,
+        sequence: i64,
+        occurred_at: DateTime<Utc>,
+        created_at: DateTime<Utc>,
+        data: &Value,
+        attempt: u32,
+    ) -> Self {
+        let empty = serde_json::Map::new();
+        let body = Body {
+            event_id,
+            event_type: &event_type,
+            site_id,
+            sequence,
+            occurred_at: occurred_at.to_rfc3339_opts(SecondsFormat::Micros, true),
+            data: data.as_object().unwrap_or(&empty),
+        };
+        let body = serde_json::to_vec(&body).expect("an event body serialises");
+        Self {
+            event_id,
+            event_type,
+            site_id,
+            sequence,
+            created_at,
+            attempt,
+            body,
+        }
+    }
+}
+
+/// Why a delivery failed; the relay retries it later.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct DeliveryError(pub String);
+
+/// Something events are delivered to. `deliver` succeeds only once the receiver has the event.
+pub trait Sink: Send + Sync + fmt::Debug + 'static {
+    /// Delivers one event.
+    fn deliver(&self, delivery: &Delivery) -> impl Future<Output = Result<(), DeliveryError>> + Send;
+}
+
+/// Writes each event as one structured log line: the sink when no webhook is configured, so the
+/// outbox works (and can be watched) out of the box.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct LogSink;
+
+impl Sink for LogSink {
+    async fn deliver(&self, delivery: &Delivery) -> Result<(), DeliveryError> {
+        tracing::info!(
+            target: "plume::outbox::delivered",
+            event_id = %delivery.event_id,
+            event_type = %delivery.event_type,
+            site_id = delivery.site_id,
+            sequence = delivery.sequence,
+            body = %String::from_utf8_lossy(&delivery.body),
+            "event delivered to the log"
+        );
+        Ok(())
+    }
+}
+
+/// POSTs each event to every configured URL, signed; delivered when all of them answer 2xx.
+#[derive(Clone)]
+pub struct WebhookSink {
+    client: reqwest::Client,
+    urls: Vec<reqwest::Url>,
+    secret: Vec<u8>,
+}
+
+impl fmt::Debug for WebhookSink {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WebhookSink")
+            .field("urls", &self.urls)
+            .field("secret", &"<redacted>")
+            .finish()
+    }
+}
+
+impl WebhookSink {
+    /// A sink for `urls`, signing with `secret`, giving up on a request after `timeout`.
+    pub fn new(urls: Vec<reqwest::Url>, secret: &[u8], timeout: Duration) -> Result<Self, reqwest::Error> {
+        let client = reqwest::Client::builder()
+            .timeout(timeout)
+            .connect_timeout(timeout.min(Duration::from_secs(5)))
+            .user_agent(concat!("plume/", env!("CARGO_PKG_VERSION")))
+            .build()?;
+        Ok(Self {
+            client,
+            urls,
+            secret: secret.to_vec(),
+        })
+    }
+
+    async fn post(
+        &self,
+        url: &reqwest::Url,
+        delivery: &Delivery,
+        signature: &str,
+    ) -> Result<(), DeliveryError> {
+        let response = self
+            .client
+            .post(url.clone())
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .header(EVENT_ID_HEADER, delivery.event_id.to_string())
+            .header(EVENT_TYPE_HEADER, &delivery.event_type)
+            .header(ATTEMPT_HEADER, delivery.attempt.to_string())
+            .header(SIGNATURE_HEADER, signature)
+            .body(delivery.body.clone())
+            .send()
+            .await
+            .map_err(|e| DeliveryError(format!("{url}: {}", error_chain(&e))))?;
+        let status = response.status();
+        if status.is_success() {
+            Ok(())
+        } else {
+            Err(DeliveryError(format!("{url}: answered {status}")))
+        }
+    }
+}
+
+impl Sink for WebhookSink {
+    async fn deliver(&self, delivery: &Delivery) -> Result<(), DeliveryError> {
+        let signature = sign(&self.secret, &delivery.body);
+        let attempts = self.urls.iter().map(|url| self.post(url, delivery, &signature));
+        let failures: Vec<String> = futures_util::future::join_all(attempts)
+            .await
+            .into_iter()
+            .filter_map(|result| result.err().map(|e| e.0))
+            .collect();
+        if failures.is_empty() {
+            Ok(())
+        } else {
+            Err(DeliveryError(failures.join("; ")))
+        }
+    }
+}
+
+/// `sha256=` and the hex HMAC-SHA256 of `body` keyed with `secret`: the value of
+/// [`SIGNATURE_HEADER`].
+pub fn sign(secret: &[u8], body: &[u8]) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret).expect("HMAC takes a key of any length");
+    mac.update(body);
+    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+/// Whether `signature` (a [`SIGNATURE_HEADER`] value) is `body`'s, compared in constant time.
+pub fn verify(secret: &[u8], body: &[u8], signature: &str) -> bool {
+    let Some(Ok(expected)) = signature.strip_prefix("sha256=").map(hex::decode) else {
+        return false;
+    };
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret).expect("HMAC takes a key of any length");
+    mac.update(body);
+    mac.verify_slice(&expected).is_ok()
+}
+
+/// An error and its causes on one line (reqwest's own message hides the cause, e.g. "connection
+/// refused").
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_signature_verifies_with_its_secret_only() {
+        let body = br#"{"event_id":"x"}"#;
+        let signature = sign(b"secret", body);
+        assert!(signature.starts_with("sha256="));
+        assert!(verify(b"secret", body, &signature));
+        assert!(!verify(b"other", body, &signature));
+        assert!(!verify(b"secret", b"{}", &signature));
+        assert!(!verify(b"secret", body, "sha256=zz"));
+    }
+
+    #[test]
+    fn the_body_carries_the_common_fields_then_the_data() {
+        let data = serde_json::json!({"batch_id": "b", "readings_accepted": 2});
+        let at = DateTime::parse_from_rfc3339("2026-01-02T03:04:05Z")
+            .unwrap()
+            .to_utc();
+        let delivery = Delivery::new(
+            Uuid::nil(),
+            "measurements.ingested".into(),
+            7,
+            3,
+            at,
+            at,
+            &data,
+            1,
+        );
+        let body: Value = serde_json::from_slice(&delivery.body).unwrap();
+        assert_eq!(body["type"], "measurements.ingested");
+        assert_eq!(body["site_id"], 7);
+        assert_eq!(body["sequence"], 3);
+        assert_eq!(body["occurred_at"], "2026-01-02T03:04:05.000000Z");
+        assert_eq!(body["batch_id"], "b");
+    }
+}

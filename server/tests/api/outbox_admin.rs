@@ -1,0 +1,154 @@
+//! Operating the outbox: housekeeping of the daily event log, and the `plume outbox` commands.
+
+use std::process::Command;
+use std::time::Duration;
+
+use chrono::Utc;
+use plume::outbox::housekeeping;
+use serde_json::Value;
+use sqlx::{Connection, Executor, PgPool};
+
+use crate::helpers::{hours_ago, readings, spawn_app};
+
+const WEEK: Duration = Duration::from_secs(7 * 24 * 3600);
+
+async fn partitions(pool: &PgPool) -> Vec<String> {
+    sqlx::query_scalar(
+        "select partition_tablename::text from partman.show_partitions('public.outbox_events') order by 1",
+    )
+    .fetch_all(pool)
+    .await
+    .unwrap()
+}
+
+async fn events_in_default(pool: &PgPool) -> i64 {
+    sqlx::query_scalar("select count(*) from outbox_events_default")
+        .fetch_one(pool)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn housekeeping_premakes_days_rescues_the_default_partition_and_drops_only_delivered_days() {
+    let app = spawn_app().await;
+    let site = app.create_site("Kept", "100").await;
+
+    let report = housekeeping::run_once(&app.pool, WEEK).await.unwrap();
+    assert!(report.ran);
+    let ahead = (Utc::now() + chrono::Duration::days(7))
+        .format("outbox_events_p%Y_%m_%d")
+        .to_string();
+    assert!(partitions(&app.pool).await.contains(&ahead), "a week premade");
+
+    // An undelivered event from 20 days ago, older than any partition: it lands in the default.
+    let old_day = (Utc::now() - chrono::Duration::days(20))
+        .format("outbox_events_p%Y_%m_%d")
+        .to_string();
+    sqlx::raw_sql(&format!(
+        "insert into outbox_streams (site_id, head_seq) values ({site}, 1);
+         insert into outbox_events (created_at, site_id, seq, event_id, event_type, occurred_at, data)
+         values (now() - interval '20 days', {site}, 1, gen_random_uuid(), 'measurements.ingested', now(), '{{}}');"
+    ))
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(events_in_default(&app.pool).await, 1);
+
+    let report = housekeeping::run_once(&app.pool, WEEK).await.unwrap();
+    assert_eq!(report.default_rows_moved, 1);
+    assert_eq!(report.partitions_dropped, 0, "its day holds an undelivered event");
+    assert_eq!(events_in_default(&app.pool).await, 0);
+    assert!(partitions(&app.pool).await.contains(&old_day));
+
+    sqlx::query("update outbox_streams set delivered_seq = 1 where site_id = $1")
+        .bind(site)
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    let report = housekeeping::run_once(&app.pool, WEEK).await.unwrap();
+    assert!(report.partitions_dropped >= 1);
+    let left = partitions(&app.pool).await;
+    assert!(!left.contains(&old_day), "the delivered day is dropped whole");
+    assert!(left.contains(&ahead));
+    let today = Utc::now().format("outbox_events_p%Y_%m_%d").to_string();
+    assert!(left.contains(&today), "days inside the retention stay");
+}
+
+#[tokio::test]
+async fn housekeeping_runs_in_one_instance_at_a_time() {
+    let app = spawn_app().await;
+    let mut other = sqlx::PgConnection::connect(&app.database_url).await.unwrap();
+    other.execute("begin").await.unwrap();
+    other
+        .execute("select pg_advisory_xact_lock(hashtext('plume.outbox.housekeeping'))")
+        .await
+        .unwrap();
+    let report = housekeeping::run_once(&app.pool, WEEK).await.unwrap();
+    assert!(!report.ran, "skipped while another instance holds the job");
+    other.execute("rollback").await.unwrap();
+    assert!(housekeeping::run_once(&app.pool, WEEK).await.unwrap().ran);
+}
+
+fn plume(args: &[&str], database_url: &str) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_plume"))
+        .args(args)
+        .env("DATABASE_URL", database_url)
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn outbox_status_and_retry_dead_commands_report_and_refuse_clearly() {
+    let app = spawn_app().await;
+    let site = app.create_site("Listed", "100").await;
+    let body = serde_json::json!({"site_id": site, "readings": readings("a", &hours_ago(2), 2, "1")});
+    assert_eq!(
+        app.ingest("one", &body).await.status(),
+        reqwest::StatusCode::CREATED
+    );
+
+    let url = app.database_url.clone();
+    let output = tokio::task::spawn_blocking(move || plume(&["outbox", "status", "--json"], &url))
+        .await
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(report["status"]["pending"], 1);
+    assert_eq!(report["status"]["streams"][0]["site_id"], site);
+    assert_eq!(report["status"]["dead"], 0);
+
+    let url = app.database_url.clone();
+    let table = tokio::task::spawn_blocking(move || plume(&["outbox", "status"], &url))
+        .await
+        .unwrap();
+    let text = String::from_utf8_lossy(&table.stdout);
+    assert!(text.contains("pending:             1"), "{text}");
+
+    let url = app.database_url.clone();
+    let unknown = tokio::task::spawn_blocking(move || {
+        plume(
+            &[
+                "outbox",
+                "retry-dead",
+                "--event",
+                "00000000-0000-4000-8000-000000000000",
+            ],
+            &url,
+        )
+    })
+    .await
+    .unwrap();
+    assert!(!unknown.status.success());
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("no dead-lettered event has id"));
+
+    let url = app.database_url.clone();
+    let neither = tokio::task::spawn_blocking(move || plume(&["outbox", "retry-dead"], &url))
+        .await
+        .unwrap();
+    assert_eq!(neither.status.code(), Some(2), "a usage error");
+}
