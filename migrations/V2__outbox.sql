@@ -18,7 +18,9 @@ create table outbox_streams (
     lease_owner uuid,
     lease_until timestamptz,
     claimed_seq bigint not null default 0,
-    -- Failed attempts at the event after delivered_seq, and when to try it again.
+    -- Failed attempts at the event after delivered_seq. next_attempt_at is when the stream may be
+    -- claimed again: its last release, or a retry time ahead. Claims take the oldest first, so
+    -- every site gets its turn however busy the others are.
     attempts integer not null default 0 check (attempts >= 0),
     next_attempt_at timestamptz not null default '-infinity',
     last_error text

@@ -8,6 +8,8 @@
 //! - **Per-site order**: only the lease holder delivers a site's events, in sequence order, and
 //!   stops at the first failure; the next attempt starts from that event.
 //! - **Isolation**: a failing site backs off on its own stream; other streams keep flowing.
+//! - **Fairness**: ready streams are claimed least recently served first (`next_attempt_at` is set
+//!   to the release time), so under overload every site still gets its turn.
 //! - **No two relays at once**: a relay stops taking events from a stream once the next delivery
 //!   could outlast its lease (`delivery_timeout` before the lease ends), so a lease never expires
 //!   while its holder is still delivering, and writes back only while it still holds the lease.
@@ -158,6 +160,7 @@ impl<S: Sink> Relay<S> {
         let mut deliveries = JoinSet::new();
         tracing::info!(owner = %relay.owner, concurrency = relay.config.concurrency, "outbox relay started");
         while !shutdown.is_cancelled() {
+            while deliveries.try_join_next().is_some() {}
             let free = relay.config.concurrency.saturating_sub(deliveries.len());
             let mut claimed = 0;
             if free > 0 {
@@ -357,7 +360,7 @@ impl<S: Sink> Relay<S> {
         let released = sqlx::query!(
             "update outbox_streams
                 set delivered_seq = $3, attempts = $4, last_error = $6,
-                    next_attempt_at = case when $5::float8 > 0 then now() + make_interval(secs => $5::float8) else '-infinity' end,
+                    next_attempt_at = now() + make_interval(secs => $5::float8),
                     lease_owner = null, lease_until = null
               where site_id = $1 and lease_owner = $2",
             site_id,
@@ -388,7 +391,7 @@ impl<S: Sink> Relay<S> {
         let mut tx = self.pool.begin().await?;
         let released = sqlx::query!(
             "update outbox_streams
-                set delivered_seq = $3, attempts = 0, last_error = null, next_attempt_at = '-infinity',
+                set delivered_seq = $3, attempts = 0, last_error = null, next_attempt_at = now(),
                     lease_owner = null, lease_until = null
               where site_id = $1 and lease_owner = $2",
             claim.site_id,

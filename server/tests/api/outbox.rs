@@ -441,3 +441,62 @@ async fn metrics_show_the_backlog_and_the_deliveries() {
         "{page}"
     );
 }
+
+#[tokio::test]
+async fn a_busy_site_does_not_starve_a_quiet_one() {
+    let app = spawn_app().await;
+    let (busy, quiet) = (
+        app.create_site("Busy", "100").await,
+        app.create_site("Quiet", "100").await,
+    );
+    ingest_one(&app, quiet, "quiet", 0, "1").await;
+    sqlx::query("insert into outbox_streams (site_id, head_seq) values ($1, 0)")
+        .bind(busy)
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    // The busy site (the lower id) always has new events by the time its delivery round ends.
+    let stop = CancellationToken::new();
+    let writer = {
+        let (pool, stop) = (app.pool.clone(), stop.clone());
+        tokio::spawn(async move {
+            while !stop.is_cancelled() {
+                sqlx::query(
+                    "with s as (update outbox_streams set head_seq = head_seq + 1 where site_id = $1 returning head_seq)
+                     insert into outbox_events (site_id, seq, event_id, event_type, occurred_at, data)
+                     select $1, head_seq, gen_random_uuid(), 'measurements.ingested', now(), '{}' from s",
+                )
+                .bind(busy)
+                .execute(&pool)
+                .await
+                .unwrap();
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        })
+    };
+    let receiver = Receiver::start().await;
+    receiver.set_delay(Duration::from_millis(5));
+    let config = RelayConfig {
+        concurrency: 1,
+        ..fast_config()
+    };
+    let shutdown = CancellationToken::new();
+    let running = tokio::spawn(relay_to(&app, receiver.url.clone(), config).run(shutdown.clone()));
+    wait_for("the quiet site's event", || async {
+        receiver.accepted().iter().any(|r| r.site_id == quiet)
+    })
+    .await;
+    stop.cancel();
+    shutdown.cancel();
+    writer.await.unwrap();
+    running.await.unwrap();
+    let busy_before_quiet = receiver
+        .accepted()
+        .iter()
+        .take_while(|r| r.site_id == busy)
+        .count();
+    assert!(
+        busy_before_quiet <= 10,
+        "one round of the busy site at most, then the quiet one: {busy_before_quiet}"
+    );
+}
