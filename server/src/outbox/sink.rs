@@ -242,6 +242,15 @@ mod tests {
     }
 
     #[test]
+    fn the_signature_is_standard_hmac_sha256() {
+        // RFC 4231, test case 2.
+        assert_eq!(
+            sign(b"Jefe", b"what do ya want for nothing?"),
+            "sha256=5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+        );
+    }
+
+    #[test]
     fn the_body_carries_the_common_fields_then_the_data() {
         let data = serde_json::json!({"batch_id": "b", "readings_accepted": 2});
         let at = DateTime::parse_from_rfc3339("2026-01-02T03:04:05Z")

@@ -1,0 +1,176 @@
+//! What plume's end-to-end benchmarks share: a fresh database on a durable PostgreSQL (a private
+//! temporary cluster unless a URL is given), and a webhook receiver that answers at once.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Context;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::post;
+use axum::Router;
+use plume::db::embedded::{ClusterOptions, EmbeddedCluster};
+use plume::db::{self, migrate, PoolSettings};
+use plume::outbox::sink;
+use sqlx::PgPool;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+/// A migrated database of the benchmark's own, and the cluster behind it when the bench started one.
+#[derive(Debug)]
+pub struct BenchDatabase {
+    /// Its URL.
+    pub url: String,
+    /// A pool as the service opens it.
+    pub pool: PgPool,
+    cluster: Option<(EmbeddedCluster, tempfile::TempDir)>,
+}
+
+impl BenchDatabase {
+    /// A fresh database on `server_url` (a URL of any database on the server to use), or on a new
+    /// private cluster with PostgreSQL's durable defaults (fsync and synchronous commit on).
+    pub async fn create(server_url: Option<&str>, pool: &PoolSettings) -> anyhow::Result<Self> {
+        let (admin_url, cluster) = match server_url {
+            Some(url) => (url.to_owned(), None),
+            None => {
+                let dir = tempfile::Builder::new()
+                    .prefix("plume-bench-")
+                    .tempdir_in("/tmp")?;
+                let options = ClusterOptions::new(dir.path().join("cluster"));
+                let cluster = tokio::task::spawn_blocking(move || EmbeddedCluster::start(&options))
+                    .await?
+                    .context("starting PostgreSQL for the benchmark")?;
+                (cluster.url("postgres"), Some((cluster, dir)))
+            }
+        };
+        let name = format!("bench_{}", uuid::Uuid::new_v4().simple());
+        db::create_database_if_missing(&admin_url, &name).await?;
+        let url = match admin_url.rsplit_once('/') {
+            Some((server, _)) => format!("{server}/{name}"),
+            None => anyhow::bail!("the database URL has no database name: {admin_url}"),
+        };
+        migrate::run(&url)
+            .await
+            .context("migrating the benchmark database")?;
+        let pool = db::connect(&url, pool).await?;
+        Ok(Self { url, pool, cluster })
+    }
+
+    /// Closes the pool and stops the private cluster, removing its files.
+    pub async fn close(self) {
+        self.pool.close().await;
+        if let Some((cluster, dir)) = self.cluster {
+            let _ = tokio::task::spawn_blocking(move || cluster.stop()).await;
+            drop(dir);
+        }
+    }
+}
+
+/// The secret the benchmarks sign and verify with.
+pub const SECRET: &[u8] = b"bench-secret";
+
+#[derive(Debug, Default)]
+struct Counts {
+    received: AtomicU64,
+    bad_signatures: AtomicU64,
+    ids: Mutex<HashSet<String>>,
+}
+
+/// A webhook receiver that verifies each signature, remembers each event id and answers 200 at once.
+#[derive(Debug)]
+pub struct Receiver {
+    /// Where it listens.
+    pub url: reqwest::Url,
+    counts: Arc<Counts>,
+    shutdown: CancellationToken,
+}
+
+impl Receiver {
+    /// Starts on a free loopback port.
+    pub async fn start() -> anyhow::Result<Self> {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let url = format!("http://{}/alerts", listener.local_addr()?).parse()?;
+        let counts = Arc::new(Counts::default());
+        let shutdown = CancellationToken::new();
+        let app = Router::new()
+            .route("/alerts", post(receive))
+            .with_state(counts.clone());
+        let stop = shutdown.clone();
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app)
+                .with_graceful_shutdown(stop.cancelled_owned())
+                .await;
+        });
+        Ok(Self {
+            url,
+            counts,
+            shutdown,
+        })
+    }
+
+    /// Requests received.
+    pub fn received(&self) -> u64 {
+        self.counts.received.load(Ordering::Relaxed)
+    }
+
+    /// Distinct event ids received.
+    pub fn distinct(&self) -> usize {
+        self.counts.ids.lock().unwrap().len()
+    }
+
+    /// Requests whose signature did not verify.
+    pub fn bad_signatures(&self) -> u64 {
+        self.counts.bad_signatures.load(Ordering::Relaxed)
+    }
+
+    /// Forgets what was received.
+    pub fn reset(&self) {
+        self.counts.received.store(0, Ordering::Relaxed);
+        self.counts.ids.lock().unwrap().clear();
+    }
+
+    /// Waits until `expected` requests arrived, or `timeout`; returns whether they did.
+    pub async fn wait_for(&self, expected: u64, timeout: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + timeout;
+        while self.received() < expected {
+            if tokio::time::Instant::now() > deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        true
+    }
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+async fn receive(State(counts): State<Arc<Counts>>, headers: HeaderMap, body: Bytes) -> StatusCode {
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+    };
+    if !sink::verify(SECRET, &body, header(sink::SIGNATURE_HEADER)) {
+        counts.bad_signatures.fetch_add(1, Ordering::Relaxed);
+    }
+    counts
+        .ids
+        .lock()
+        .unwrap()
+        .insert(header(sink::EVENT_ID_HEADER).to_owned());
+    counts.received.fetch_add(1, Ordering::Relaxed);
+    StatusCode::OK
+}
+
+/// `count / seconds`, rounded.
+pub fn rate(count: u64, elapsed: Duration) -> u64 {
+    (count as f64 / elapsed.as_secs_f64()).round() as u64
+}
