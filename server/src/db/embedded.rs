@@ -176,7 +176,7 @@ impl EmbeddedCluster {
 
     /// A connection URL for `database` as the superuser `postgres`.
     pub fn url(&self, database: &str) -> String {
-        format!("postgres://postgres@127.0.0.1:{}/{database}", self.port)
+        url_on(self.port, database)
     }
 
     /// The TCP port the server listens on (loopback only).
@@ -221,6 +221,25 @@ impl Drop for EmbeddedCluster {
             let _ = self.supervisor.wait();
         }
     }
+}
+
+/// The port of a cluster already running from `data_dir` (another plume process's), if one answers.
+/// Commands such as `plume outbox status` use it instead of starting a second server on the same
+/// files, which PostgreSQL would refuse.
+pub fn running_port(data_dir: &Path, bin_dir: &Path) -> Option<u16> {
+    // postmaster.pid: pid, data directory, start time, port, socket directory, listen address, ...
+    let pid_file = fs::read_to_string(data_dir.join("pgdata/postmaster.pid")).ok()?;
+    let port: u16 = pid_file.lines().nth(3)?.trim().parse().ok()?;
+    let ready = Command::new(bin_dir.join("pg_isready"))
+        .args(["-q", "-h", "127.0.0.1", "-p", &port.to_string()])
+        .status()
+        .is_ok_and(|s| s.success());
+    ready.then_some(port)
+}
+
+/// The URL of `database` on a cluster started by [`EmbeddedCluster::start`] listening on `port`.
+pub fn url_on(port: u16, database: &str) -> String {
+    format!("postgres://postgres@127.0.0.1:{port}/{database}")
 }
 
 /// Checks that PostgreSQL 15 and pg_partman are installed where `bin_dir` says.

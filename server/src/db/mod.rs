@@ -3,7 +3,7 @@
 pub mod embedded;
 pub mod migrate;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -84,13 +84,13 @@ impl Database {
         let (url, cluster) = match source {
             DatabaseSource::Url(url) => (url.clone(), None),
             DatabaseSource::Embedded(dir) => {
-                let options = ClusterOptions::new(dir.clone());
-                let cluster = tokio::task::spawn_blocking(move || EmbeddedCluster::start(&options))
-                    .await?
-                    .context("starting the embedded PostgreSQL")?;
-                tracing::info!(port = cluster.port(), data_dir = %dir.display(), "embedded PostgreSQL started");
-                create_database_if_missing(&cluster.url("postgres"), EMBEDDED_DATABASE).await?;
-                (cluster.url(EMBEDDED_DATABASE), Some(cluster))
+                if let Some(port) = embedded::running_port(dir, Path::new(embedded::DEFAULT_PG_BIN_DIR)) {
+                    // Another plume process runs this cluster: share it, and leave stopping it to that one.
+                    tracing::info!(port, data_dir = %dir.display(), "using the embedded PostgreSQL already running");
+                    (embedded::url_on(port, EMBEDDED_DATABASE), None)
+                } else {
+                    start_embedded(dir).await?
+                }
             }
         };
         migrate::run(&url).await.context("migrating the database")?;
@@ -100,7 +100,7 @@ impl Database {
         Ok(Self { pool, url, cluster })
     }
 
-    /// Whether this database runs in plume's own embedded cluster.
+    /// Whether this process started the embedded cluster it uses.
     pub fn is_embedded(&self) -> bool {
         self.cluster.is_some()
     }
@@ -113,6 +113,17 @@ impl Database {
             tracing::info!("embedded PostgreSQL stopped");
         }
     }
+}
+
+/// Starts the embedded cluster under `dir` and creates plume's database in it; returns its URL.
+async fn start_embedded(dir: &Path) -> anyhow::Result<(String, Option<EmbeddedCluster>)> {
+    let options = ClusterOptions::new(dir);
+    let cluster = tokio::task::spawn_blocking(move || EmbeddedCluster::start(&options))
+        .await?
+        .context("starting the embedded PostgreSQL")?;
+    tracing::info!(port = cluster.port(), data_dir = %dir.display(), "embedded PostgreSQL started");
+    create_database_if_missing(&cluster.url("postgres"), EMBEDDED_DATABASE).await?;
+    Ok((cluster.url(EMBEDDED_DATABASE), Some(cluster)))
 }
 
 /// Creates `name` on the server behind `admin_url` unless it exists.

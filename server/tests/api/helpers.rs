@@ -29,8 +29,13 @@ fn cluster() -> &'static SharedCluster {
     })
 }
 
+/// Where this test process keeps its cluster.
+fn cluster_dir() -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("plume-test-{}", std::process::id()))
+}
+
 fn start_cluster() -> SharedCluster {
-    let data_dir = std::env::temp_dir().join(format!("plume-test-{}", std::process::id()));
+    let data_dir = cluster_dir();
     let _ = std::fs::remove_dir_all(&data_dir);
     std::fs::create_dir_all(&data_dir).expect("creating the test cluster directory");
     let options = ClusterOptions {
@@ -52,6 +57,11 @@ fn start_cluster() -> SharedCluster {
         pool.close().await;
     });
     SharedCluster { cluster }
+}
+
+/// The test cluster's data directory and port.
+pub fn test_cluster() -> (std::path::PathBuf, u16) {
+    (cluster_dir(), cluster().cluster.port())
 }
 
 /// A running plume over a fresh database of its own.

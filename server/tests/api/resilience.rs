@@ -193,3 +193,12 @@ async fn the_service_recovers_when_its_connections_are_killed() {
     assert_eq!(status, StatusCode::CREATED, "{body}");
     assert_eq!(app.assert_totals_match_rows(id).await, (3_000_000, 2));
 }
+
+#[tokio::test]
+async fn a_command_finds_the_embedded_cluster_another_process_already_runs() {
+    let (data_dir, port) = crate::helpers::test_cluster();
+    let bin_dir = std::path::Path::new(plume::db::embedded::DEFAULT_PG_BIN_DIR);
+    assert_eq!(plume::db::embedded::running_port(&data_dir, bin_dir), Some(port));
+    let elsewhere = tempfile::tempdir().unwrap();
+    assert_eq!(plume::db::embedded::running_port(elsewhere.path(), bin_dir), None);
+}
