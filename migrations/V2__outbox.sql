@@ -27,13 +27,13 @@ create table outbox_streams (
 ) with (fillfactor = 50);
 
 create table outbox_events (
-    -- When the event was written (the transaction's start); the partition key.
+    -- When the event was written (the ingest transaction's start); the partition key.
     created_at timestamptz not null default now(),
     site_id bigint not null,
     seq bigint not null,
     event_id uuid not null,
     event_type text not null,
-    -- When the change it reports was committed to be made (the ingest transaction's clock).
+    -- When the batch was stored: taken in the ingest transaction, just before its commit.
     occurred_at timestamptz not null,
     -- The type-specific fields of the event body.
     data jsonb not null

@@ -18,9 +18,9 @@ use std::time::{Duration, Instant};
 use anyhow::{ensure, Context};
 use clap::Parser;
 use plume::db::PoolSettings;
-use plume::outbox::admin;
 use plume::outbox::relay::{Relay, RelayConfig};
 use plume::outbox::sink::{Delivery, Sink, WebhookSink};
+use plume::outbox::{admin, StoredEvent};
 use plume::state::{AppState, Settings};
 use plume_bench::{rate, BenchDatabase, Receiver, SECRET};
 use serde_json::json;
@@ -118,16 +118,22 @@ async fn baseline(args: &Args, receiver: &Receiver, events: u64) -> anyhow::Resu
     let workers = (0..args.concurrency).map(|_| {
         let (sink, next) = (sink.clone(), next.clone());
         tokio::spawn(async move {
-            let data = json!({"batch_id": "bench", "readings_accepted": 100});
             let now = chrono::Utc::now();
             loop {
                 let n = next.fetch_add(1, Ordering::Relaxed);
                 if n >= events {
                     return Ok::<_, anyhow::Error>(());
                 }
-                let event_type = "measurements.ingested".to_owned();
-                let delivery =
-                    Delivery::new(uuid::Uuid::new_v4(), event_type, 1, n as i64, now, now, &data, 1);
+                let event = StoredEvent {
+                    site_id: 1,
+                    seq: n as i64,
+                    event_id: uuid::Uuid::new_v4(),
+                    event_type: "measurements.ingested".to_owned(),
+                    occurred_at: now,
+                    created_at: now,
+                    data: json!({"batch_id": "bench", "readings_accepted": 100}),
+                };
+                let delivery = Delivery::new(&event, 1);
                 sink.deliver(&delivery).await?;
             }
         })

@@ -195,7 +195,7 @@ impl OutboxCounters {
         let name = "plume_outbox_delivery_latency_seconds";
         let _ = writeln!(
             out,
-            "# HELP {name} From an event's commit to its delivery.\n# TYPE {name} histogram"
+            "# HELP {name} From an event being written to its delivery.\n# TYPE {name} histogram"
         );
         let mut cumulative = 0;
         for (index, counter) in self.latency_buckets.iter().enumerate() {

@@ -68,22 +68,31 @@ pub async fn run_once(pool: &PgPool, retention: Duration) -> Result<Housekeeping
     if !locked {
         return Ok(HousekeepingReport::default());
     }
-    // Runtime-checked: pg_partman's functions return void or are overloaded for the macros.
-    sqlx::query("select partman.run_maintenance($1, p_jobmon => false)")
-        .bind(EVENTS_TABLE)
+    // Creating and dropping partitions locks the log's parent table, and every ingest transaction
+    // writes to it: rather than queue behind a long reader (and make ingestion queue behind us),
+    // give up and try again at the next tick.
+    sqlx::query!("set local lock_timeout = '2s'")
         .execute(&mut *tx)
         .await?;
+    // Events in the default partition first: a day cannot be created while the default partition
+    // holds rows for it, so premaking would fail on them for ever.
     let default_rows: i64 = sqlx::query_scalar("select count(*) from outbox_events_default")
         .fetch_one(&mut *tx)
         .await?;
     let mut default_rows_moved = 0;
     if default_rows > 0 {
+        // Runtime-checked, like run_maintenance below: pg_partman's functions are overloaded or
+        // return void, which the macros cannot describe.
         default_rows_moved =
             sqlx::query_scalar("select partman.partition_data_time($1, p_batch_count => 1000)")
                 .bind(EVENTS_TABLE)
                 .fetch_one(&mut *tx)
                 .await?;
     }
+    sqlx::query("select partman.run_maintenance($1, p_jobmon => false)")
+        .bind(EVENTS_TABLE)
+        .execute(&mut *tx)
+        .await?;
     // A day is dropped when it ended more than `retention` before the oldest undelivered event
     // (or now): nothing undelivered is ever dropped, however far behind the relay is. Read first,
     // in its own statement: a table being read by the dropping statement cannot be dropped.

@@ -17,6 +17,7 @@ pub mod housekeeping;
 pub mod relay;
 pub mod report;
 pub mod sink;
+mod streams;
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -54,6 +55,25 @@ pub struct NewEvent {
     pub event_id: Uuid,
     /// What it reports.
     pub event_type: EventType,
+    /// The type-specific fields of the body.
+    pub data: Value,
+}
+
+/// An event as stored in the outbox.
+#[derive(Debug, Clone)]
+pub struct StoredEvent {
+    /// The site whose stream it is in.
+    pub site_id: i64,
+    /// Its place in the site's stream, from 1, in commit order.
+    pub seq: i64,
+    /// Unique for ever.
+    pub event_id: Uuid,
+    /// `measurements.ingested` or `site.limit_exceeded`.
+    pub event_type: String,
+    /// When the ingest transaction stored the batch (taken just before its commit).
+    pub occurred_at: DateTime<Utc>,
+    /// When it was written (the ingest transaction's start); the log's partition key.
+    pub created_at: DateTime<Utc>,
     /// The type-specific fields of the body.
     pub data: Value,
 }

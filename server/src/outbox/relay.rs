@@ -10,9 +10,10 @@
 //! - **Isolation**: a failing site backs off on its own stream; other streams keep flowing.
 //! - **Fairness**: ready streams are claimed least recently served first (`next_attempt_at` is set
 //!   to the release time), so under overload every site still gets its turn.
-//! - **No two relays at once**: a relay stops taking events from a stream once the next delivery
-//!   could outlast its lease (`delivery_timeout` before the lease ends), so a lease never expires
-//!   while its holder is still delivering, and writes back only while it still holds the lease.
+//! - **No two relays at once**: a relay starts a delivery only while there is time left in its lease
+//!   for that delivery and the write-back (twice `delivery_timeout`), so a lease does not end while
+//!   its holder is still delivering; and each claim has its own lease token, so a late write-back
+//!   from an expired claim changes nothing, even when the same relay has claimed the stream again.
 //! - **Crashes**: a dead relay's lease expires and another relay takes the stream over from its
 //!   cursor; events delivered but not yet written back are delivered again, same `event_id`.
 //! - **Dead letters**: after `max_attempts` failed attempts, or once an event is older than
@@ -21,17 +22,17 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use rand::Rng;
-use serde_json::Value;
 use sqlx::PgPool;
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use uuid::Uuid;
 
 use super::sink::{Delivery, DeliveryError, Sink};
+use super::streams::{self, Claim, Release};
+use super::StoredEvent;
 use crate::metrics::Metrics;
 
 /// How the relay paces itself.
@@ -83,28 +84,6 @@ impl RelayConfig {
     }
 }
 
-/// A stream this relay holds.
-#[derive(Debug, Clone)]
-struct Claim {
-    site_id: i64,
-    delivered_seq: i64,
-    claimed_seq: i64,
-    attempts: i32,
-    /// The lease ends no earlier than this (taken before the claim was sent).
-    lease_deadline: Instant,
-}
-
-/// A stored event.
-#[derive(Debug)]
-struct StoredEvent {
-    seq: i64,
-    event_id: Uuid,
-    event_type: String,
-    occurred_at: DateTime<Utc>,
-    created_at: DateTime<Utc>,
-    data: Value,
-}
-
 /// What one round of [`Relay::run_once`] did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct RoundReport {
@@ -134,8 +113,6 @@ pub struct Relay<S> {
     sink: Arc<S>,
     config: RelayConfig,
     metrics: Arc<Metrics>,
-    /// This relay's lease owner id.
-    owner: Uuid,
     /// Notified after a local commit wrote events, so they go out without waiting for a poll.
     wake: Arc<Notify>,
 }
@@ -148,7 +125,6 @@ impl<S: Sink> Relay<S> {
             sink: Arc::new(sink),
             config,
             metrics,
-            owner: Uuid::new_v4(),
             wake,
         }
     }
@@ -158,9 +134,13 @@ impl<S: Sink> Relay<S> {
     pub async fn run(self, shutdown: CancellationToken) {
         let relay = Arc::new(self);
         let mut deliveries = JoinSet::new();
-        tracing::info!(owner = %relay.owner, concurrency = relay.config.concurrency, "outbox relay started");
+        tracing::info!(concurrency = relay.config.concurrency, "outbox relay started");
         while !shutdown.is_cancelled() {
-            while deliveries.try_join_next().is_some() {}
+            while let Some(finished) = deliveries.try_join_next() {
+                if let Err(error) = finished {
+                    tracing::error!(%error, "an outbox delivery task failed");
+                }
+            }
             let free = relay.config.concurrency.saturating_sub(deliveries.len());
             let mut claimed = 0;
             if free > 0 {
@@ -186,7 +166,7 @@ impl<S: Sink> Relay<S> {
             }
         }
         while deliveries.join_next().await.is_some() {}
-        tracing::info!(owner = %relay.owner, "outbox relay stopped");
+        tracing::info!("outbox relay stopped");
     }
 
     /// Claims every ready stream (up to `concurrency`), delivers them at once and waits for all.
@@ -201,40 +181,8 @@ impl<S: Sink> Relay<S> {
         Ok(report)
     }
 
-    /// Takes up to `limit` ready streams under a lease.
     async fn claim(&self, limit: usize) -> Result<Vec<Claim>, sqlx::Error> {
-        let lease_deadline = Instant::now() + self.config.lease;
-        let rows = sqlx::query!(
-            "update outbox_streams s
-                set lease_owner = $1,
-                    lease_until = now() + make_interval(secs => $2),
-                    claimed_seq = least(s.head_seq, s.delivered_seq + $3)
-               from (select site_id from outbox_streams
-                      where head_seq > delivered_seq
-                        and next_attempt_at <= now()
-                        and (lease_until is null or lease_until < now())
-                      order by next_attempt_at, site_id
-                      limit $4
-                      for update skip locked) ready
-              where s.site_id = ready.site_id
-          returning s.site_id, s.delivered_seq, s.claimed_seq, s.attempts",
-            self.owner,
-            self.config.lease.as_secs_f64(),
-            self.config.batch_size,
-            limit as i64,
-        )
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(rows
-            .into_iter()
-            .map(|row| Claim {
-                site_id: row.site_id,
-                delivered_seq: row.delivered_seq,
-                claimed_seq: row.claimed_seq,
-                attempts: row.attempts,
-                lease_deadline,
-            })
-            .collect())
+        streams::claim(&self.pool, limit, self.config.batch_size, self.config.lease).await
     }
 
     /// Delivers a claimed stream's events in order until one fails, the lease runs short or
@@ -245,40 +193,33 @@ impl<S: Sink> Relay<S> {
             streams: 1,
             ..RoundReport::default()
         };
-        let events = match self.fetch(&claim).await {
-            Ok(events) => events,
-            Err(error) => {
-                tracing::warn!(%error, "reading claimed events failed; the lease will expire");
-                return report;
-            }
-        };
         let mut progress = Progress {
             delivered_seq: claim.delivered_seq,
             attempts: claim.attempts,
             failure: None,
         };
+        let events = match streams::fetch(&self.pool, &claim).await {
+            Ok(events) => events,
+            Err(error) => {
+                tracing::warn!(%error, "reading claimed events failed; releasing the stream");
+                self.finish(&claim, progress, &mut report).await;
+                return report;
+            }
+        };
         if events.is_empty() {
-            // The claimed events are gone (their partition was dropped by hand): nothing to deliver,
-            // and the stream must not stay stuck on them.
-            tracing::warn!("claimed events are missing from the outbox; skipping them");
+            // Only when someone dropped a day of the log by hand: the events are gone, and the
+            // stream must not stay stuck on them.
+            tracing::error!("claimed events are missing from the outbox; skipping them");
             progress.delivered_seq = claim.claimed_seq;
         }
+        // Stop while there is time left for one more delivery and the write-back: the lease must
+        // not end while this relay is still delivering.
+        let last_start = claim.lease_deadline - self.config.delivery_timeout * 2;
         for event in events {
-            if shutdown.is_cancelled()
-                || Instant::now() + self.config.delivery_timeout >= claim.lease_deadline
-            {
+            if shutdown.is_cancelled() || Instant::now() >= last_start {
                 break;
             }
-            let delivery = Delivery::new(
-                event.event_id,
-                event.event_type.clone(),
-                claim.site_id,
-                event.seq,
-                event.occurred_at,
-                event.created_at,
-                &event.data,
-                progress.attempts as u32 + 1,
-            );
+            let delivery = Delivery::new(&event, progress.attempts as u32 + 1);
             match self.sink.deliver(&delivery).await {
                 Ok(()) => {
                     progress.delivered_seq = event.seq;
@@ -295,140 +236,62 @@ impl<S: Sink> Relay<S> {
                 }
             }
         }
-        match self.finish(&claim, progress).await {
-            Ok(dead) => {
-                if dead {
-                    report.dead_lettered += 1;
-                    self.metrics.outbox.dead_lettered();
+        self.finish(&claim, progress, &mut report).await;
+        report
+    }
+
+    /// Writes back the stream's cursor and retry state and ends the lease: backs off after a
+    /// failure, dead-letters the event that failed once it has used up its attempts or its age.
+    async fn finish(&self, claim: &Claim, progress: Progress, report: &mut RoundReport) {
+        let written = match &progress.failure {
+            None => {
+                // Nothing failed. If nothing was delivered either (shutdown, lease running short),
+                // the retry state of the stream's next event is kept as it was.
+                let untouched = progress.delivered_seq == claim.delivered_seq;
+                let release = Release {
+                    delivered_seq: progress.delivered_seq,
+                    attempts: progress.attempts,
+                    delay: Duration::ZERO,
+                    last_error: if untouched {
+                        claim.last_error.as_deref()
+                    } else {
+                        None
+                    },
+                };
+                streams::release(&self.pool, claim, &release).await
+            }
+            Some((event, error)) => {
+                let attempts = progress.attempts + 1;
+                let age = (Utc::now() - event.created_at).to_std().unwrap_or_default();
+                if attempts as u32 >= self.config.max_attempts || age >= self.config.max_age {
+                    let dead = streams::dead_letter(&self.pool, claim, event, attempts, &error.0).await;
+                    if let Ok(true) = dead {
+                        report.dead_lettered += 1;
+                        self.metrics.outbox.dead_lettered();
+                        tracing::error!(
+                            event_id = %event.event_id, attempts, %error,
+                            "event dead-lettered; re-queue it with `plume outbox retry-dead`"
+                        );
+                    }
+                    dead
+                } else {
+                    let release = Release {
+                        delivered_seq: progress.delivered_seq,
+                        attempts,
+                        delay: self.config.backoff(attempts as u32),
+                        last_error: Some(&error.0),
+                    };
+                    streams::release(&self.pool, claim, &release).await
                 }
             }
+        };
+        match written {
+            Ok(true) => {}
+            Ok(false) => tracing::warn!("the stream's lease ended before its progress was written back"),
             Err(error) => {
                 tracing::warn!(%error, "writing back outbox progress failed; the lease will expire")
             }
         }
-        report
-    }
-
-    async fn fetch(&self, claim: &Claim) -> Result<Vec<StoredEvent>, sqlx::Error> {
-        sqlx::query_as!(
-            StoredEvent,
-            "select seq, event_id, event_type, occurred_at, created_at, data
-               from outbox_events
-              where site_id = $1 and seq > $2 and seq <= $3
-              order by seq",
-            claim.site_id,
-            claim.delivered_seq,
-            claim.claimed_seq,
-        )
-        .fetch_all(&self.pool)
-        .await
-    }
-
-    /// Writes back the stream's cursor and retry state and releases the lease, if this relay still
-    /// holds it. Returns whether an event was dead-lettered.
-    async fn finish(&self, claim: &Claim, progress: Progress) -> Result<bool, sqlx::Error> {
-        let Some((event, error)) = progress.failure else {
-            self.release(claim.site_id, progress.delivered_seq, 0, Duration::ZERO, None)
-                .await?;
-            return Ok(false);
-        };
-        let attempts = progress.attempts + 1;
-        let age = (Utc::now() - event.created_at).to_std().unwrap_or_default();
-        if attempts as u32 >= self.config.max_attempts || age >= self.config.max_age {
-            return self.dead_letter(claim, event, attempts, &error).await;
-        }
-        let delay = self.config.backoff(attempts as u32);
-        self.release(
-            claim.site_id,
-            progress.delivered_seq,
-            attempts,
-            delay,
-            Some(&error.0),
-        )
-        .await?;
-        Ok(false)
-    }
-
-    async fn release(
-        &self,
-        site_id: i64,
-        delivered_seq: i64,
-        attempts: i32,
-        delay: Duration,
-        error: Option<&str>,
-    ) -> Result<(), sqlx::Error> {
-        let released = sqlx::query!(
-            "update outbox_streams
-                set delivered_seq = $3, attempts = $4, last_error = $6,
-                    next_attempt_at = now() + make_interval(secs => $5::float8),
-                    lease_owner = null, lease_until = null
-              where site_id = $1 and lease_owner = $2",
-            site_id,
-            self.owner,
-            delivered_seq,
-            attempts,
-            delay.as_secs_f64(),
-            error,
-        )
-        .execute(&self.pool)
-        .await?;
-        if released.rows_affected() == 0 {
-            tracing::warn!(
-                site_id,
-                "the stream's lease was lost before its progress was written back"
-            );
-        }
-        Ok(())
-    }
-
-    async fn dead_letter(
-        &self,
-        claim: &Claim,
-        event: StoredEvent,
-        attempts: i32,
-        error: &DeliveryError,
-    ) -> Result<bool, sqlx::Error> {
-        let mut tx = self.pool.begin().await?;
-        let released = sqlx::query!(
-            "update outbox_streams
-                set delivered_seq = $3, attempts = 0, last_error = null, next_attempt_at = now(),
-                    lease_owner = null, lease_until = null
-              where site_id = $1 and lease_owner = $2",
-            claim.site_id,
-            self.owner,
-            event.seq,
-        )
-        .execute(&mut *tx)
-        .await?;
-        if released.rows_affected() == 0 {
-            tracing::warn!(
-                site_id = claim.site_id,
-                "the stream's lease was lost before dead-lettering"
-            );
-            return Ok(false);
-        }
-        sqlx::query!(
-            "insert into outbox_dead (event_id, site_id, seq, event_type, occurred_at, created_at, data, attempts, last_error)
-             values ($1, $2, $3, $4, $5, $6, $7, $8, $9)
-             on conflict (event_id) do nothing",
-            event.event_id,
-            claim.site_id,
-            event.seq,
-            event.event_type,
-            event.occurred_at,
-            event.created_at,
-            event.data,
-            attempts,
-            error.0,
-        )
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        tracing::error!(
-            event_id = %event.event_id, site_id = claim.site_id, attempts, error = %error,
-            "event dead-lettered; re-queue it with `plume outbox retry-dead`"
-        );
-        Ok(true)
     }
 }
 

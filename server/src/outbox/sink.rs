@@ -12,6 +12,8 @@ use serde_json::Value;
 use sha2::Sha256;
 use uuid::Uuid;
 
+use super::StoredEvent;
+
 /// Header carrying the event id (also in the body): what consumers deduplicate on.
 pub const EVENT_ID_HEADER: &str = "x-plume-event-id";
 /// Header carrying the event type.
@@ -54,34 +56,24 @@ struct Body<'a> {
 }
 
 impl Delivery {
-    /// Builds the delivery of a stored event.
-    #[allow(clippy::too_many_arguments)]
-    pub fn new(
-        event_id: Uuid,
-        event_type: String,
-        site_id: i64,
-        sequence: i64,
-        occurred_at: DateTime<Utc>,
-        created_at: DateTime<Utc>,
-        data: &Value,
-        attempt: u32,
-    ) -> Self {
+    /// Builds the `attempt`th delivery of a stored event.
+    pub fn new(event: &StoredEvent, attempt: u32) -> Self {
         let empty = serde_json::Map::new();
         let body = Body {
-            event_id,
-            event_type: &event_type,
-            site_id,
-            sequence,
-            occurred_at: occurred_at.to_rfc3339_opts(SecondsFormat::Micros, true),
-            data: data.as_object().unwrap_or(&empty),
+            event_id: event.event_id,
+            event_type: &event.event_type,
+            site_id: event.site_id,
+            sequence: event.seq,
+            occurred_at: event.occurred_at.to_rfc3339_opts(SecondsFormat::Micros, true),
+            data: event.data.as_object().unwrap_or(&empty),
         };
         let body = serde_json::to_vec(&body).expect("an event body serialises");
         Self {
-            event_id,
-            event_type,
-            site_id,
-            sequence,
-            created_at,
+            event_id: event.event_id,
+            event_type: event.event_type.clone(),
+            site_id: event.site_id,
+            sequence: event.seq,
+            created_at: event.created_at,
             attempt,
             body,
         }
@@ -141,6 +133,9 @@ impl WebhookSink {
     pub fn new(urls: Vec<reqwest::Url>, secret: &[u8], timeout: Duration) -> Result<Self, reqwest::Error> {
         let client = reqwest::Client::builder()
             .timeout(timeout)
+            // A redirect would turn the POST into a body-less GET whose 2xx is no delivery: a 3xx
+            // counts as a failure instead.
+            .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(timeout.min(Duration::from_secs(5)))
             .user_agent(concat!("plume/", env!("CARGO_PKG_VERSION")))
             .build()?;
@@ -252,20 +247,19 @@ mod tests {
 
     #[test]
     fn the_body_carries_the_common_fields_then_the_data() {
-        let data = serde_json::json!({"batch_id": "b", "readings_accepted": 2});
         let at = DateTime::parse_from_rfc3339("2026-01-02T03:04:05Z")
             .unwrap()
             .to_utc();
-        let delivery = Delivery::new(
-            Uuid::nil(),
-            "measurements.ingested".into(),
-            7,
-            3,
-            at,
-            at,
-            &data,
-            1,
-        );
+        let event = StoredEvent {
+            site_id: 7,
+            seq: 3,
+            event_id: Uuid::nil(),
+            event_type: "measurements.ingested".into(),
+            occurred_at: at,
+            created_at: at,
+            data: serde_json::json!({"batch_id": "b", "readings_accepted": 2}),
+        };
+        let delivery = Delivery::new(&event, 1);
         let body: Value = serde_json::from_slice(&delivery.body).unwrap();
         assert_eq!(body["type"], "measurements.ingested");
         assert_eq!(body["site_id"], 7);

@@ -13,5 +13,6 @@ mod outbox;
 mod outbox_admin;
 mod partitions;
 mod receiver;
+mod relay;
 mod resilience;
 mod validation;

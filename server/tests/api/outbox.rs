@@ -1,50 +1,17 @@
-//! The transactional outbox: events are written with the batch or not at all, and the relay delivers
-//! every one of them, in order per site, through outages, failures, crashes and competing relays.
-
-use std::collections::{BTreeMap, HashSet};
-use std::time::Duration;
+//! The transactional outbox, write side: events are written with the batch or not at all.
 
 use chrono::Datelike;
-use plume::outbox::admin::{self, Requeue};
-use plume::outbox::relay::{Relay, RelayConfig};
-use plume::outbox::sink::WebhookSink;
+use plume::outbox::admin;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use sqlx::PgPool;
-use tokio_util::sync::CancellationToken;
 
 use crate::helpers::{
     batch, hours_ago, readings, spawn_app, spawn_app_with_connections, status_and_body, TestApp,
 };
-use crate::receiver::{free_port, url_on, wait_for, Receiver, SECRET};
-
-/// Fast retries and short leases, so the tests run in well under a second each.
-fn fast_config() -> RelayConfig {
-    RelayConfig {
-        concurrency: 8,
-        batch_size: 10,
-        lease: Duration::from_secs(2),
-        delivery_timeout: Duration::from_millis(500),
-        poll_interval: Duration::from_millis(20),
-        backoff_base: Duration::from_millis(10),
-        backoff_max: Duration::from_millis(50),
-        ..RelayConfig::default()
-    }
-}
-
-fn relay_to(app: &TestApp, url: reqwest::Url, config: RelayConfig) -> Relay<WebhookSink> {
-    let sink = WebhookSink::new(vec![url], SECRET, config.delivery_timeout).unwrap();
-    Relay::new(
-        app.app_pool.clone(),
-        sink,
-        config,
-        app.state.metrics.clone(),
-        app.state.outbox_wake.clone(),
-    )
-}
 
 /// `(event_id, event_type, site_id, seq, data)` of every event written, by site and sequence.
-async fn stored_events(pool: &PgPool) -> Vec<(String, String, i64, i64, Value)> {
+pub async fn stored_events(pool: &PgPool) -> Vec<(String, String, i64, i64, Value)> {
     sqlx::query_as(
         "select event_id::text, event_type, site_id, seq, data from outbox_events order by site_id, seq",
     )
@@ -53,12 +20,12 @@ async fn stored_events(pool: &PgPool) -> Vec<(String, String, i64, i64, Value)> 
     .unwrap()
 }
 
-async fn pending(pool: &PgPool) -> i64 {
+pub async fn pending(pool: &PgPool) -> i64 {
     admin::status(pool).await.unwrap().pending
 }
 
 /// Stores one new reading of `value` kg for `site`, `minutes` minutes into the last day.
-async fn ingest_one(app: &TestApp, site: i64, key: &str, minute: i64, value: &str) {
+pub async fn ingest_one(app: &TestApp, site: i64, key: &str, minute: i64, value: &str) {
     let at = chrono::Utc::now() - chrono::Duration::hours(20) + chrono::Duration::minutes(minute);
     let body = batch(
         site,
@@ -66,19 +33,6 @@ async fn ingest_one(app: &TestApp, site: i64, key: &str, minute: i64, value: &st
     );
     let (status, body) = status_and_body(app.ingest(key, &body).await).await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
-}
-
-fn assert_in_order_per_site(received: &[crate::receiver::Received]) {
-    let mut last: BTreeMap<i64, i64> = BTreeMap::new();
-    for event in received {
-        let previous = last.insert(event.site_id, event.sequence).unwrap_or(0);
-        assert!(
-            event.sequence > previous,
-            "site {} got {} after {previous}",
-            event.site_id,
-            event.sequence
-        );
-    }
 }
 
 #[tokio::test]
@@ -187,316 +141,4 @@ async fn fifty_concurrent_batches_crossing_the_limit_raise_exactly_one_limit_exc
     );
     let sequences: Vec<i64> = events.iter().map(|e| e.3).collect();
     assert_eq!(sequences, (1..=51).collect::<Vec<_>>(), "one gapless stream");
-}
-
-#[tokio::test]
-async fn every_event_is_delivered_signed_once_the_receiver_comes_back() {
-    let app = spawn_app().await;
-    let sites = [
-        app.create_site("A", "100").await,
-        app.create_site("B", "100").await,
-    ];
-    for (i, site) in sites.iter().enumerate() {
-        for n in 0..3 {
-            ingest_one(&app, *site, &format!("k-{i}-{n}"), n, "1").await;
-        }
-    }
-    let port = free_port().await;
-    let relay = relay_to(&app, url_on(port), fast_config());
-
-    // Down: every attempt fails, nothing is lost.
-    let round = relay.run_once().await.unwrap();
-    assert_eq!((round.delivered, round.failed), (0, 2));
-    assert_eq!(pending(&app.pool).await, 6);
-
-    // Up again, on the same address.
-    let receiver = Receiver::start_on(port).await;
-    let shutdown = CancellationToken::new();
-    let running = tokio::spawn(relay.run(shutdown.clone()));
-    wait_for("every event delivered", || async {
-        pending(&app.pool).await == 0
-    })
-    .await;
-    shutdown.cancel();
-    running.await.unwrap();
-
-    let accepted = receiver.accepted();
-    let stored: HashSet<String> = stored_events(&app.pool).await.into_iter().map(|e| e.0).collect();
-    let delivered: HashSet<String> = accepted.iter().map(|r| r.event_id.clone()).collect();
-    assert_eq!(delivered, stored, "every stored event, by id");
-    assert!(
-        accepted.iter().all(|r| r.signature_valid),
-        "signed with the shared secret"
-    );
-    assert!(accepted.iter().all(|r| r.body["event_id"] == r.event_id.as_str()));
-    assert!(accepted.iter().all(|r| r.event_type == "measurements.ingested"));
-    assert_in_order_per_site(&accepted);
-    let first_of_a = accepted.iter().find(|r| r.site_id == sites[0]).unwrap();
-    assert_eq!(
-        first_of_a.attempt_header, 2,
-        "the second attempt at the first event"
-    );
-}
-
-#[tokio::test]
-async fn a_site_whose_events_fail_does_not_hold_up_the_others() {
-    let app = spawn_app().await;
-    let (bad, good) = (
-        app.create_site("Bad", "100").await,
-        app.create_site("Good", "100").await,
-    );
-    for n in 0..3 {
-        ingest_one(&app, bad, &format!("bad-{n}"), n, "1").await;
-        ingest_one(&app, good, &format!("good-{n}"), n, "1").await;
-    }
-    let receiver = Receiver::start().await;
-    receiver.fail_site(bad, true);
-    let relay = relay_to(&app, receiver.url.clone(), fast_config());
-    let shutdown = CancellationToken::new();
-    let running = tokio::spawn(relay.run(shutdown.clone()));
-
-    wait_for("the good site's events", || async {
-        receiver.accepted().len() == 3
-    })
-    .await;
-    wait_for("retries of the bad site", || async {
-        receiver.arrived().iter().filter(|r| r.site_id == bad).count() >= 3
-    })
-    .await;
-    shutdown.cancel();
-    running.await.unwrap();
-
-    assert!(receiver.accepted().iter().all(|r| r.site_id == good));
-    let status = admin::status(&app.pool).await.unwrap();
-    assert_eq!(status.pending, 3, "the bad site's events wait, in order");
-    let stream = &status.streams[0];
-    assert_eq!(stream.site_id, bad);
-    assert!(stream.attempts >= 3, "{stream:?}");
-    assert!(
-        stream.last_error.as_deref().unwrap().contains("500"),
-        "{stream:?}"
-    );
-    let tried: HashSet<i64> = receiver
-        .arrived()
-        .iter()
-        .filter(|r| r.site_id == bad)
-        .map(|r| r.sequence)
-        .collect();
-    assert_eq!(
-        tried,
-        HashSet::from([1]),
-        "only the head of the failing stream is tried"
-    );
-}
-
-#[tokio::test]
-async fn a_relay_killed_mid_delivery_has_its_event_delivered_again_with_the_same_id() {
-    let app = spawn_app().await;
-    let site = app.create_site("Crash", "100").await;
-    ingest_one(&app, site, "only", 0, "1").await;
-    let receiver = Receiver::start().await;
-    receiver.hold();
-
-    let doomed =
-        tokio::spawn(relay_to(&app, receiver.url.clone(), fast_config()).run(CancellationToken::new()));
-    wait_for("the first delivery to arrive", || async {
-        receiver.arrived().len() == 1
-    })
-    .await;
-    doomed.abort(); // killed between sending the event and hearing the answer
-    let _ = doomed.await;
-    receiver.release();
-    assert_eq!(pending(&app.pool).await, 1, "not marked delivered");
-
-    let successor = relay_to(&app, receiver.url.clone(), fast_config());
-    assert_eq!(
-        successor.run_once().await.unwrap().streams,
-        0,
-        "the lease still holds"
-    );
-    wait_for("the lease to expire and the event to go out again", || async {
-        successor.run_once().await.unwrap();
-        pending(&app.pool).await == 0
-    })
-    .await;
-    let arrived = receiver.arrived();
-    assert_eq!(arrived.len(), 2);
-    assert_eq!(
-        arrived[0].event_id, arrived[1].event_id,
-        "the same event id, for deduplication"
-    );
-}
-
-#[tokio::test]
-async fn two_relays_never_deliver_a_site_at_the_same_time() {
-    let app = spawn_app().await;
-    let mut sites = Vec::new();
-    for s in 0..6 {
-        let site = app.create_site(&format!("Site {s}"), "100").await;
-        for n in 0..5 {
-            ingest_one(&app, site, &format!("{s}-{n}"), n, "1").await;
-        }
-        sites.push(site);
-    }
-    let receiver = Receiver::start().await;
-    receiver.set_delay(Duration::from_millis(3));
-    let config = RelayConfig {
-        batch_size: 2,
-        ..fast_config()
-    };
-    let shutdown = CancellationToken::new();
-    let first = tokio::spawn(relay_to(&app, receiver.url.clone(), config.clone()).run(shutdown.clone()));
-    let second = tokio::spawn(relay_to(&app, receiver.url.clone(), config).run(shutdown.clone()));
-    wait_for("every event delivered", || async {
-        pending(&app.pool).await == 0
-    })
-    .await;
-    shutdown.cancel();
-    first.await.unwrap();
-    second.await.unwrap();
-
-    assert_eq!(receiver.overlaps(), 0, "a site delivered by two relays at once");
-    let accepted = receiver.accepted();
-    assert_eq!(accepted.len(), 30, "each event once: nothing crashed");
-    let ids: HashSet<&str> = accepted.iter().map(|r| r.event_id.as_str()).collect();
-    assert_eq!(ids.len(), 30);
-    assert_in_order_per_site(&accepted);
-}
-
-#[tokio::test]
-async fn an_event_that_keeps_failing_is_dead_lettered_then_requeued_and_delivered() {
-    let app = spawn_app().await;
-    let site = app.create_site("Dead", "100").await;
-    ingest_one(&app, site, "doomed", 0, "1").await;
-    let receiver = Receiver::start().await;
-    receiver.fail_site(site, true);
-    let relay = relay_to(
-        &app,
-        receiver.url.clone(),
-        RelayConfig {
-            max_attempts: 3,
-            ..fast_config()
-        },
-    );
-    wait_for("the event to be dead-lettered", || async {
-        relay.run_once().await.unwrap();
-        admin::status(&app.pool).await.unwrap().dead == 1
-    })
-    .await;
-    assert_eq!(receiver.arrived().len(), 3, "three attempts");
-    assert_eq!(pending(&app.pool).await, 0, "the stream moved on");
-    let dead = admin::dead_events(&app.pool, 10).await.unwrap();
-    assert_eq!(dead[0].attempts, 3);
-    assert!(dead[0].last_error.as_deref().unwrap().contains("500"));
-
-    // The site's later events are not held up by the dead one.
-    receiver.fail_site(site, false);
-    ingest_one(&app, site, "later", 1, "1").await;
-    relay.run_once().await.unwrap();
-    assert_eq!(receiver.accepted().len(), 1);
-
-    assert_eq!(admin::retry_dead(&app.pool, Requeue::All).await.unwrap(), 1);
-    assert_eq!(admin::status(&app.pool).await.unwrap().dead, 0);
-    relay.run_once().await.unwrap();
-    let accepted = receiver.accepted();
-    assert_eq!(accepted.len(), 2);
-    assert_eq!(
-        accepted[1].event_id,
-        dead[0].event_id.to_string(),
-        "the original id"
-    );
-    assert_eq!(accepted[1].body["batch_id"], "doomed");
-    assert_eq!(accepted[1].sequence, 3, "appended after the site's later event");
-    assert_eq!(
-        admin::retry_dead(&app.pool, Requeue::Event(dead[0].event_id))
-            .await
-            .unwrap(),
-        0
-    );
-}
-
-#[tokio::test]
-async fn metrics_show_the_backlog_and_the_deliveries() {
-    let app = spawn_app().await;
-    let site = app.create_site("Watched", "100").await;
-    ingest_one(&app, site, "one", 0, "1").await;
-    let page = app.get("/metrics").await.text().await.unwrap();
-    assert!(page.contains("plume_outbox_pending 1\n"), "{page}");
-    assert!(page.contains("plume_outbox_dead 0\n"), "{page}");
-    assert!(
-        page.contains("plume_outbox_oldest_pending_age_seconds "),
-        "{page}"
-    );
-
-    let receiver = Receiver::start().await;
-    relay_to(&app, receiver.url.clone(), fast_config())
-        .run_once()
-        .await
-        .unwrap();
-    let page = app.get("/metrics").await.text().await.unwrap();
-    assert!(page.contains("plume_outbox_pending 0\n"), "{page}");
-    assert!(page.contains("plume_outbox_delivered_total 1\n"), "{page}");
-    assert!(
-        page.contains("plume_outbox_delivery_latency_seconds_count 1\n"),
-        "{page}"
-    );
-}
-
-#[tokio::test]
-async fn a_busy_site_does_not_starve_a_quiet_one() {
-    let app = spawn_app().await;
-    let (busy, quiet) = (
-        app.create_site("Busy", "100").await,
-        app.create_site("Quiet", "100").await,
-    );
-    ingest_one(&app, quiet, "quiet", 0, "1").await;
-    sqlx::query("insert into outbox_streams (site_id, head_seq) values ($1, 0)")
-        .bind(busy)
-        .execute(&app.pool)
-        .await
-        .unwrap();
-    // The busy site (the lower id) always has new events by the time its delivery round ends.
-    let stop = CancellationToken::new();
-    let writer = {
-        let (pool, stop) = (app.pool.clone(), stop.clone());
-        tokio::spawn(async move {
-            while !stop.is_cancelled() {
-                sqlx::query(
-                    "with s as (update outbox_streams set head_seq = head_seq + 1 where site_id = $1 returning head_seq)
-                     insert into outbox_events (site_id, seq, event_id, event_type, occurred_at, data)
-                     select $1, head_seq, gen_random_uuid(), 'measurements.ingested', now(), '{}' from s",
-                )
-                .bind(busy)
-                .execute(&pool)
-                .await
-                .unwrap();
-                tokio::time::sleep(Duration::from_millis(1)).await;
-            }
-        })
-    };
-    let receiver = Receiver::start().await;
-    receiver.set_delay(Duration::from_millis(5));
-    let config = RelayConfig {
-        concurrency: 1,
-        ..fast_config()
-    };
-    let shutdown = CancellationToken::new();
-    let running = tokio::spawn(relay_to(&app, receiver.url.clone(), config).run(shutdown.clone()));
-    wait_for("the quiet site's event", || async {
-        receiver.accepted().iter().any(|r| r.site_id == quiet)
-    })
-    .await;
-    stop.cancel();
-    shutdown.cancel();
-    writer.await.unwrap();
-    running.await.unwrap();
-    let busy_before_quiet = receiver
-        .accepted()
-        .iter()
-        .take_while(|r| r.site_id == busy)
-        .count();
-    assert!(
-        busy_before_quiet <= 10,
-        "one round of the busy site at most, then the quiet one: {busy_before_quiet}"
-    );
 }

@@ -152,3 +152,40 @@ async fn outbox_status_and_retry_dead_commands_report_and_refuse_clearly() {
         .unwrap();
     assert_eq!(neither.status.code(), Some(2), "a usage error");
 }
+
+#[tokio::test]
+async fn housekeeping_rescues_events_in_the_default_partition_for_a_day_it_must_premake() {
+    let app = spawn_app().await;
+    let site = app.create_site("Ahead", "100").await;
+    // Housekeeping has not run for a week: no day after today has a partition yet, and an event
+    // for the day after tomorrow landed in the default partition.
+    let today = Utc::now().format("outbox_events_p%Y_%m_%d").to_string();
+    for later in partitions(&app.pool).await.into_iter().filter(|p| *p > today) {
+        sqlx::raw_sql(&format!("drop table {later}"))
+            .execute(&app.pool)
+            .await
+            .unwrap();
+    }
+    let day = (Utc::now() + chrono::Duration::days(2))
+        .format("outbox_events_p%Y_%m_%d")
+        .to_string();
+    sqlx::raw_sql(&format!(
+        "insert into outbox_streams (site_id, head_seq) values ({site}, 1);
+         insert into outbox_events (created_at, site_id, seq, event_id, event_type, occurred_at, data)
+         values (now() + interval '2 days', {site}, 1, gen_random_uuid(), 'measurements.ingested', now(), '{{}}');"
+    ))
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(events_in_default(&app.pool).await, 1);
+
+    let report = housekeeping::run_once(&app.pool, WEEK).await.unwrap();
+    assert_eq!(report.default_rows_moved, 1);
+    assert!(partitions(&app.pool).await.contains(&day));
+    assert_eq!(events_in_default(&app.pool).await, 0);
+    let kept: i64 = sqlx::query_scalar("select count(*) from outbox_events")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(kept, 1);
+}

@@ -1,0 +1,179 @@
+//! The relay's side of `outbox_streams`: claiming ready streams under a lease, reading their
+//! claimed events, and writing back how far delivery got (or dead-lettering the head event).
+//!
+//! Every claim stamps its streams with a token of its own, and every write-back matches on it, so
+//! a write-back from a claim whose lease has expired changes nothing, even when the same relay has
+//! claimed the stream again since.
+
+use std::time::Duration;
+
+use sqlx::PgPool;
+use tokio::time::Instant;
+use uuid::Uuid;
+
+use super::StoredEvent;
+
+/// A stream held under a lease.
+#[derive(Debug, Clone)]
+pub(super) struct Claim {
+    pub(super) site_id: i64,
+    /// Every event up to here was delivered when the stream was claimed.
+    pub(super) delivered_seq: i64,
+    /// The last event of this claim.
+    pub(super) claimed_seq: i64,
+    /// Failed attempts so far at the event after `delivered_seq`.
+    pub(super) attempts: i32,
+    /// The last failure, kept while the head event keeps failing.
+    pub(super) last_error: Option<String>,
+    /// This claim's lease token.
+    pub(super) token: Uuid,
+    /// The lease ends no earlier than this (taken before the claim was sent).
+    pub(super) lease_deadline: Instant,
+}
+
+/// Takes up to `limit` ready streams, least recently served first, each with up to `batch` events,
+/// under a lease of `lease`.
+#[tracing::instrument(skip(pool))]
+pub(super) async fn claim(
+    pool: &PgPool,
+    limit: usize,
+    batch: i64,
+    lease: Duration,
+) -> Result<Vec<Claim>, sqlx::Error> {
+    let token = Uuid::new_v4();
+    let lease_deadline = Instant::now() + lease;
+    let rows = sqlx::query!(
+        "update outbox_streams s
+            set lease_owner = $1,
+                lease_until = now() + make_interval(secs => $2),
+                claimed_seq = least(s.head_seq, s.delivered_seq + $3)
+           from (select site_id from outbox_streams
+                  where head_seq > delivered_seq
+                    and next_attempt_at <= now()
+                    and (lease_until is null or lease_until < now())
+                  order by next_attempt_at, site_id
+                  limit $4
+                  for update skip locked) ready
+          where s.site_id = ready.site_id
+      returning s.site_id, s.delivered_seq, s.claimed_seq, s.attempts, s.last_error",
+        token,
+        lease.as_secs_f64(),
+        batch,
+        limit as i64,
+    )
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|row| Claim {
+            site_id: row.site_id,
+            delivered_seq: row.delivered_seq,
+            claimed_seq: row.claimed_seq,
+            attempts: row.attempts,
+            last_error: row.last_error,
+            token,
+            lease_deadline,
+        })
+        .collect())
+}
+
+/// The claim's events, in sequence order.
+#[tracing::instrument(skip_all, fields(site_id = claim.site_id))]
+pub(super) async fn fetch(pool: &PgPool, claim: &Claim) -> Result<Vec<StoredEvent>, sqlx::Error> {
+    sqlx::query_as!(
+        StoredEvent,
+        "select site_id, seq, event_id, event_type, occurred_at, created_at, data
+           from outbox_events
+          where site_id = $1 and seq > $2 and seq <= $3
+          order by seq",
+        claim.site_id,
+        claim.delivered_seq,
+        claim.claimed_seq,
+    )
+    .fetch_all(pool)
+    .await
+}
+
+/// Where a stream stands when its claim ends.
+#[derive(Debug)]
+pub(super) struct Release<'a> {
+    /// Every event up to here is delivered.
+    pub(super) delivered_seq: i64,
+    /// Failed attempts at the next event.
+    pub(super) attempts: i32,
+    /// When the stream may be claimed again, from now.
+    pub(super) delay: Duration,
+    /// The last failure at the next event, if any.
+    pub(super) last_error: Option<&'a str>,
+}
+
+/// Writes back the stream's cursor and retry state and ends the lease, if the claim still holds
+/// it; returns whether it did. The cursor never moves back.
+#[tracing::instrument(skip_all, fields(site_id = claim.site_id, delivered_seq = release.delivered_seq))]
+pub(super) async fn release(
+    pool: &PgPool,
+    claim: &Claim,
+    release: &Release<'_>,
+) -> Result<bool, sqlx::Error> {
+    let released = sqlx::query!(
+        "update outbox_streams
+            set delivered_seq = greatest(delivered_seq, $3), attempts = $4, last_error = $6,
+                next_attempt_at = now() + make_interval(secs => $5::float8),
+                lease_owner = null, lease_until = null
+          where site_id = $1 and lease_owner = $2",
+        claim.site_id,
+        claim.token,
+        release.delivered_seq,
+        release.attempts,
+        release.delay.as_secs_f64(),
+        release.last_error,
+    )
+    .execute(pool)
+    .await?;
+    Ok(released.rows_affected() == 1)
+}
+
+/// Copies `event` (the stream's next one) with its body to `outbox_dead` and moves the stream past
+/// it, ending the lease; in one transaction, and only if the claim still holds the lease.
+#[tracing::instrument(skip_all, fields(site_id = claim.site_id, event_id = %event.event_id))]
+pub(super) async fn dead_letter(
+    pool: &PgPool,
+    claim: &Claim,
+    event: &StoredEvent,
+    attempts: i32,
+    error: &str,
+) -> Result<bool, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let moved = sqlx::query!(
+        "update outbox_streams
+            set delivered_seq = greatest(delivered_seq, $3), attempts = 0, last_error = null,
+                next_attempt_at = now(), lease_owner = null, lease_until = null
+          where site_id = $1 and lease_owner = $2",
+        claim.site_id,
+        claim.token,
+        event.seq,
+    )
+    .execute(&mut *tx)
+    .await?;
+    if moved.rows_affected() == 0 {
+        return Ok(false);
+    }
+    sqlx::query!(
+        "insert into outbox_dead (event_id, site_id, seq, event_type, occurred_at, created_at, data, attempts, last_error)
+         values ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+         on conflict (event_id) do nothing",
+        event.event_id,
+        event.site_id,
+        event.seq,
+        event.event_type,
+        event.occurred_at,
+        event.created_at,
+        event.data,
+        attempts,
+        error,
+    )
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(true)
+}
