@@ -12,13 +12,16 @@ use crate::config::{
     MigrateArgs, OutboxStatusArgs, RelayArgs, RelayCommandArgs, RetryDeadArgs, SeedArgs, ServeArgs,
     WindowArgs,
 };
-use crate::db::Database;
+use crate::db::{self, Database, PoolSettings};
 use crate::outbox::admin::Requeue;
 use crate::outbox::housekeeping::Housekeeping;
 use crate::outbox::relay::Relay;
 use crate::outbox::sink::LogSink;
 use crate::state::{AppState, Settings};
 use crate::{http, outbox, seed};
+
+/// Connections of the outbox relay's own pool: it holds one only to claim, read and write back.
+const RELAY_CONNECTIONS: u32 = 8;
 
 /// Time between outbox housekeeping passes (premaking days ahead, dropping delivered days).
 const HOUSEKEEPING_INTERVAL: Duration = Duration::from_secs(15 * 60);
@@ -51,12 +54,7 @@ async fn serve_on(database: &Database, args: &ServeArgs, shutdown: CancellationT
     let background = if args.no_relay {
         None
     } else {
-        Some(spawn_outbox(
-            &database.pool,
-            &args.relay,
-            &state,
-            shutdown.clone(),
-        )?)
+        Some(spawn_outbox(&database.url, &args.relay, &state, shutdown.clone()).await?)
     };
     let served = http::serve(listener, state, shutdown.clone())
         .await
@@ -70,32 +68,45 @@ async fn serve_on(database: &Database, args: &ServeArgs, shutdown: CancellationT
     served
 }
 
-/// The outbox relay and its housekeeping, running in the background.
+/// The outbox relay and its housekeeping, running in the background on a pool of their own.
 struct OutboxJobs {
     relay: JoinHandle<()>,
     housekeeping: JoinHandle<()>,
+    pool: PgPool,
 }
 
 impl OutboxJobs {
+    /// Waits for both jobs to stop (they stop on the shutdown token), then closes their pool.
     async fn wait(self) {
         for job in [self.relay, self.housekeeping] {
             if let Err(error) = job.await {
                 tracing::error!(%error, "an outbox job panicked");
             }
         }
+        self.pool.close().await;
     }
 }
 
-/// Starts the relay (webhook sink if configured, else the log sink) and its housekeeping.
-fn spawn_outbox(
-    pool: &PgPool,
+/// Starts the relay (webhook sink if configured, else the log sink) and its housekeeping. They get
+/// their own small pool, so deliveries never wait behind ingestion for a connection, nor ingestion
+/// behind them.
+async fn spawn_outbox(
+    database_url: &str,
     args: &RelayArgs,
     state: &AppState,
     shutdown: CancellationToken,
 ) -> anyhow::Result<OutboxJobs> {
     let config = args.relay_config();
+    let sink = args.webhook_sink()?;
+    let pool_settings = PoolSettings {
+        max_connections: RELAY_CONNECTIONS,
+        acquire_timeout: Duration::from_secs(30),
+    };
+    let pool = db::connect(database_url, &pool_settings)
+        .await
+        .context("connecting the outbox relay to the database")?;
     let (metrics, wake) = (state.metrics.clone(), state.outbox_wake.clone());
-    let relay = match args.webhook_sink()? {
+    let relay = match sink {
         Some(sink) => {
             tracing::info!(urls = ?args.webhook_urls, "outbox events go to the alerting webhook");
             let relay = Relay::new(pool.clone(), sink, config, metrics, wake);
@@ -115,22 +126,48 @@ fn spawn_outbox(
     Ok(OutboxJobs {
         relay,
         housekeeping: tokio::spawn(housekeeping.run(shutdown)),
+        pool,
     })
 }
 
-/// `plume relay`: the relay and its housekeeping only, until `shutdown`.
+/// `plume relay`: the relay and its housekeeping only (and, with `--listen`, the operational
+/// endpoints), until `shutdown`.
 pub async fn relay(args: RelayCommandArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
     let database = Database::open(&args.database.source(), &args.database.pool_settings()).await?;
-    let state = AppState::new(database.pool.clone(), Settings::default());
-    let result = match spawn_outbox(&database.pool, &args.relay, &state, shutdown) {
-        Ok(jobs) => {
-            jobs.wait().await;
-            Ok(())
-        }
-        Err(error) => Err(error),
-    };
+    let result = relay_on(&database, &args, shutdown).await;
     database.close().await;
     result
+}
+
+async fn relay_on(
+    database: &Database,
+    args: &RelayCommandArgs,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let state = AppState::new(database.pool.clone(), Settings::default());
+    let listener = match args.listen {
+        Some(address) => Some(
+            TcpListener::bind(address)
+                .await
+                .with_context(|| format!("listening on {address}"))?,
+        ),
+        None => None,
+    };
+    let jobs = spawn_outbox(&database.url, &args.relay, &state, shutdown.clone()).await?;
+    let served = match listener {
+        Some(listener) => {
+            tracing::info!(address = %listener.local_addr()?, "serving /health, /ready and /metrics");
+            http::serve_router(listener, http::operations_app(state), shutdown.clone())
+                .await
+                .context("serving HTTP")
+        }
+        None => Ok(()),
+    };
+    if served.is_err() {
+        shutdown.cancel();
+    }
+    jobs.wait().await;
+    served
 }
 
 /// `plume outbox status`.

@@ -151,6 +151,10 @@ impl RelayArgs {
 /// `plume relay`.
 #[derive(Debug, Clone, Args)]
 pub struct RelayCommandArgs {
+    /// Address to serve `/health`, `/ready` and `/metrics` on (the relay's counters and the outbox
+    /// gauges); without it, the relay serves no HTTP.
+    #[arg(long, env = "PLUME_RELAY_LISTEN")]
+    pub listen: Option<SocketAddr>,
     #[command(flatten)]
     pub relay: RelayArgs,
     #[command(flatten)]

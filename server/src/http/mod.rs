@@ -41,6 +41,17 @@ pub fn app(state: AppState) -> Router {
         .with_state(state)
 }
 
+/// Only the operational endpoints (`/health`, `/ready`, `/metrics`), for a process that serves no
+/// API (`plume relay`).
+pub fn operations_app(state: AppState) -> Router {
+    Router::new()
+        .merge(health::router())
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn(envelope::request_id))
+        .with_state(state)
+}
+
 fn panic_response(panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
     let message = panic
         .downcast_ref::<&str>()
@@ -65,7 +76,16 @@ pub async fn serve(
     state: AppState,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    axum::serve(listener, app(state))
+    serve_router(listener, app(state), shutdown).await
+}
+
+/// Serves `router` on `listener` until `shutdown` is cancelled, then lets in-flight requests finish.
+pub async fn serve_router(
+    listener: TcpListener,
+    router: Router,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    axum::serve(listener, router)
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
         .await
 }

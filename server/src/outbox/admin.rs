@@ -91,6 +91,7 @@ pub struct DeadEvent {
 }
 
 /// The dead-lettered events, oldest first (at most `limit`).
+#[tracing::instrument(skip(pool))]
 pub async fn dead_events(pool: &PgPool, limit: i64) -> Result<Vec<DeadEvent>, sqlx::Error> {
     sqlx::query_as!(
         DeadEvent,

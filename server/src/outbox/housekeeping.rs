@@ -26,7 +26,7 @@ impl Housekeeping {
     /// retried at the next tick.
     pub async fn run(self, shutdown: CancellationToken) {
         loop {
-            match run_once(&self.pool, self.retention).await {
+            match self.run_once().await {
                 Ok(report) if report.ran => tracing::info!(
                     partitions_dropped = report.partitions_dropped,
                     default_rows_moved = report.default_rows_moved,
@@ -41,6 +41,13 @@ impl Housekeeping {
             }
         }
     }
+
+    /// One pass: moves any events that fell into the log's default partition into proper days,
+    /// premakes the days ahead, and drops whole days older than `retention` that hold no
+    /// undelivered event. One instance at a time; the others skip (`ran: false`).
+    pub async fn run_once(&self) -> Result<HousekeepingReport, sqlx::Error> {
+        pass(&self.pool, self.retention).await
+    }
 }
 
 /// What a housekeeping pass did.
@@ -54,11 +61,9 @@ pub struct HousekeepingReport {
     pub default_rows_moved: i64,
 }
 
-/// Premakes the event log's daily partitions, moves any events that fell into its default
-/// partition into proper days, and drops whole days older than `retention` that hold no
-/// undelivered event. One instance at a time; the others skip.
+/// [`Housekeeping::run_once`].
 #[tracing::instrument(skip(pool))]
-pub async fn run_once(pool: &PgPool, retention: Duration) -> Result<HousekeepingReport, sqlx::Error> {
+async fn pass(pool: &PgPool, retention: Duration) -> Result<HousekeepingReport, sqlx::Error> {
     let mut tx = pool.begin().await?;
     let locked = sqlx::query_scalar!(
         r#"select pg_try_advisory_xact_lock(hashtext('plume.outbox.housekeeping')) as "locked!""#

@@ -303,3 +303,24 @@ struct Progress {
     attempts: i32,
     failure: Option<(StoredEvent, DeliveryError)>,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_from_the_base_up_to_the_cap_with_jitter_of_at_most_half() {
+        let config = RelayConfig {
+            backoff_base: Duration::from_secs(1),
+            backoff_max: Duration::from_secs(60),
+            ..RelayConfig::default()
+        };
+        for (failed, full) in [(1, 1), (2, 2), (3, 4), (6, 32), (7, 60), (40, 60)] {
+            for _ in 0..50 {
+                let delay = config.backoff(failed);
+                let full = Duration::from_secs(full);
+                assert!(delay <= full && delay >= full / 2, "attempt {failed}: {delay:?}");
+            }
+        }
+    }
+}

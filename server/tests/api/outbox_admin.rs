@@ -4,13 +4,21 @@ use std::process::Command;
 use std::time::Duration;
 
 use chrono::Utc;
-use plume::outbox::housekeeping;
+use plume::outbox::housekeeping::Housekeeping;
 use serde_json::Value;
 use sqlx::{Connection, Executor, PgPool};
 
 use crate::helpers::{hours_ago, readings, spawn_app};
 
 const WEEK: Duration = Duration::from_secs(7 * 24 * 3600);
+
+fn housekeeping_of(pool: &PgPool) -> Housekeeping {
+    Housekeeping {
+        pool: pool.clone(),
+        retention: WEEK,
+        interval: Duration::from_secs(3600),
+    }
+}
 
 async fn partitions(pool: &PgPool) -> Vec<String> {
     sqlx::query_scalar(
@@ -33,7 +41,7 @@ async fn housekeeping_premakes_days_rescues_the_default_partition_and_drops_only
     let app = spawn_app().await;
     let site = app.create_site("Kept", "100").await;
 
-    let report = housekeeping::run_once(&app.pool, WEEK).await.unwrap();
+    let report = housekeeping_of(&app.pool).run_once().await.unwrap();
     assert!(report.ran);
     let ahead = (Utc::now() + chrono::Duration::days(7))
         .format("outbox_events_p%Y_%m_%d")
@@ -54,7 +62,7 @@ async fn housekeeping_premakes_days_rescues_the_default_partition_and_drops_only
     .unwrap();
     assert_eq!(events_in_default(&app.pool).await, 1);
 
-    let report = housekeeping::run_once(&app.pool, WEEK).await.unwrap();
+    let report = housekeeping_of(&app.pool).run_once().await.unwrap();
     assert_eq!(report.default_rows_moved, 1);
     assert_eq!(report.partitions_dropped, 0, "its day holds an undelivered event");
     assert_eq!(events_in_default(&app.pool).await, 0);
@@ -65,7 +73,7 @@ async fn housekeeping_premakes_days_rescues_the_default_partition_and_drops_only
         .execute(&app.pool)
         .await
         .unwrap();
-    let report = housekeeping::run_once(&app.pool, WEEK).await.unwrap();
+    let report = housekeeping_of(&app.pool).run_once().await.unwrap();
     assert!(report.partitions_dropped >= 1);
     let left = partitions(&app.pool).await;
     assert!(!left.contains(&old_day), "the delivered day is dropped whole");
@@ -83,10 +91,10 @@ async fn housekeeping_runs_in_one_instance_at_a_time() {
         .execute("select pg_advisory_xact_lock(hashtext('plume.outbox.housekeeping'))")
         .await
         .unwrap();
-    let report = housekeeping::run_once(&app.pool, WEEK).await.unwrap();
+    let report = housekeeping_of(&app.pool).run_once().await.unwrap();
     assert!(!report.ran, "skipped while another instance holds the job");
     other.execute("rollback").await.unwrap();
-    assert!(housekeeping::run_once(&app.pool, WEEK).await.unwrap().ran);
+    assert!(housekeeping_of(&app.pool).run_once().await.unwrap().ran);
 }
 
 fn plume(args: &[&str], database_url: &str) -> std::process::Output {
@@ -179,7 +187,7 @@ async fn housekeeping_rescues_events_in_the_default_partition_for_a_day_it_must_
     .unwrap();
     assert_eq!(events_in_default(&app.pool).await, 1);
 
-    let report = housekeeping::run_once(&app.pool, WEEK).await.unwrap();
+    let report = housekeeping_of(&app.pool).run_once().await.unwrap();
     assert_eq!(report.default_rows_moved, 1);
     assert!(partitions(&app.pool).await.contains(&day));
     assert_eq!(events_in_default(&app.pool).await, 0);
@@ -188,4 +196,45 @@ async fn housekeeping_rescues_events_in_the_default_partition_for_a_day_it_must_
         .await
         .unwrap();
     assert_eq!(kept, 1);
+}
+
+#[tokio::test]
+async fn plume_relay_delivers_the_backlog_serves_metrics_and_stops_on_sigterm() {
+    let app = spawn_app().await;
+    let site = app.create_site("Relayed", "100").await;
+    let body = serde_json::json!({"site_id": site, "readings": readings("a", &hours_ago(2), 2, "1")});
+    assert_eq!(
+        app.ingest("relayed", &body).await.status(),
+        reqwest::StatusCode::CREATED
+    );
+
+    let port = crate::receiver::free_port().await;
+    let relay = Command::new(env!("CARGO_BIN_EXE_plume"))
+        .args(["relay", "--listen", &format!("127.0.0.1:{port}")])
+        .env("DATABASE_URL", &app.database_url)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    crate::receiver::wait_for("the relay to deliver the event to the log", || async {
+        plume::outbox::admin::status(&app.pool).await.unwrap().pending == 0
+    })
+    .await;
+    let metrics = reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
+        .await
+        .unwrap();
+    let page = metrics.text().await.unwrap();
+    assert!(page.contains("plume_outbox_delivered_total 1\n"), "{page}");
+    assert!(page.contains("plume_outbox_pending 0\n"), "{page}");
+
+    let pid = relay.id().to_string();
+    Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    let output = tokio::task::spawn_blocking(move || relay.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    let log = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{log}");
+    assert!(log.contains("event delivered to the log"), "{log}");
+    assert!(log.contains("measurements.ingested"), "{log}");
 }
