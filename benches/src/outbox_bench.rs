@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use anyhow::{ensure, Context};
 use clap::Parser;
 use plume::db::PoolSettings;
-use plume::outbox::relay::{Relay, RelayConfig};
+use plume::outbox::relay::{self, Relay, RelayConfig};
 use plume::outbox::sink::{Delivery, Sink, WebhookSink};
 use plume::outbox::{admin, StoredEvent};
 use plume::state::{AppState, Settings};
@@ -171,7 +171,7 @@ async fn relay_throughput(
     events: u64,
 ) -> anyhow::Result<u64> {
     let state = AppState::new(db.pool.clone(), Settings::default());
-    let relay = relay(args, db, &state, receiver)?;
+    let relay = relay(args, db, &state, receiver).await?;
     let shutdown = CancellationToken::new();
     let _stop_on_return = shutdown.clone().drop_guard();
     let started = Instant::now();
@@ -194,7 +194,8 @@ async fn relay_throughput(
     Ok(rate(events, elapsed))
 }
 
-fn relay(
+/// A relay as `plume serve` runs it: default pacing, on a pool of its own.
+async fn relay(
     args: &Args,
     db: &BenchDatabase,
     state: &AppState,
@@ -202,12 +203,15 @@ fn relay(
 ) -> anyhow::Result<Relay<WebhookSink>> {
     let config = RelayConfig {
         concurrency: args.concurrency,
-        poll_interval: Duration::from_millis(100),
         ..RelayConfig::default()
     };
     let sink = WebhookSink::new(vec![receiver.url.clone()], SECRET, config.delivery_timeout)?;
+    let pool = PoolSettings {
+        max_connections: relay::POOL_CONNECTIONS,
+        ..PoolSettings::default()
+    };
     Ok(Relay::new(
-        db.pool.clone(),
+        plume::db::connect(&db.url, &pool).await?,
         sink,
         config,
         state.metrics.clone(),
@@ -223,7 +227,7 @@ async fn backlog_under_ingestion(args: &Args, db: &BenchDatabase, receiver: &Rec
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let address = format!("http://{}", listener.local_addr()?);
     tokio::spawn(plume::http::serve(listener, state.clone(), shutdown.clone()));
-    let relay = tokio::spawn(relay(args, db, &state, receiver)?.run(shutdown.clone()));
+    let relay = tokio::spawn(relay(args, db, &state, receiver).await?.run(shutdown.clone()));
 
     let stop = Arc::new(AtomicBool::new(false));
     let stored = Arc::new(AtomicU64::new(0));

@@ -20,9 +20,6 @@ use crate::outbox::sink::LogSink;
 use crate::state::{AppState, Settings};
 use crate::{http, outbox, seed};
 
-/// Connections of the outbox relay's own pool: it holds one only to claim, read and write back.
-const RELAY_CONNECTIONS: u32 = 8;
-
 /// Time between outbox housekeeping passes (premaking days ahead, dropping delivered days).
 const HOUSEKEEPING_INTERVAL: Duration = Duration::from_secs(15 * 60);
 
@@ -99,7 +96,7 @@ async fn spawn_outbox(
     let config = args.relay_config();
     let sink = args.webhook_sink()?;
     let pool_settings = PoolSettings {
-        max_connections: RELAY_CONNECTIONS,
+        max_connections: outbox::relay::POOL_CONNECTIONS,
         acquire_timeout: Duration::from_secs(30),
     };
     let pool = db::connect(database_url, &pool_settings)

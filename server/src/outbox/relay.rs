@@ -35,6 +35,10 @@ use super::streams::{self, Claim, Release};
 use super::StoredEvent;
 use crate::metrics::Metrics;
 
+/// Connections of the relay's own pool (with its housekeeping): it holds one only to claim, read
+/// and write back, never while a webhook answers.
+pub const POOL_CONNECTIONS: u32 = 8;
+
 /// How the relay paces itself.
 #[derive(Debug, Clone)]
 pub struct RelayConfig {
