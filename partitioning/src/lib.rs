@@ -7,7 +7,17 @@
 //! - [`AcceptedWindow`]: which reading timestamps the service accepts at all;
 //! - [`ensure_window_covered`]: every month of that window has a real partition, so a valid reading
 //!   never lands in the default partition (which refuses rows by a `check (false)` constraint);
-//! - [`partition_report`]: what exists, for readiness checks and operators.
+//! - [`partition_report`]: what exists, for readiness checks and operators;
+//! - [`maintenance`]: the job that keeps months premade, the default partition watched, expired
+//!   months retired and statistics fresh;
+//! - [`status`], [`repair`], [`retention`], [`verify`]: what `plume partitions ...` and
+//!   `plume verify` do for DBAs.
+
+pub mod maintenance;
+pub mod repair;
+pub mod retention;
+pub mod status;
+pub mod verify;
 
 use chrono::{DateTime, Datelike, Duration, TimeZone, Utc};
 use sqlx::PgPool;
@@ -17,6 +27,9 @@ pub const MEASUREMENTS_TABLE: &str = "public.measurements";
 
 /// The default partition; a `check (false)` constraint keeps it empty.
 pub const DEFAULT_PARTITION: &str = "measurements_default";
+
+/// The default partition, schema-qualified as pg_partman names it.
+pub const DEFAULT_PARTITION_QUALIFIED: &str = "public.measurements_default";
 
 /// The name of the constraint that keeps the default partition empty.
 pub const DEFAULT_PARTITION_GUARD: &str = "measurements_default_rejects_rows";
@@ -86,6 +99,11 @@ impl AcceptedWindow {
         }
         months
     }
+}
+
+/// `name` quoted as an SQL identifier (for table names read from the catalog).
+pub fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
 }
 
 /// The first instant of the UTC month containing `at`.

@@ -1,5 +1,7 @@
 //! What each subcommand does, start to finish. `main` only parses arguments and picks one.
 
+pub mod partitions;
+
 use std::time::Duration;
 
 use anyhow::Context;
@@ -12,6 +14,8 @@ use crate::config::{
     MigrateArgs, OutboxStatusArgs, RelayArgs, RelayCommandArgs, RetryDeadArgs, SeedArgs, ServeArgs,
     WindowArgs,
 };
+use partitioning::maintenance::{MaintenanceJob, MaintenanceSettings};
+
 use crate::db::{self, Database, PoolSettings};
 use crate::outbox::admin::Requeue;
 use crate::outbox::housekeeping::Housekeeping;
@@ -48,6 +52,17 @@ async fn serve_on(database: &Database, args: &ServeArgs, shutdown: CancellationT
         .with_context(|| format!("listening on {}", args.listen))?;
     tracing::info!(address = %listener.local_addr()?, "plume is serving");
     let state = AppState::new(database.pool.clone(), args.settings());
+    let maintenance = MaintenanceJob {
+        pool: database.pool.clone(),
+        settings: MaintenanceSettings {
+            window: args.window.window(),
+            retention: args.retention.policy(),
+            ..MaintenanceSettings::default()
+        },
+        interval: args.maintenance_interval,
+        stats: state.metrics.maintenance.clone(),
+    };
+    let maintenance = tokio::spawn(maintenance.run(shutdown.clone()));
     let background = if args.no_relay {
         None
     } else {
@@ -60,6 +75,9 @@ async fn serve_on(database: &Database, args: &ServeArgs, shutdown: CancellationT
     shutdown.cancel();
     if let Some(background) = background {
         background.wait().await;
+    }
+    if let Err(error) = maintenance.await {
+        tracing::error!(%error, "the partition maintenance job panicked");
     }
     tracing::info!("plume stopped serving");
     served

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use partitioning::retention::RetentionPolicy;
 use partitioning::AcceptedWindow;
 
 use crate::db::{DatabaseSource, PoolSettings};
@@ -41,6 +42,145 @@ pub enum Command {
     /// Inspect the outbox and re-queue dead-lettered events.
     #[command(subcommand)]
     Outbox(OutboxCommand),
+    /// Inspect and maintain the measurements table's monthly partitions (for DBAs).
+    #[command(subcommand)]
+    Partitions(PartitionsCommand),
+    /// Check every site's total, count and first/last reading time against its stored readings;
+    /// exits with status 1 if any site drifts.
+    Verify(VerifyArgs),
+}
+
+/// `plume partitions ...`.
+#[derive(Debug, Subcommand)]
+pub enum PartitionsCommand {
+    /// Every partition with its range, rows, size and identity index; the default partition;
+    /// months made ahead; retention; the last maintenance run.
+    Status(PartitionStatusArgs),
+    /// Run the maintenance job once now and print its report.
+    Maintain(MaintainArgs),
+    /// Move rows out of the default partition into monthly partitions (creating them), a month per
+    /// transaction; safe to interrupt and run again.
+    RepairDefault(RepairDefaultArgs),
+    /// List the months older than --keep (a dry run), or with --apply archive and drop them.
+    Retention(RetentionArgs),
+}
+
+/// `plume partitions status`.
+#[derive(Debug, Clone, Args)]
+pub struct PartitionStatusArgs {
+    /// Count every partition's rows exactly (scans them all) instead of the planner's estimates.
+    #[arg(long)]
+    pub exact: bool,
+    /// Print JSON instead of tables.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+}
+
+/// `plume partitions maintain`.
+#[derive(Debug, Clone, Args)]
+pub struct MaintainArgs {
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    #[command(flatten)]
+    pub window: WindowArgs,
+    #[command(flatten)]
+    pub retention: RetentionPolicyArgs,
+}
+
+/// `plume partitions repair-default`.
+#[derive(Debug, Clone, Args)]
+pub struct RepairDefaultArgs {
+    /// Print JSON lines (one per batch, then the report) instead of text.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+}
+
+/// `plume partitions retention`.
+#[derive(Debug, Clone, Args)]
+pub struct RetentionArgs {
+    /// Whole months to keep before the current one; older months expire. Must cover the accepted
+    /// window, so that no month that still accepts readings is dropped.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1200))]
+    pub keep: u32,
+    /// Write each expired month to DIR as compressed CSV with a manifest (rows, sum, SHA-256),
+    /// read it back and check it, before dropping the month.
+    #[arg(long, value_name = "DIR")]
+    pub archive_dir: Option<PathBuf>,
+    /// Archive (if asked) and drop the expired months. Without it, only list them.
+    #[arg(long)]
+    pub apply: bool,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    #[command(flatten)]
+    pub window: WindowArgs,
+}
+
+/// `plume verify`.
+#[derive(Debug, Clone, Args)]
+pub struct VerifyArgs {
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+}
+
+/// The maintenance job's retention, off unless set.
+#[derive(Debug, Clone, Args)]
+pub struct RetentionPolicyArgs {
+    /// Let the maintenance job retire months older than this many whole months (it must cover the
+    /// accepted window). Off by default: readings are kept for ever.
+    #[arg(long, env = "PLUME_PARTITION_RETENTION_MONTHS", value_parser = clap::value_parser!(u32).range(1..=1200))]
+    pub partition_retention_months: Option<u32>,
+    /// Where the job archives each retired month (compressed CSV and manifest) before dropping it.
+    #[arg(
+        long,
+        env = "PLUME_PARTITION_ARCHIVE_DIR",
+        requires = "partition_retention_months"
+    )]
+    pub partition_archive_dir: Option<PathBuf>,
+}
+
+impl RetentionPolicyArgs {
+    /// The policy, if retention is on.
+    pub fn policy(&self) -> Option<RetentionPolicy> {
+        self.partition_retention_months
+            .map(|keep_months| RetentionPolicy {
+                keep_months,
+                archive_dir: self.partition_archive_dir.clone(),
+            })
+    }
+}
+
+/// Parses `90s`, `30m`, `1h` or `2d` (a bare number is seconds).
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration like 90s, 30m or 1h"))?;
+    let seconds = match unit.trim() {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        other => return Err(format!("unknown unit {other:?}: use s, m, h or d")),
+    };
+    match number.checked_mul(seconds) {
+        Some(0) | None => Err("must be at least one second".into()),
+        Some(total) => Ok(Duration::from_secs(total)),
+    }
 }
 
 /// `plume outbox ...`.
@@ -241,6 +381,12 @@ pub struct ServeArgs {
     pub no_relay: bool,
     #[command(flatten)]
     pub relay: RelayArgs,
+    /// Time between partition maintenance runs (premaking months, checking the default partition,
+    /// retention, statistics): e.g. 1h, 30m.
+    #[arg(long, env = "PLUME_MAINTENANCE_INTERVAL", default_value = "1h", value_parser = parse_duration)]
+    pub maintenance_interval: Duration,
+    #[command(flatten)]
+    pub retention: RetentionPolicyArgs,
     #[command(flatten)]
     pub database: DatabaseArgs,
     #[command(flatten)]
@@ -276,4 +422,20 @@ pub struct SeedArgs {
     pub database: DatabaseArgs,
     #[command(flatten)]
     pub window: WindowArgs,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_take_a_unit_or_mean_seconds() {
+        assert_eq!(parse_duration("90"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("30m"), Ok(Duration::from_secs(1800)));
+        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
+        assert_eq!(parse_duration("2d"), Ok(Duration::from_secs(172_800)));
+        assert!(parse_duration("0s").is_err());
+        assert!(parse_duration("1w").is_err());
+        assert!(parse_duration("h").is_err());
+    }
 }

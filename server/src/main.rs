@@ -4,7 +4,8 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use plume::config::{Cli, Command, OutboxCommand};
+use plume::commands::partitions;
+use plume::config::{Cli, Command, OutboxCommand, PartitionsCommand};
 use tokio_util::sync::CancellationToken;
 
 #[tokio::main]
@@ -20,6 +21,13 @@ async fn main() -> ExitCode {
         Command::Relay(args) => plume::commands::relay(args, shutdown).await,
         Command::Outbox(OutboxCommand::Status(args)) => plume::commands::outbox_status(args).await,
         Command::Outbox(OutboxCommand::RetryDead(args)) => plume::commands::outbox_retry_dead(args).await,
+        Command::Partitions(command) => match command {
+            PartitionsCommand::Status(args) => partitions::status(args).await,
+            PartitionsCommand::Maintain(args) => partitions::maintain(args).await,
+            PartitionsCommand::RepairDefault(args) => partitions::repair_default(args).await,
+            PartitionsCommand::Retention(args) => partitions::retention(args).await,
+        },
+        Command::Verify(args) => partitions::verify(args).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

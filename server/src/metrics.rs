@@ -5,6 +5,9 @@
 
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use partitioning::maintenance::MaintenanceStats;
 
 /// How an ingest request ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,6 +62,8 @@ pub struct Metrics {
     duplicate_requests_key_reused: AtomicU64,
     /// The outbox relay's counters.
     pub outbox: OutboxCounters,
+    /// The partition maintenance job's counters, shared with the job.
+    pub maintenance: Arc<MaintenanceStats>,
 }
 
 impl Metrics {
@@ -77,6 +82,21 @@ impl Metrics {
     pub fn readings(&self, accepted: u64, duplicate: u64) {
         self.readings_accepted.fetch_add(accepted, Ordering::Relaxed);
         self.readings_duplicate.fetch_add(duplicate, Ordering::Relaxed);
+    }
+
+    fn render_maintenance(&self, out: &mut String) {
+        let (succeeded, failed, skipped) = self.maintenance.runs();
+        let name = "plume_maintenance_runs_total";
+        let _ = writeln!(out, "# HELP {name} Partition maintenance runs by this process, by outcome (skipped: another instance held the job).\n# TYPE {name} counter");
+        for (outcome, count) in [("success", succeeded), ("failure", failed), ("skipped", skipped)] {
+            let _ = writeln!(out, "{name}{{outcome=\"{outcome}\"}} {count}");
+        }
+        let name = "plume_maintenance_last_success_timestamp_seconds";
+        let _ = writeln!(
+            out,
+            "# HELP {name} When partition maintenance last succeeded in this process (0: not yet).\n# TYPE {name} gauge\n{name} {}",
+            self.maintenance.last_success_unix()
+        );
     }
 
     /// The Prometheus text exposition of every counter.
@@ -122,6 +142,7 @@ impl Metrics {
             load(&self.duplicate_requests_key_reused)
         );
         self.outbox.render(&mut out);
+        self.render_maintenance(&mut out);
         out
     }
 }

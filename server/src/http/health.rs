@@ -49,7 +49,40 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
         Ok(status) => render_outbox_gauges(&mut page, &status),
         Err(error) => tracing::warn!(%error, "reading the outbox status for /metrics failed"),
     }
+    match partition_gauges(&state.pool).await {
+        Ok((months_ahead, default_rows)) => {
+            let gauges = [
+                (
+                    "plume_partitions_months_ahead",
+                    "Whole months after the current one with a measurements partition.",
+                    months_ahead,
+                ),
+                (
+                    "plume_partition_default_rows",
+                    "Rows in the measurements default partition (should be 0).",
+                    default_rows,
+                ),
+            ];
+            for (name, help, value) in gauges {
+                let _ = writeln!(page, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}");
+            }
+        }
+        Err(error) => tracing::warn!(%error, "reading the partitions for /metrics failed"),
+    }
     ([(CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], page)
+}
+
+/// Months premade ahead and rows in the default partition, read from the catalog and the (empty,
+/// so cheap to count) default partition.
+async fn partition_gauges(pool: &sqlx::PgPool) -> Result<(i64, i64), sqlx::Error> {
+    let report = partitioning::partition_report(pool).await?;
+    let current = partitioning::month_start(chrono::Utc::now());
+    let ahead = report
+        .partitions
+        .iter()
+        .filter(|p| p.from.is_some_and(|f| f > current))
+        .count();
+    Ok((ahead as i64, report.default_rows))
 }
 
 fn render_outbox_gauges(page: &mut String, status: &OutboxStatus) {

@@ -9,6 +9,7 @@ mod concurrency;
 mod contract;
 mod helpers;
 mod ingest;
+mod maintenance;
 mod outbox;
 mod outbox_admin;
 mod partitions;

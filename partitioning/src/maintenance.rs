@@ -1,0 +1,287 @@
+//! The partition maintenance job: keeps months premade ahead, the default partition watched, expired
+//! months retired (when configured) and the planner's statistics fresh.
+//!
+//! It runs inside `plume serve` at start-up and then every `--maintenance-interval`, and once on
+//! demand as `plume partitions maintain`. However many plume processes share a database, one runs it
+//! at a time: a run holds a session advisory lock on a connection of its own, which it closes when
+//! done (or when the run is cancelled), so the lock can never outlive the run. The others skip.
+
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use sqlx::Connection as _;
+use sqlx::{PgConnection, PgPool};
+use tokio_util::sync::CancellationToken;
+
+use crate::retention::{self, RetentionPolicy};
+use crate::{month_start, next_month, partition_report, AcceptedWindow, MEASUREMENTS_TABLE};
+
+/// The advisory lock key of the job (`"plumePM1"` as a big-endian integer).
+pub const MAINTENANCE_LOCK: i64 = 0x706c_756d_6550_4d31;
+
+/// What the job keeps.
+#[derive(Debug, Clone)]
+pub struct MaintenanceSettings {
+    /// Every month of the accepted window must have a partition.
+    pub window: AcceptedWindow,
+    /// Months made ahead of the current one.
+    pub premake_months: u32,
+    /// Retire expired months, when set.
+    pub retention: Option<RetentionPolicy>,
+}
+
+impl Default for MaintenanceSettings {
+    fn default() -> Self {
+        Self {
+            window: AcceptedWindow::default(),
+            premake_months: 4,
+            retention: None,
+        }
+    }
+}
+
+/// What one run did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct MaintenanceReport {
+    /// `false` when another instance was running the job and this run did nothing.
+    pub ran: bool,
+    /// Partitions created.
+    pub created: Vec<String>,
+    /// Expired partitions detached by retention.
+    pub detached: Vec<String>,
+    /// Expired partitions dropped by retention (after archiving, when configured).
+    pub dropped: Vec<String>,
+    /// Rows in the default partition (there should be none; see `plume partitions repair-default`).
+    pub default_rows: i64,
+    /// Whole months after the current one that have a partition.
+    pub months_ahead: i64,
+    /// Partitions analysed because enough of them changed since their last analysis.
+    pub analyzed: Vec<String>,
+}
+
+/// Why a run failed; the job logs it and tries again at the next tick.
+#[derive(Debug, thiserror::Error)]
+pub enum MaintenanceError {
+    /// The database failed.
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+    /// Retention failed.
+    #[error(transparent)]
+    Retention(#[from] retention::RetentionError),
+}
+
+/// Counters of the job in this process, for `/metrics`.
+#[derive(Debug, Default)]
+pub struct MaintenanceStats {
+    succeeded: AtomicU64,
+    failed: AtomicU64,
+    skipped: AtomicU64,
+    last_success_unix: AtomicI64,
+}
+
+impl MaintenanceStats {
+    /// Runs by outcome: `(succeeded, failed, skipped)`.
+    pub fn runs(&self) -> (u64, u64, u64) {
+        (
+            self.succeeded.load(Ordering::Relaxed),
+            self.failed.load(Ordering::Relaxed),
+            self.skipped.load(Ordering::Relaxed),
+        )
+    }
+
+    /// When a run last succeeded here, as Unix seconds (0 when none has).
+    pub fn last_success_unix(&self) -> i64 {
+        self.last_success_unix.load(Ordering::Relaxed)
+    }
+}
+
+/// The job.
+#[derive(Debug, Clone)]
+pub struct MaintenanceJob {
+    /// The database.
+    pub pool: PgPool,
+    /// What to keep.
+    pub settings: MaintenanceSettings,
+    /// Time between runs.
+    pub interval: Duration,
+    /// Shared with `/metrics`.
+    pub stats: Arc<MaintenanceStats>,
+}
+
+impl MaintenanceJob {
+    /// Runs now, then every `interval` until `shutdown`. A failed run is logged and retried at the
+    /// next tick; nothing here can stop the server.
+    pub async fn run(self, shutdown: CancellationToken) {
+        loop {
+            match self.run_once(Utc::now()).await {
+                Ok(report) if report.ran => tracing::info!(
+                    created = report.created.len(),
+                    dropped = report.dropped.len(),
+                    default_rows = report.default_rows,
+                    months_ahead = report.months_ahead,
+                    analyzed = report.analyzed.len(),
+                    "partition maintenance done"
+                ),
+                Ok(_) => tracing::debug!("partition maintenance skipped: another instance is running it"),
+                Err(error) => {
+                    tracing::error!(%error, "partition maintenance failed; retrying at the next tick")
+                }
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(self.interval) => {}
+            }
+        }
+    }
+
+    /// One run as of `now` (the clock is the caller's, so tests can move it), recorded in
+    /// `partition_maintenance_runs`.
+    #[tracing::instrument(skip(self))]
+    pub async fn run_once(&self, now: DateTime<Utc>) -> Result<MaintenanceReport, MaintenanceError> {
+        // A connection of its own, outside the pool (so a pool of one still works), dropped however
+        // this run ends: closing the session is what releases the advisory lock, even if the run
+        // is cancelled halfway.
+        let mut lock = PgConnection::connect_with(&self.pool.connect_options()).await?;
+        let locked = sqlx::query_scalar!(
+            r#"select pg_try_advisory_lock($1) as "locked!""#,
+            MAINTENANCE_LOCK
+        )
+        .fetch_one(&mut lock)
+        .await?;
+        if !locked {
+            self.stats.skipped.fetch_add(1, Ordering::Relaxed);
+            return Ok(MaintenanceReport::default());
+        }
+        let started = Utc::now();
+        let result = maintain(&self.pool, &self.settings, now).await;
+        let recorded = match &result {
+            Ok(report) => serde_json::to_value(report).unwrap_or_default(),
+            Err(error) => serde_json::json!({ "error": error.to_string() }),
+        };
+        sqlx::query!(
+            "insert into partition_maintenance_runs (started_at, succeeded, report) values ($1, $2, $3)",
+            started,
+            result.is_ok(),
+            recorded,
+        )
+        .execute(&self.pool)
+        .await?;
+        match &result {
+            Ok(_) => {
+                self.stats.succeeded.fetch_add(1, Ordering::Relaxed);
+                self.stats
+                    .last_success_unix
+                    .store(Utc::now().timestamp(), Ordering::Relaxed);
+            }
+            Err(_) => {
+                self.stats.failed.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        result
+    }
+}
+
+/// The months that must have a partition at `now`: the accepted window and `premake` months beyond.
+pub fn months_needed(settings: &MaintenanceSettings, now: DateTime<Utc>) -> Vec<DateTime<Utc>> {
+    let mut months = settings.window.months(now);
+    let mut month = months
+        .last()
+        .copied()
+        .map_or_else(|| month_start(now), next_month);
+    let last = (0..settings.premake_months).fold(month_start(now), |m, _| next_month(m));
+    while month <= last {
+        months.push(month);
+        month = next_month(month);
+    }
+    months
+}
+
+async fn maintain(
+    pool: &PgPool,
+    settings: &MaintenanceSettings,
+    now: DateTime<Utc>,
+) -> Result<MaintenanceReport, MaintenanceError> {
+    let before = partition_report(pool).await?;
+    let missing = before.missing_months(&months_needed(settings, now));
+    if !missing.is_empty() {
+        sqlx::query_scalar!(
+            "select partman.create_partition_time($1, $2)",
+            MEASUREMENTS_TABLE,
+            &missing
+        )
+        .fetch_one(pool)
+        .await?;
+    }
+    // pg_partman's own pass over the table (premaking by the database clock, its bookkeeping).
+    // Runtime-checked: the function returns `void`, a type the query macros cannot describe.
+    sqlx::query("select partman.run_maintenance($1, p_analyze => false, p_jobmon => false)")
+        .bind(MEASUREMENTS_TABLE)
+        .execute(pool)
+        .await?;
+
+    let mut report = MaintenanceReport {
+        ran: true,
+        ..MaintenanceReport::default()
+    };
+    if let Some(policy) = &settings.retention {
+        let retired = retention::apply(pool, policy, settings.window, now, |_| {}).await?;
+        report.detached = retired.iter().map(|p| p.name.clone()).collect();
+        report.dropped = report.detached.clone();
+    }
+    let after = partition_report(pool).await?;
+    report.created = after
+        .partitions
+        .iter()
+        .filter(|p| !before.partitions.iter().any(|b| b.name == p.name))
+        .map(|p| p.name.clone())
+        .collect();
+    let current = month_start(now);
+    report.months_ahead = after
+        .partitions
+        .iter()
+        .filter(|p| p.from.is_some_and(|f| f > current))
+        .count() as i64;
+    report.default_rows = default_rows(pool).await?;
+    report.analyzed = analyze_changed(pool).await?;
+    Ok(report)
+}
+
+/// Rows in the measurements table's default partition, by pg_partman's `check_default`.
+pub async fn default_rows(pool: &PgPool) -> Result<i64, sqlx::Error> {
+    let rows = sqlx::query_scalar!(
+        r#"select coalesce(sum(count), 0)::bigint as "rows!" from partman.check_default(p_exact_count => true)
+            where default_table = $1"#,
+        crate::DEFAULT_PARTITION_QUALIFIED,
+    )
+    .fetch_one(pool)
+    .await?;
+    Ok(rows)
+}
+
+/// Analyses the partitions whose rows changed by more than 10% (or 10,000 rows) since their last
+/// analysis, or that were never analysed and hold rows. Autovacuum analyses partitions on its own
+/// too; this catches a month that just took a large load before the planner needs it.
+async fn analyze_changed(pool: &PgPool) -> Result<Vec<String>, sqlx::Error> {
+    let changed = sqlx::query_scalar!(
+        r#"select c.relname::text as "name!"
+             from pg_inherits i
+             join pg_class c on c.oid = i.inhrelid
+             join pg_stat_user_tables s on s.relid = c.oid
+            where i.inhparent = $1::text::regclass
+              and (s.n_mod_since_analyze > greatest(10000, 0.1 * s.n_live_tup)
+                   or (s.last_analyze is null and s.last_autoanalyze is null and s.n_live_tup > 0))
+            order by 1"#,
+        MEASUREMENTS_TABLE,
+    )
+    .fetch_all(pool)
+    .await?;
+    for name in &changed {
+        sqlx::query(&format!("analyze {}", crate::quote_ident(name)))
+            .execute(pool)
+            .await?;
+    }
+    Ok(changed)
+}

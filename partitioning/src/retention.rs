@@ -1,0 +1,363 @@
+//! Retiring expired months: archive each to compressed CSV (optional), check the archive, record what
+//! it held per site, then detach and drop it.
+//!
+//! Only months entirely older than the accepted window can expire. A month inside the window would
+//! be recreated at the next start-up and accept readings again, and a retried old reading would then
+//! be stored and counted a second time. Site totals are lifetime figures: they do not shrink when
+//! a month is retired. `retired_partitions` keeps each retired month's per-site count and sum, so
+//! `plume verify` still reconciles totals exactly, and the archive keeps the readings themselves.
+
+use std::fs::File;
+use std::io::{BufRead, BufReader, BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use chrono::{DateTime, Months, Utc};
+use flate2::read::GzDecoder;
+use flate2::write::GzEncoder;
+use flate2::Compression;
+use futures_util::TryStreamExt;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use sqlx::PgPool;
+
+use crate::{month_start, partition_report, quote_ident, AcceptedWindow, MEASUREMENTS_TABLE};
+
+/// How many months to keep, and where archives go.
+#[derive(Debug, Clone)]
+pub struct RetentionPolicy {
+    /// Whole months kept before the current one; older partitions expire.
+    pub keep_months: u32,
+    /// Where each expired month is written before it is dropped; `None` drops without an archive.
+    pub archive_dir: Option<PathBuf>,
+}
+
+/// Why retention refused or failed. Nothing is dropped unless its archive (when asked for) was
+/// written and read back intact.
+#[derive(Debug, thiserror::Error)]
+pub enum RetentionError {
+    /// The policy would drop months the service still accepts readings for.
+    #[error("keeping {keep} months would retire months inside the accepted window, which starts {earliest}: keep at least {needed} months (or narrow --accepted-window-days)")]
+    InsideWindow {
+        /// The months asked for.
+        keep: u32,
+        /// The first accepted instant.
+        earliest: DateTime<Utc>,
+        /// The least `keep` that leaves the window whole.
+        needed: u32,
+    },
+    /// An archive did not read back as written.
+    #[error("the archive of {0} does not match the partition ({1}); nothing was dropped")]
+    ArchiveMismatch(String, String),
+    /// The partition changed between archiving and dropping.
+    #[error("{0} changed while it was being archived; nothing was dropped, run retention again")]
+    Changed(String),
+    /// Writing or reading an archive failed.
+    #[error("{0}: {1}")]
+    Io(String, #[source] std::io::Error),
+    /// The database failed.
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+}
+
+/// A month that has expired (or was retired).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ExpiredPartition {
+    /// The partition.
+    pub name: String,
+    /// Its range.
+    pub from: DateTime<Utc>,
+    /// Its range's exclusive end.
+    pub to: DateTime<Utc>,
+    /// Readings in it.
+    pub rows: i64,
+    /// Their sum, in milligrams.
+    pub sum_mg: i64,
+    /// The archive written, when one was.
+    pub archive: Option<PathBuf>,
+}
+
+/// Written beside each archive: what it must contain.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ArchiveManifest {
+    /// The partition archived.
+    pub partition: String,
+    /// Its range.
+    pub range_from: DateTime<Utc>,
+    /// Its range's exclusive end.
+    pub range_to: DateTime<Utc>,
+    /// The compressed CSV file, beside this manifest.
+    pub file: String,
+    /// CSV columns, in order.
+    pub columns: Vec<String>,
+    /// Data rows (the header excluded).
+    pub rows: i64,
+    /// Sum of `value_mg` over the rows.
+    pub sum_mg: i64,
+    /// SHA-256 of the uncompressed CSV, hex.
+    pub sha256: String,
+    /// When it was written.
+    pub archived_at: DateTime<Utc>,
+}
+
+/// The partitions ending on or before this instant expire when `keep_months` are kept at `now`.
+pub fn cutoff(keep_months: u32, now: DateTime<Utc>) -> DateTime<Utc> {
+    month_start(now) - Months::new(keep_months)
+}
+
+/// The partitions that expire under `policy` at `now`, oldest first, with their counts and sums;
+/// changes nothing (the dry run).
+pub async fn plan(
+    pool: &PgPool,
+    policy: &RetentionPolicy,
+    window: AcceptedWindow,
+    now: DateTime<Utc>,
+) -> Result<Vec<ExpiredPartition>, RetentionError> {
+    let cutoff = cutoff(policy.keep_months, now);
+    let earliest = window.earliest(now);
+    if cutoff > month_start(earliest) {
+        let needed = (0..=1200)
+            .find(|keep| self::cutoff(*keep, now) <= month_start(earliest))
+            .unwrap_or(1200);
+        return Err(RetentionError::InsideWindow {
+            keep: policy.keep_months,
+            earliest,
+            needed,
+        });
+    }
+    let mut expired = Vec::new();
+    for partition in partition_report(pool).await?.partitions {
+        let (Some(from), Some(to)) = (partition.from, partition.to) else {
+            continue;
+        };
+        if to <= cutoff {
+            let (rows, sum_mg) = totals(pool, &partition.name).await?;
+            expired.push(ExpiredPartition {
+                name: partition.name,
+                from,
+                to,
+                rows,
+                sum_mg,
+                archive: None,
+            });
+        }
+    }
+    Ok(expired)
+}
+
+/// Retires every partition [`plan`] lists: archive and check it (when `archive_dir` is set),
+/// then, in one transaction, record its per-site aggregates, detach and drop it. Calls `progress`
+/// after each. Safe to interrupt and re-run: a partition is either still attached and whole, or
+/// gone with its aggregates recorded.
+pub async fn apply(
+    pool: &PgPool,
+    policy: &RetentionPolicy,
+    window: AcceptedWindow,
+    now: DateTime<Utc>,
+    mut progress: impl FnMut(&ExpiredPartition),
+) -> Result<Vec<ExpiredPartition>, RetentionError> {
+    let mut retired = Vec::new();
+    for mut partition in plan(pool, policy, window, now).await? {
+        if let Some(dir) = &policy.archive_dir {
+            partition.archive = Some(archive(pool, &partition, dir).await?);
+        }
+        retire(pool, &partition).await?;
+        tracing::info!(partition = %partition.name, rows = partition.rows, "retired an expired partition");
+        progress(&partition);
+        retired.push(partition);
+    }
+    Ok(retired)
+}
+
+async fn totals(pool: &PgPool, partition: &str) -> Result<(i64, i64), sqlx::Error> {
+    sqlx::query_as(&format!(
+        "select count(*), coalesce(sum(value_mg), 0)::bigint from {}",
+        quote_ident(partition)
+    ))
+    .fetch_one(pool)
+    .await
+}
+
+/// Writes `partition` to `dir` as `<name>.csv.gz` with `<name>.manifest.json`, then reads the file
+/// back and checks its rows, sum and checksum against the partition.
+async fn archive(pool: &PgPool, partition: &ExpiredPartition, dir: &Path) -> Result<PathBuf, RetentionError> {
+    let io = |what: &str, path: &Path| {
+        let what = format!("{what} {}", path.display());
+        move |e| RetentionError::Io(what, e)
+    };
+    std::fs::create_dir_all(dir).map_err(io("creating", dir))?;
+    let path = dir.join(format!("{}.csv.gz", partition.name));
+    let partial = dir.join(format!("{}.csv.gz.partial", partition.name));
+    let file = File::create(&partial).map_err(io("creating", &partial))?;
+    let mut csv = HashingWriter {
+        inner: GzEncoder::new(BufWriter::new(file), Compression::default()),
+        hasher: Sha256::new(),
+    };
+    let mut connection = pool.acquire().await?;
+    let mut stream = connection
+        .copy_out_raw(&format!(
+            "copy (select site_id, source_id, measured_at, value_mg from {} order by site_id, source_id, measured_at)
+             to stdout with (format csv, header)",
+            quote_ident(&partition.name)
+        ))
+        .await?;
+    while let Some(chunk) = stream.try_next().await? {
+        csv.write_all(&chunk).map_err(io("writing", &partial))?;
+    }
+    drop(stream);
+    let sha256 = hex::encode(csv.hasher.finalize_reset());
+    let file = csv.inner.finish().map_err(io("writing", &partial))?;
+    file.into_inner()
+        .map_err(|e| RetentionError::Io(format!("writing {}", partial.display()), e.into_error()))?
+        .sync_all()
+        .map_err(io("syncing", &partial))?;
+
+    let (rows, sum_mg, read_sha) = read_back(&partial).map_err(io("reading back", &partial))?;
+    if (rows, sum_mg, &read_sha) != (partition.rows, partition.sum_mg, &sha256) {
+        return Err(RetentionError::ArchiveMismatch(
+            partition.name.clone(),
+            format!(
+                "{rows} rows summing to {sum_mg} mg in the file, {} and {} mg in the table",
+                partition.rows, partition.sum_mg
+            ),
+        ));
+    }
+    std::fs::rename(&partial, &path).map_err(io("renaming", &partial))?;
+    let manifest = ArchiveManifest {
+        partition: partition.name.clone(),
+        range_from: partition.from,
+        range_to: partition.to,
+        file: format!("{}.csv.gz", partition.name),
+        columns: ["site_id", "source_id", "measured_at", "value_mg"]
+            .map(String::from)
+            .to_vec(),
+        rows,
+        sum_mg,
+        sha256,
+        archived_at: Utc::now(),
+    };
+    let manifest_path = dir.join(format!("{}.manifest.json", partition.name));
+    let json = serde_json::to_vec_pretty(&manifest).expect("a manifest serialises");
+    std::fs::write(&manifest_path, json).map_err(io("writing", &manifest_path))?;
+    Ok(path)
+}
+
+/// Rows, sum of `value_mg` and SHA-256 of a compressed archive's CSV. Records are split on newlines
+/// outside quotes (a quoted `source_id` may hold any character); `value_mg` is the last field.
+pub fn read_back(path: &Path) -> std::io::Result<(i64, i64, String)> {
+    let mut reader = BufReader::new(GzDecoder::new(File::open(path)?));
+    let mut hasher = Sha256::new();
+    let (mut rows, mut sum) = (0i64, 0i64);
+    let mut record: Vec<u8> = Vec::new();
+    let (mut in_quotes, mut last_field, mut header) = (false, 0, true);
+    loop {
+        let chunk = reader.fill_buf()?;
+        if chunk.is_empty() {
+            break;
+        }
+        hasher.update(chunk);
+        for &byte in chunk {
+            match byte {
+                b'"' => in_quotes = !in_quotes,
+                b',' if !in_quotes => last_field = record.len() + 1,
+                b'\n' if !in_quotes => {
+                    if !header {
+                        let value = std::str::from_utf8(&record[last_field..]).unwrap_or_default();
+                        sum += value.trim_end_matches('\r').parse::<i64>().map_err(|_| {
+                            std::io::Error::new(
+                                std::io::ErrorKind::InvalidData,
+                                format!("bad value_mg {value:?}"),
+                            )
+                        })?;
+                        rows += 1;
+                    }
+                    header = false;
+                    record.clear();
+                    last_field = 0;
+                    continue;
+                }
+                _ => {}
+            }
+            record.push(byte);
+        }
+        let consumed = chunk.len();
+        reader.consume(consumed);
+    }
+    Ok((rows, sum, hex::encode(hasher.finalize())))
+}
+
+/// In one transaction: check the partition is unchanged, record its per-site aggregates, detach it
+/// and drop it. Gives up after 5 s waiting for a lock rather than queue ingestion behind it.
+async fn retire(pool: &PgPool, partition: &ExpiredPartition) -> Result<(), RetentionError> {
+    let mut tx = pool.begin().await?;
+    sqlx::query!("set local lock_timeout = '5s'")
+        .execute(&mut *tx)
+        .await?;
+    let table = quote_ident(&partition.name);
+    let (rows, sum_mg): (i64, i64) = sqlx::query_as(&format!(
+        "select count(*), coalesce(sum(value_mg), 0)::bigint from {table}"
+    ))
+    .fetch_one(&mut *tx)
+    .await?;
+    if (rows, sum_mg) != (partition.rows, partition.sum_mg) {
+        return Err(RetentionError::Changed(partition.name.clone()));
+    }
+    let archive = partition.archive.as_ref().map(|p| p.display().to_string());
+    sqlx::query(&format!(
+        "insert into retired_partitions
+             (partition_name, range_from, range_to, site_id, readings, sum_mg, first_reading_at, last_reading_at, archive_path)
+         select $1, $2, $3, site_id, count(*), sum(value_mg)::bigint, min(measured_at), max(measured_at), $4
+           from {table} group by site_id"
+    ))
+    .bind(&partition.name)
+    .bind(partition.from)
+    .bind(partition.to)
+    .bind(archive)
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query(&format!(
+        "alter table {MEASUREMENTS_TABLE} detach partition {table}"
+    ))
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query(&format!("drop table {table}"))
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Passes bytes through to `inner` and hashes them on the way.
+struct HashingWriter<W> {
+    inner: W,
+    hasher: Sha256,
+}
+
+impl<W: Write> Write for HashingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let written = self.inner.write(buf)?;
+        self.hasher.update(&buf[..written]);
+        Ok(written)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cutoff_is_the_start_of_the_month_keep_months_back() {
+        let now: DateTime<Utc> = "2026-11-26T10:00:00Z".parse().unwrap();
+        assert_eq!(
+            cutoff(0, now),
+            "2026-11-01T00:00:00Z".parse::<DateTime<Utc>>().unwrap()
+        );
+        assert_eq!(
+            cutoff(25, now),
+            "2024-10-01T00:00:00Z".parse::<DateTime<Utc>>().unwrap()
+        );
+    }
+}

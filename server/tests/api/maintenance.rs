@@ -1,0 +1,388 @@
+//! Partition maintenance and the DBA's tools, against real PostgreSQL with pg_partman: premaking as
+//! time moves, one instance at a time, the default partition found and repaired, retention with
+//! archives, and verification of site totals.
+
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Months, Utc};
+use partitioning::maintenance::{MaintenanceJob, MaintenanceSettings, MaintenanceStats, MAINTENANCE_LOCK};
+use partitioning::retention::{self, RetentionError, RetentionPolicy};
+use partitioning::status::GuardState;
+use partitioning::{month_start, repair, status, verify, AcceptedWindow};
+use reqwest::StatusCode;
+use serde_json::json;
+use sqlx::{Connection, Executor, PgPool};
+
+use crate::helpers::{hours_ago, readings, spawn_app, TestApp};
+
+fn job(pool: &PgPool, settings: MaintenanceSettings) -> MaintenanceJob {
+    MaintenanceJob {
+        pool: pool.clone(),
+        settings,
+        interval: Duration::from_secs(3600),
+        stats: Arc::new(MaintenanceStats::default()),
+    }
+}
+
+async fn partition_names(pool: &PgPool) -> Vec<String> {
+    partitioning::partition_report(pool)
+        .await
+        .unwrap()
+        .partitions
+        .into_iter()
+        .map(|p| p.name)
+        .collect()
+}
+
+fn partition_of(at: DateTime<Utc>) -> String {
+    at.format("measurements_p%Y_%m").to_string()
+}
+
+/// Stores `count` readings of 1 kg for `site` straight into `measurements` at `at` (any month,
+/// bypassing the service), moving the site's figures as the ingest transaction would.
+async fn store_directly(pool: &PgPool, site: i64, at: DateTime<Utc>, count: i64) {
+    sqlx::query(
+        "with stored as (
+             insert into measurements (site_id, source_id, measured_at, value_mg)
+             select $1, 'direct', $2 + make_interval(mins => g::int), 1000000 from generate_series(1, $3) g
+             returning measured_at, value_mg
+         )
+         update sites s set total_emissions_mg = s.total_emissions_mg + t.sum, reading_count = s.reading_count + t.n,
+                first_reading_at = least(s.first_reading_at, t.first), last_reading_at = greatest(s.last_reading_at, t.last)
+           from (select sum(value_mg)::bigint as sum, count(*) as n, min(measured_at) as first, max(measured_at) as last
+                   from stored) t
+          where s.id = $1",
+    )
+    .bind(site)
+    .bind(at)
+    .bind(count)
+    .execute(pool)
+    .await
+    .unwrap();
+}
+
+async fn ingest_some(app: &TestApp, site: i64, key: &str) {
+    let body = json!({"site_id": site, "readings": readings("a", &hours_ago(5), 3, "2")});
+    assert_eq!(app.ingest(key, &body).await.status(), StatusCode::CREATED);
+}
+
+#[tokio::test]
+async fn the_job_premakes_months_as_time_moves() {
+    let app = spawn_app().await;
+    let maintenance = job(&app.pool, MaintenanceSettings::default());
+    let first = maintenance.run_once(Utc::now()).await.unwrap();
+    assert!(first.ran);
+    assert!(first.months_ahead >= 4, "{first:?}");
+
+    // Seven months later.
+    let later = Utc::now() + Months::new(7);
+    let report = maintenance.run_once(later).await.unwrap();
+    let ahead = month_start(later) + Months::new(4);
+    assert!(report.created.contains(&partition_of(ahead)), "{report:?}");
+    assert!(partition_names(&app.pool).await.contains(&partition_of(ahead)));
+    assert_eq!(report.months_ahead, 4, "counted from the injected month");
+    assert_eq!(report.default_rows, 0);
+
+    let again = maintenance.run_once(later).await.unwrap();
+    assert!(again.created.is_empty(), "idempotent: {again:?}");
+    let runs: i64 = sqlx::query_scalar("select count(*) from partition_maintenance_runs where succeeded")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(runs, 3, "every run is recorded");
+}
+
+#[tokio::test]
+async fn only_one_instance_runs_maintenance_at_a_time() {
+    let app = spawn_app().await;
+    let mut other_instance = sqlx::PgConnection::connect(&app.database_url).await.unwrap();
+    sqlx::query("select pg_advisory_lock($1)")
+        .bind(MAINTENANCE_LOCK)
+        .execute(&mut other_instance)
+        .await
+        .unwrap();
+    let maintenance = job(&app.pool, MaintenanceSettings::default());
+    let report = maintenance.run_once(Utc::now()).await.unwrap();
+    assert!(!report.ran, "skipped while another instance holds the job");
+    assert_eq!(maintenance.stats.runs(), (0, 0, 1));
+
+    other_instance.close().await.unwrap();
+    assert!(maintenance.run_once(Utc::now()).await.unwrap().ran);
+    // A run's lock ends with the run: the next one (here, another job) gets it.
+    assert!(
+        job(&app.pool, MaintenanceSettings::default())
+            .run_once(Utc::now())
+            .await
+            .unwrap()
+            .ran
+    );
+    assert_eq!(maintenance.stats.runs(), (1, 0, 1));
+}
+
+#[tokio::test]
+async fn rows_in_the_default_partition_are_found_reported_and_moved_out_with_totals_unchanged() {
+    let app = spawn_app().await;
+    let site = app.create_site("Forced", "1000").await;
+    ingest_some(&app, site, "normal").await;
+    // Three years back there is no partition. With the guard bypassed, rows land in the default.
+    let early = month_start(Utc::now() - Months::new(36)) + chrono::Duration::days(3);
+    sqlx::raw_sql("alter table measurements_default drop constraint measurements_default_rejects_rows")
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    store_directly(&app.pool, site, early, 5).await;
+    let totals_before = app.assert_totals_match_rows(site).await;
+
+    let found = status::status(&app.pool, true, Utc::now()).await.unwrap();
+    assert_eq!(found.default_rows, 5);
+    assert_eq!(found.default_guard, GuardState::Missing);
+    let page = app.get("/metrics").await.text().await.unwrap();
+    assert!(page.contains("plume_partition_default_rows 5\n"), "{page}");
+    let report = job(&app.pool, MaintenanceSettings::default())
+        .run_once(Utc::now())
+        .await
+        .unwrap();
+    assert_eq!(report.default_rows, 5, "the job reports them too");
+
+    let mut batches = Vec::new();
+    let repaired = repair::repair_default(&app.pool, |progress| batches.push(*progress))
+        .await
+        .unwrap();
+    assert_eq!((repaired.moved, repaired.batches), (5, 1));
+    assert_eq!(batches.last().unwrap().remaining, 0);
+    assert!(repaired.guard_restored);
+
+    let after = status::status(&app.pool, true, Utc::now()).await.unwrap();
+    assert_eq!(after.default_rows, 0);
+    assert_eq!(
+        after.default_guard,
+        GuardState::Valid,
+        "the default partition refuses rows again"
+    );
+    let month = after
+        .partitions
+        .iter()
+        .find(|p| p.name == partition_of(early))
+        .unwrap();
+    assert_eq!(month.rows, Some(5));
+    assert!(
+        month.identity_index_valid,
+        "the new month deduplicates like every other"
+    );
+    assert_eq!(
+        app.assert_totals_match_rows(site).await,
+        totals_before,
+        "nothing lost or duplicated"
+    );
+    assert!(verify::verify(&app.pool).await.unwrap().drift.is_empty());
+
+    let again = repair::repair_default(&app.pool, |_| {}).await.unwrap();
+    assert_eq!(
+        (again.moved, again.guard_restored),
+        (0, false),
+        "re-running is harmless"
+    );
+}
+
+#[tokio::test]
+async fn retention_dry_run_changes_nothing_and_apply_archives_exactly_the_expired_rows() {
+    let app = spawn_app().await;
+    let site = app.create_site("Old data", "100000").await;
+    ingest_some(&app, site, "recent").await;
+    let now = Utc::now();
+    let old = month_start(now - Months::new(14)) + chrono::Duration::days(2);
+    let older = month_start(now - Months::new(20)) + chrono::Duration::days(9);
+    store_directly(&app.pool, site, old, 7).await;
+    store_directly(&app.pool, site, older, 4).await;
+    let totals_before = app.assert_totals_match_rows(site).await;
+    // A service that accepts 60 days back; keep a year.
+    let window = AcceptedWindow {
+        max_age: chrono::Duration::days(60),
+        ..AcceptedWindow::default()
+    };
+    let archive = tempfile::tempdir().unwrap();
+    let policy = RetentionPolicy {
+        keep_months: 12,
+        archive_dir: Some(archive.path().to_owned()),
+    };
+
+    let partitions_before = partition_names(&app.pool).await;
+    let planned = retention::plan(&app.pool, &policy, window, now).await.unwrap();
+    let cutoff = retention::cutoff(12, now);
+    assert!(planned.iter().all(|p| p.to <= cutoff));
+    assert_eq!(planned.iter().map(|p| p.rows).sum::<i64>(), 11);
+    assert_eq!(
+        partition_names(&app.pool).await,
+        partitions_before,
+        "the dry run changes nothing"
+    );
+    assert!(std::fs::read_dir(archive.path()).unwrap().next().is_none());
+
+    let retired = retention::apply(&app.pool, &policy, window, now, |_| {})
+        .await
+        .unwrap();
+    assert_eq!(
+        retired,
+        planned
+            .iter()
+            .map(|p| retired_as(p, archive.path()))
+            .collect::<Vec<_>>()
+    );
+    for (month, count) in [(old, 7), (older, 4)] {
+        let file = archive.path().join(format!("{}.csv.gz", partition_of(month)));
+        let (rows, sum) = read_archive(&file);
+        assert_eq!((rows, sum), (count, count * 1_000_000), "{}", file.display());
+        let manifest: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(file.with_extension("").with_extension("manifest.json")).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(manifest["rows"], count);
+        assert_eq!(manifest["sum_mg"], count * 1_000_000);
+    }
+    let remaining = partition_names(&app.pool).await;
+    assert!(!remaining.contains(&partition_of(old)) && !remaining.contains(&partition_of(older)));
+    assert!(remaining.contains(&partition_of(now)));
+    let stored: i64 = sqlx::query_scalar("select count(*) from measurements")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(stored, 3, "only the expired rows went");
+    let (total, count): (i64, i64) =
+        sqlx::query_as("select total_emissions_mg, reading_count from sites where id = $1")
+            .bind(site)
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    assert_eq!((total, count), totals_before, "totals are lifetime figures");
+    assert!(
+        verify::verify(&app.pool).await.unwrap().drift.is_empty(),
+        "verify counts the retired months"
+    );
+
+    let inside = RetentionPolicy {
+        keep_months: 1,
+        archive_dir: None,
+    };
+    let refused = retention::plan(&app.pool, &inside, window, now)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(refused, RetentionError::InsideWindow { .. }),
+        "{refused}"
+    );
+}
+
+fn retired_as(planned: &retention::ExpiredPartition, dir: &std::path::Path) -> retention::ExpiredPartition {
+    retention::ExpiredPartition {
+        archive: Some(dir.join(format!("{}.csv.gz", planned.name))),
+        ..planned.clone()
+    }
+}
+
+/// Rows and sum of `value_mg` in an archive, read with the system's gzip (not plume's reader).
+fn read_archive(path: &std::path::Path) -> (i64, i64) {
+    let output = Command::new("gzip").arg("-dc").arg(path).output().unwrap();
+    assert!(output.status.success());
+    let text = String::from_utf8(output.stdout).unwrap();
+    let mut lines = text.lines();
+    assert_eq!(lines.next(), Some("site_id,source_id,measured_at,value_mg"));
+    lines.fold((0, 0), |(rows, sum), line| {
+        (
+            rows + 1,
+            sum + line.rsplit(',').next().unwrap().parse::<i64>().unwrap(),
+        )
+    })
+}
+
+#[tokio::test]
+async fn verify_catches_a_corrupted_total() {
+    let app = spawn_app().await;
+    let site = app.create_site("Checked", "100").await;
+    let other = app.create_site("Fine", "100").await;
+    ingest_some(&app, site, "one").await;
+    ingest_some(&app, other, "two").await;
+    assert!(verify::verify(&app.pool).await.unwrap().drift.is_empty());
+
+    app.pool
+        .execute(
+            format!("update sites set total_emissions_mg = total_emissions_mg + 1 where id = {site}")
+                .as_str(),
+        )
+        .await
+        .unwrap();
+    let verification = verify::verify(&app.pool).await.unwrap();
+    assert_eq!(verification.sites, 2);
+    assert_eq!(verification.drift.len(), 1);
+    let drift = &verification.drift[0];
+    assert_eq!(
+        (drift.site_id, drift.stored_total_mg, drift.rows_total_mg),
+        (site, 6_000_001, 6_000_000)
+    );
+
+    let url = app.database_url.clone();
+    let output = tokio::task::spawn_blocking(move || plume(&["verify"], &url))
+        .await
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1), "non-zero on drift");
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        text.contains(&format!("site {site}: total 6.000001 kg stored vs 6.000000 kg")),
+        "{text}"
+    );
+}
+
+fn plume(args: &[&str], database_url: &str) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_plume"))
+        .args(args)
+        .env("DATABASE_URL", database_url)
+        .output()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn the_partition_commands_print_status_maintain_and_a_retention_dry_run() {
+    let app = spawn_app().await;
+    let url = app.database_url.clone();
+    let outputs = tokio::task::spawn_blocking(move || {
+        [
+            plume(&["partitions", "status", "--json", "--exact"], &url),
+            plume(&["partitions", "status"], &url),
+            plume(&["partitions", "maintain", "--json"], &url),
+            plume(&["partitions", "retention", "--keep", "30", "--json"], &url),
+            plume(&["partitions", "retention", "--keep", "3"], &url),
+            plume(&["partitions", "repair-default"], &url),
+        ]
+    })
+    .await
+    .unwrap();
+    let [status_json, status_text, maintain, retention_json, retention_inside, repair] = outputs;
+    for output in [&status_json, &status_text, &maintain, &retention_json, &repair] {
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    let status: serde_json::Value = serde_json::from_slice(&status_json.stdout).unwrap();
+    assert_eq!(status["default_rows"], 0);
+    assert_eq!(status["default_guard"], "valid");
+    assert!(status["months_ahead"].as_i64().unwrap() >= 4);
+    assert!(status["partitions"].as_array().unwrap().len() >= 28);
+    let text = String::from_utf8_lossy(&status_text.stdout);
+    assert!(
+        text.contains("identity index") && text.contains("valid"),
+        "{text}"
+    );
+    let report: serde_json::Value = serde_json::from_slice(&maintain.stdout).unwrap();
+    assert_eq!(report["ran"], true);
+    let plan: serde_json::Value = serde_json::from_slice(&retention_json.stdout).unwrap();
+    assert_eq!(plan["applied"], false);
+    assert!(
+        !retention_inside.status.success(),
+        "3 months is inside the default 730-day window"
+    );
+    assert!(String::from_utf8_lossy(&retention_inside.stderr).contains("inside the accepted window"));
+    assert!(String::from_utf8_lossy(&repair.stdout).contains("the default partition is empty"));
+}
