@@ -52,17 +52,8 @@ async fn serve_on(database: &Database, args: &ServeArgs, shutdown: CancellationT
         .with_context(|| format!("listening on {}", args.listen))?;
     tracing::info!(address = %listener.local_addr()?, "plume is serving");
     let state = AppState::new(database.pool.clone(), args.settings());
-    let maintenance = MaintenanceJob {
-        pool: database.pool.clone(),
-        settings: MaintenanceSettings {
-            window: args.window.window(),
-            retention: args.retention.policy(),
-            ..MaintenanceSettings::default()
-        },
-        interval: args.maintenance_interval,
-        stats: state.metrics.maintenance.clone(),
-    };
-    let maintenance = tokio::spawn(maintenance.run(shutdown.clone()));
+    let maintenance =
+        (!args.no_maintenance).then(|| spawn_maintenance(database, args, &state, shutdown.clone()));
     let background = if args.no_relay {
         None
     } else {
@@ -76,11 +67,33 @@ async fn serve_on(database: &Database, args: &ServeArgs, shutdown: CancellationT
     if let Some(background) = background {
         background.wait().await;
     }
-    if let Err(error) = maintenance.await {
-        tracing::error!(%error, "the partition maintenance job panicked");
+    if let Some(job) = maintenance {
+        if let Err(error) = job.await {
+            tracing::error!(%error, "the partition maintenance job panicked");
+        }
     }
     tracing::info!("plume stopped serving");
     served
+}
+
+/// Starts the partition maintenance job: now, then every `--maintenance-interval`.
+fn spawn_maintenance(
+    database: &Database,
+    args: &ServeArgs,
+    state: &AppState,
+    shutdown: CancellationToken,
+) -> JoinHandle<()> {
+    let job = MaintenanceJob {
+        pool: database.pool.clone(),
+        settings: MaintenanceSettings {
+            window: args.window.window(),
+            retention: args.retention.policy(),
+            ..MaintenanceSettings::default()
+        },
+        interval: args.maintenance_interval,
+        stats: state.metrics.maintenance.clone(),
+    };
+    tokio::spawn(job.run(shutdown))
 }
 
 /// The outbox relay and its housekeeping, running in the background on a pool of their own.

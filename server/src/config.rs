@@ -381,6 +381,10 @@ pub struct ServeArgs {
     pub no_relay: bool,
     #[command(flatten)]
     pub relay: RelayArgs,
+    /// Do not run partition maintenance in this process (when pg_partman's background worker or
+    /// cron runs `plume partitions maintain` instead; see docs/OPERATIONS.md).
+    #[arg(long, env = "PLUME_NO_MAINTENANCE")]
+    pub no_maintenance: bool,
     /// Time between partition maintenance runs (premaking months, checking the default partition,
     /// retention, statistics): e.g. 1h, 30m.
     #[arg(long, env = "PLUME_MAINTENANCE_INTERVAL", default_value = "1h", value_parser = parse_duration)]

@@ -103,6 +103,13 @@ async fn only_one_instance_runs_maintenance_at_a_time() {
         .execute(&mut other_instance)
         .await
         .unwrap();
+    let held: i64 = sqlx::query_scalar(
+        "select count(*) from pg_locks where locktype = 'advisory' and classid = 1886156141 and objid = 1699761457",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(held, 1, "the lock as docs/OPERATIONS.md tells DBAs to find it");
     let maintenance = job(&app.pool, MaintenanceSettings::default());
     let report = maintenance.run_once(Utc::now()).await.unwrap();
     assert!(!report.ran, "skipped while another instance holds the job");
