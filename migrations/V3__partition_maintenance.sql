@@ -31,3 +31,17 @@ create table retired_partitions (
     retired_at timestamptz not null default now(),
     primary key (partition_name, site_id)
 );
+
+-- What every part of plume must respect about the measurements table's history, in one row.
+create table measurements_settings (
+    singleton boolean primary key default true check (singleton),
+    -- Months before this instant were retired: their partitions are never created again, so a
+    -- retried old reading can never be stored (and counted) a second time.
+    retired_before timestamptz,
+    -- The widest accepted window (days) any plume process has run with: retention may not cut
+    -- into it, whatever the window of the process applying retention.
+    widest_window_days integer not null default 0 check (widest_window_days >= 0)
+);
+
+insert into measurements_settings default values;
+

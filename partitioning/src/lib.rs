@@ -44,6 +44,9 @@ pub struct AcceptedWindow {
     pub max_age: Duration,
     /// How far ahead of the server clock a reading may be (default 24 hours).
     pub max_future: Duration,
+    /// Nothing before this instant, whatever `max_age` says: the months before it were retired
+    /// (see [`History::retired_before`]).
+    pub not_before: Option<DateTime<Utc>>,
 }
 
 impl Default for AcceptedWindow {
@@ -51,6 +54,7 @@ impl Default for AcceptedWindow {
         Self {
             max_age: Duration::days(730),
             max_future: Duration::hours(24),
+            not_before: None,
         }
     }
 }
@@ -69,7 +73,9 @@ pub enum OutsideWindow {
 impl AcceptedWindow {
     /// The earliest accepted timestamp at `now`.
     pub fn earliest(&self, now: DateTime<Utc>) -> DateTime<Utc> {
-        now - self.max_age
+        let by_age = now - self.max_age;
+        self.not_before
+            .map_or(by_age, |not_before| by_age.max(not_before))
     }
 
     /// The latest accepted timestamp at `now`.
@@ -80,7 +86,9 @@ impl AcceptedWindow {
     /// Checks one reading's timestamp against the window at `now`.
     pub fn check(&self, at: DateTime<Utc>, now: DateTime<Utc>) -> Result<(), OutsideWindow> {
         if at < self.earliest(now) {
-            Err(OutsideWindow::TooOld(self.max_age.num_days()))
+            Err(OutsideWindow::TooOld(
+                self.max_age.num_days().min((now - self.earliest(now)).num_days()),
+            ))
         } else if at > self.latest(now) {
             Err(OutsideWindow::TooFarAhead(self.max_future.num_hours()))
         } else {
@@ -189,8 +197,69 @@ pub async fn partition_report(pool: &PgPool) -> Result<PartitionReport, sqlx::Er
     })
 }
 
+/// What the measurements table's past constrains (the `measurements_settings` row).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct History {
+    /// Months before this were retired: never recreated, their readings never accepted again.
+    pub retired_before: Option<DateTime<Utc>>,
+    /// The widest accepted window, in days, any plume process has run with.
+    pub widest_window_days: i32,
+}
+
+/// Reads the [`History`].
+pub async fn history(pool: &PgPool) -> Result<History, sqlx::Error> {
+    sqlx::query_as!(
+        History,
+        "select retired_before, widest_window_days from measurements_settings"
+    )
+    .fetch_one(pool)
+    .await
+}
+
+/// Creates a partition for each of `months` that has none, one at a time (a month that fails does
+/// not stop the others), never for a retired month. Returns the months it failed on, with why.
+pub async fn create_months(
+    pool: &PgPool,
+    months: &[DateTime<Utc>],
+) -> Result<Vec<(DateTime<Utc>, sqlx::Error)>, sqlx::Error> {
+    let retired_before = history(pool).await?.retired_before;
+    let report = partition_report(pool).await?;
+    let mut missing = report.missing_months(months);
+    missing.retain(|month| retired_before.is_none_or(|before| *month >= before));
+    // Latest first: the months ahead matter most, since readings arrive now.
+    missing.reverse();
+    let mut failed = Vec::new();
+    for month in missing {
+        let created = sqlx::query_scalar!(
+            "select partman.create_partition_time($1, $2)",
+            MEASUREMENTS_TABLE,
+            &[month]
+        )
+        .fetch_one(pool)
+        .await;
+        if let Err(error) = created {
+            tracing::error!(%month, %error, "creating a measurements partition failed");
+            failed.push((month, error));
+        }
+    }
+    Ok(failed)
+}
+
+/// Whole months right after the current one that each have a partition, counting until the first
+/// gap.
+pub fn months_ahead(report: &PartitionReport, now: DateTime<Utc>) -> i64 {
+    let mut month = next_month(month_start(now));
+    let mut ahead = 0;
+    while report.missing_months(&[month]).is_empty() {
+        ahead += 1;
+        month = next_month(month);
+    }
+    ahead
+}
+
 /// Makes sure every month of `window` at `now` has a partition, creating the missing ones through
-/// pg_partman, and lets pg_partman premake the months ahead. Returns how many partitions were made.
+/// pg_partman (never a retired month), lets pg_partman premake the months ahead, and records the
+/// window as one retention must respect. Returns how many partitions were made.
 ///
 /// Idempotent; run at start-up so that a window configured wider than the migration's default is
 /// covered before the first reading arrives.
@@ -200,16 +269,16 @@ pub async fn ensure_window_covered(
     window: AcceptedWindow,
     now: DateTime<Utc>,
 ) -> Result<usize, sqlx::Error> {
+    sqlx::query!(
+        "update measurements_settings set widest_window_days = greatest(widest_window_days, $1)",
+        window.max_age.num_days().min(i64::from(i32::MAX)) as i32,
+    )
+    .execute(pool)
+    .await?;
     let before = partition_report(pool).await?;
-    let missing = before.missing_months(&window.months(now));
-    if !missing.is_empty() {
-        sqlx::query_scalar!(
-            "select partman.create_partition_time($1, $2)",
-            MEASUREMENTS_TABLE,
-            &missing
-        )
-        .fetch_one(pool)
-        .await?;
+    if let Some((month, error)) = create_months(pool, &window.months(now)).await?.into_iter().next() {
+        tracing::error!(%month, "a month of the accepted window has no partition");
+        return Err(error);
     }
     // Runtime-checked: the function returns `void`, a type the query macros cannot describe.
     sqlx::query("select partman.run_maintenance($1)")
@@ -249,10 +318,22 @@ mod tests {
     }
 
     #[test]
+    fn a_retirement_moves_the_earliest_accepted_time_forward() {
+        let now = at("2026-11-26T10:00:00Z");
+        let window = AcceptedWindow {
+            not_before: Some(at("2025-01-01T00:00:00Z")),
+            ..AcceptedWindow::default()
+        };
+        assert_eq!(window.earliest(now), at("2025-01-01T00:00:00Z"));
+        assert!(window.check(at("2024-12-31T23:59:59Z"), now).is_err());
+        assert_eq!(window.months(now)[0], at("2025-01-01T00:00:00Z"));
+    }
+
+    #[test]
     fn months_cover_the_window_across_year_ends() {
         let window = AcceptedWindow {
             max_age: Duration::days(40),
-            max_future: Duration::hours(24),
+            ..AcceptedWindow::default()
         };
         let months = window.months(at("2026-12-31T12:00:00Z"));
         assert_eq!(

@@ -17,7 +17,10 @@ use sqlx::{PgConnection, PgPool};
 use tokio_util::sync::CancellationToken;
 
 use crate::retention::{self, RetentionPolicy};
-use crate::{month_start, next_month, partition_report, AcceptedWindow, MEASUREMENTS_TABLE};
+use crate::{
+    create_months, month_start, months_ahead, next_month, partition_report, AcceptedWindow,
+    MEASUREMENTS_TABLE,
+};
 
 /// The advisory lock key of the job (`"plumePM1"` as a big-endian integer).
 pub const MAINTENANCE_LOCK: i64 = 0x706c_756d_6550_4d31;
@@ -60,6 +63,8 @@ pub struct MaintenanceReport {
     pub months_ahead: i64,
     /// Partitions analysed because enough of them changed since their last analysis.
     pub analyzed: Vec<String>,
+    /// Steps that failed (the others still ran); a run with any is counted as failed.
+    pub errors: Vec<String>,
 }
 
 /// Why a run failed; the job logs it and tries again at the next tick.
@@ -116,7 +121,16 @@ impl MaintenanceJob {
     /// next tick; nothing here can stop the server.
     pub async fn run(self, shutdown: CancellationToken) {
         loop {
-            match self.run_once(Utc::now()).await {
+            let run = tokio::select! {
+                // Every step is its own transaction: stopping between or within them loses nothing.
+                _ = shutdown.cancelled() => return,
+                run = self.run_once(Utc::now()) => run,
+            };
+            match run {
+                Ok(report) if !report.errors.is_empty() => tracing::error!(
+                    errors = ?report.errors,
+                    "partition maintenance failed in part; retrying at the next tick"
+                ),
                 Ok(report) if report.ran => tracing::info!(
                     created = report.created.len(),
                     dropped = report.dropped.len(),
@@ -138,49 +152,73 @@ impl MaintenanceJob {
     }
 
     /// One run as of `now` (the clock is the caller's, so tests can move it), recorded in
-    /// `partition_maintenance_runs`.
+    /// `partition_maintenance_runs`. Each step runs even if an earlier one failed; failures are in
+    /// the report's `errors`. `Err` only when the database cannot be reached at all.
     #[tracing::instrument(skip(self))]
     pub async fn run_once(&self, now: DateTime<Utc>) -> Result<MaintenanceReport, MaintenanceError> {
-        // A connection of its own, outside the pool (so a pool of one still works), dropped however
-        // this run ends: closing the session is what releases the advisory lock, even if the run
-        // is cancelled halfway.
-        let mut lock = PgConnection::connect_with(&self.pool.connect_options()).await?;
+        let result = self.locked_run(now).await;
+        let counter = match &result {
+            Ok(report) if !report.ran => &self.stats.skipped,
+            Ok(report) if report.errors.is_empty() => &self.stats.succeeded,
+            _ => &self.stats.failed,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        if matches!(&result, Ok(report) if report.ran && report.errors.is_empty()) {
+            self.stats
+                .last_success_unix
+                .store(Utc::now().timestamp(), Ordering::Relaxed);
+        }
+        result
+    }
+
+    async fn locked_run(&self, now: DateTime<Utc>) -> Result<MaintenanceReport, MaintenanceError> {
+        let Some(lock) = MaintenanceLock::try_acquire(&self.pool).await? else {
+            return Ok(MaintenanceReport::default());
+        };
+        let started = Utc::now();
+        let report = maintain(&self.pool, &self.settings, now).await;
+        let recorded = sqlx::query!(
+            "insert into partition_maintenance_runs (started_at, succeeded, report) values ($1, $2, $3)",
+            started,
+            report.errors.is_empty(),
+            serde_json::to_value(&report).unwrap_or_default(),
+        )
+        .execute(&self.pool)
+        .await;
+        lock.release().await;
+        recorded?;
+        Ok(report)
+    }
+}
+
+/// The job's session advisory lock, held on a connection of its own (outside the pool, so a pool
+/// of one still works). `plume partitions retention --apply` and `repair-default` take it too, so
+/// they never run alongside the job. Dropping it without [`MaintenanceLock::release`] closes the
+/// connection, which releases the lock as well: it cannot outlive a cancelled run.
+#[derive(Debug)]
+pub struct MaintenanceLock {
+    connection: PgConnection,
+}
+
+impl MaintenanceLock {
+    /// Takes the lock, or `None` when another session holds it.
+    pub async fn try_acquire(pool: &PgPool) -> Result<Option<Self>, sqlx::Error> {
+        let mut connection = PgConnection::connect_with(&pool.connect_options()).await?;
         let locked = sqlx::query_scalar!(
             r#"select pg_try_advisory_lock($1) as "locked!""#,
             MAINTENANCE_LOCK
         )
-        .fetch_one(&mut lock)
+        .fetch_one(&mut connection)
         .await?;
-        if !locked {
-            self.stats.skipped.fetch_add(1, Ordering::Relaxed);
-            return Ok(MaintenanceReport::default());
-        }
-        let started = Utc::now();
-        let result = maintain(&self.pool, &self.settings, now).await;
-        let recorded = match &result {
-            Ok(report) => serde_json::to_value(report).unwrap_or_default(),
-            Err(error) => serde_json::json!({ "error": error.to_string() }),
-        };
-        sqlx::query!(
-            "insert into partition_maintenance_runs (started_at, succeeded, report) values ($1, $2, $3)",
-            started,
-            result.is_ok(),
-            recorded,
-        )
-        .execute(&self.pool)
-        .await?;
-        match &result {
-            Ok(_) => {
-                self.stats.succeeded.fetch_add(1, Ordering::Relaxed);
-                self.stats
-                    .last_success_unix
-                    .store(Utc::now().timestamp(), Ordering::Relaxed);
-            }
-            Err(_) => {
-                self.stats.failed.fetch_add(1, Ordering::Relaxed);
-            }
-        }
-        result
+        Ok(locked.then_some(Self { connection }))
+    }
+
+    /// Releases the lock and closes its connection.
+    pub async fn release(mut self) {
+        let _ = sqlx::query_scalar!("select pg_advisory_unlock($1)", MAINTENANCE_LOCK)
+            .fetch_one(&mut self.connection)
+            .await;
+        let _ = self.connection.close().await;
     }
 }
 
@@ -199,54 +237,68 @@ pub fn months_needed(settings: &MaintenanceSettings, now: DateTime<Utc>) -> Vec<
     months
 }
 
-async fn maintain(
-    pool: &PgPool,
-    settings: &MaintenanceSettings,
-    now: DateTime<Utc>,
-) -> Result<MaintenanceReport, MaintenanceError> {
-    let before = partition_report(pool).await?;
-    let missing = before.missing_months(&months_needed(settings, now));
-    if !missing.is_empty() {
-        sqlx::query_scalar!(
-            "select partman.create_partition_time($1, $2)",
-            MEASUREMENTS_TABLE,
-            &missing
-        )
-        .fetch_one(pool)
-        .await?;
-    }
-    // pg_partman's own pass over the table (premaking by the database clock, its bookkeeping).
-    // Runtime-checked: the function returns `void`, a type the query macros cannot describe.
-    sqlx::query("select partman.run_maintenance($1, p_analyze => false, p_jobmon => false)")
-        .bind(MEASUREMENTS_TABLE)
-        .execute(pool)
-        .await?;
-
+/// The steps, each in its own transaction; a failed step is recorded and the next one runs.
+async fn maintain(pool: &PgPool, settings: &MaintenanceSettings, now: DateTime<Utc>) -> MaintenanceReport {
     let mut report = MaintenanceReport {
         ran: true,
         ..MaintenanceReport::default()
     };
-    if let Some(policy) = &settings.retention {
-        let retired = retention::apply(pool, policy, settings.window, now, |_| {}).await?;
-        report.detached = retired.iter().map(|p| p.name.clone()).collect();
-        report.dropped = report.detached.clone();
+    let before = partition_report(pool)
+        .await
+        .map(|r| r.partitions)
+        .unwrap_or_default();
+    match create_months(pool, &months_needed(settings, now)).await {
+        Ok(failed) => report.errors.extend(
+            failed
+                .into_iter()
+                .map(|(month, e)| format!("creating the partition for {month}: {e}")),
+        ),
+        Err(error) => report.errors.push(format!("creating partitions: {error}")),
     }
-    let after = partition_report(pool).await?;
-    report.created = after
-        .partitions
-        .iter()
-        .filter(|p| !before.partitions.iter().any(|b| b.name == p.name))
-        .map(|p| p.name.clone())
-        .collect();
-    let current = month_start(now);
-    report.months_ahead = after
-        .partitions
-        .iter()
-        .filter(|p| p.from.is_some_and(|f| f > current))
-        .count() as i64;
-    report.default_rows = default_rows(pool).await?;
-    report.analyzed = analyze_changed(pool).await?;
-    Ok(report)
+    // pg_partman's own pass over the table (premaking by the database clock, its bookkeeping).
+    // Runtime-checked: the function returns `void`, a type the query macros cannot describe.
+    let partman = sqlx::query("select partman.run_maintenance($1, p_analyze => false, p_jobmon => false)")
+        .bind(MEASUREMENTS_TABLE)
+        .execute(pool)
+        .await;
+    if let Err(error) = partman {
+        report.errors.push(format!("pg_partman maintenance: {error}"));
+    }
+    if let Some(policy) = &settings.retention {
+        let mut retired = Vec::new();
+        let applied = retention::apply(pool, policy, settings.window, now, |p| {
+            retired.push(p.name.clone())
+        })
+        .await;
+        report.detached = retired.clone();
+        report.dropped = retired;
+        if let Err(error) = applied {
+            report.errors.push(format!("retention: {error}"));
+        }
+    }
+    match partition_report(pool).await {
+        Ok(after) => {
+            report.created = after
+                .partitions
+                .iter()
+                .filter(|p| !before.iter().any(|b| b.name == p.name))
+                .map(|p| p.name.clone())
+                .collect();
+            report.months_ahead = months_ahead(&after, now);
+        }
+        Err(error) => report.errors.push(format!("reading the partitions: {error}")),
+    }
+    match default_rows(pool).await {
+        Ok(rows) => report.default_rows = rows,
+        Err(error) => report
+            .errors
+            .push(format!("checking the default partition: {error}")),
+    }
+    match analyze_changed(pool).await {
+        Ok(analyzed) => report.analyzed = analyzed,
+        Err(error) => report.errors.push(format!("analysing: {error}")),
+    }
+    report
 }
 
 /// Rows in the measurements table's default partition, by pg_partman's `check_default`.

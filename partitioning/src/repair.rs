@@ -41,6 +41,9 @@ pub enum RepairError {
     /// pg_partman moved nothing although rows remain.
     #[error("{0} rows remain in the default partition and pg_partman moved none of them; see `plume partitions status` and docs/OPERATIONS.md")]
     Stuck(i64),
+    /// The rows could not be locked in time.
+    #[error("{0} rows remain in the default partition and could not be locked within 5 s (another session is using them); run repair-default again")]
+    Locked(i64),
     /// The database failed.
     #[error(transparent)]
     Database(#[from] sqlx::Error),
@@ -59,15 +62,19 @@ pub async fn repair_default(
         if remaining == 0 {
             break;
         }
-        // Runtime-checked: an overloaded pg_partman function the macros cannot resolve.
+        // Runtime-checked: an overloaded pg_partman function the macros cannot resolve. Without
+        // analysing the whole table after every month (the maintenance job analyses what changed).
         let moved: i64 = sqlx::query_scalar(
-            "select partman.partition_data_time($1, p_batch_count => 1, p_lock_wait => 5)",
+            "select partman.partition_data_time($1, p_batch_count => 1, p_lock_wait => 5, p_analyze => false)",
         )
         .bind(MEASUREMENTS_TABLE)
         .fetch_one(pool)
         .await?;
-        if moved == 0 {
-            return Err(RepairError::Stuck(remaining));
+        match moved {
+            // pg_partman could not lock the rows within 5 s: someone is using them.
+            -1 => return Err(RepairError::Locked(remaining)),
+            0 => return Err(RepairError::Stuck(remaining)),
+            _ => {}
         }
         report.moved += moved;
         report.batches += 1;

@@ -1,9 +1,11 @@
 //! Retiring expired months: archive each to compressed CSV (optional), check the archive, record what
 //! it held per site, then detach and drop it.
 //!
-//! Only months entirely older than the accepted window can expire. A month inside the window would
-//! be recreated at the next start-up and accept readings again, and a retried old reading would then
-//! be stored and counted a second time. Site totals are lifetime figures: they do not shrink when
+//! Only months entirely older than the widest accepted window any plume process has run with (and
+//! a month of margin) can expire. A month inside a window would be recreated and accept readings
+//! again, and a retried old reading would then be stored and counted a second time. Retiring a
+//! month also moves `measurements_settings.retired_before` past it: no part of plume creates a
+//! partition before that point again, and the service refuses readings before it. Site totals are lifetime figures: they do not shrink when
 //! a month is retired. `retired_partitions` keeps each retired month's per-site count and sum, so
 //! `plume verify` still reconciles totals exactly, and the archive keeps the readings themselves.
 
@@ -36,7 +38,10 @@ pub struct RetentionPolicy {
 #[derive(Debug, thiserror::Error)]
 pub enum RetentionError {
     /// The policy would drop months the service still accepts readings for.
-    #[error("keeping {keep} months would retire months inside the accepted window, which starts {earliest}: keep at least {needed} months (or narrow --accepted-window-days)")]
+    #[error(
+        "keeping {keep} months would retire months inside the accepted window, which starts {}: keep at least {needed} months (or narrow --accepted-window-days)",
+        .earliest.format("%Y-%m-%d")
+    )]
     InsideWindow {
         /// The months asked for.
         keep: u32,
@@ -48,6 +53,9 @@ pub enum RetentionError {
     /// An archive did not read back as written.
     #[error("the archive of {0} does not match the partition ({1}); nothing was dropped")]
     ArchiveMismatch(String, String),
+    /// An archive of the month exists already.
+    #[error("{} exists already; move it away (it may be the only copy of that month) and run again", .0.display())]
+    ArchiveExists(PathBuf),
     /// The partition changed between archiving and dropping.
     #[error("{0} changed while it was being archived; nothing was dropped, run retention again")]
     Changed(String),
@@ -113,10 +121,16 @@ pub async fn plan(
     now: DateTime<Utc>,
 ) -> Result<Vec<ExpiredPartition>, RetentionError> {
     let cutoff = cutoff(policy.keep_months, now);
-    let earliest = window.earliest(now);
-    if cutoff > month_start(earliest) {
+    // The widest window any plume process has run with, not only this one's: a server accepting
+    // more than this command was told must not lose months it still accepts readings for.
+    let widest = i64::from(crate::history(pool).await?.widest_window_days);
+    let max_age = window.max_age.max(chrono::Duration::days(widest));
+    let earliest = now - max_age;
+    // A month of margin: nothing is retired that a batch validated a moment ago could still reach.
+    let last_retirable = month_start(earliest) - Months::new(1);
+    if cutoff > last_retirable {
         let needed = (0..=1200)
-            .find(|keep| self::cutoff(*keep, now) <= month_start(earliest))
+            .find(|keep| self::cutoff(*keep, now) <= last_retirable)
             .unwrap_or(1200);
         return Err(RetentionError::InsideWindow {
             keep: policy.keep_months,
@@ -185,7 +199,12 @@ async fn archive(pool: &PgPool, partition: &ExpiredPartition, dir: &Path) -> Res
         move |e| RetentionError::Io(what, e)
     };
     std::fs::create_dir_all(dir).map_err(io("creating", dir))?;
+    let dir = &std::fs::canonicalize(dir).map_err(io("resolving", dir))?;
     let path = dir.join(format!("{}.csv.gz", partition.name));
+    if path.exists() {
+        // Never overwrite evidence: an archive of this month exists from an earlier retirement.
+        return Err(RetentionError::ArchiveExists(path));
+    }
     let partial = dir.join(format!("{}.csv.gz.partial", partition.name));
     let file = File::create(&partial).map_err(io("creating", &partial))?;
     let mut csv = HashingWriter {
@@ -221,7 +240,6 @@ async fn archive(pool: &PgPool, partition: &ExpiredPartition, dir: &Path) -> Res
             ),
         ));
     }
-    std::fs::rename(&partial, &path).map_err(io("renaming", &partial))?;
     let manifest = ArchiveManifest {
         partition: partition.name.clone(),
         range_from: partition.from,
@@ -237,7 +255,14 @@ async fn archive(pool: &PgPool, partition: &ExpiredPartition, dir: &Path) -> Res
     };
     let manifest_path = dir.join(format!("{}.manifest.json", partition.name));
     let json = serde_json::to_vec_pretty(&manifest).expect("a manifest serialises");
-    std::fs::write(&manifest_path, json).map_err(io("writing", &manifest_path))?;
+    let mut file = File::create(&manifest_path).map_err(io("creating", &manifest_path))?;
+    file.write_all(&json).map_err(io("writing", &manifest_path))?;
+    file.sync_all().map_err(io("syncing", &manifest_path))?;
+    std::fs::rename(&partial, &path).map_err(io("renaming", &partial))?;
+    // The renames and new entries are durable only once the directory itself is synced.
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io("syncing", dir))?;
     Ok(path)
 }
 
@@ -285,14 +310,38 @@ pub fn read_back(path: &Path) -> std::io::Result<(i64, i64, String)> {
     Ok((rows, sum, hex::encode(hasher.finalize())))
 }
 
-/// In one transaction: check the partition is unchanged, record its per-site aggregates, detach it
-/// and drop it. Gives up after 5 s waiting for a lock rather than queue ingestion behind it.
+/// Retires one partition, retrying a few times when a lock is not granted within 2 s (detaching
+/// needs a moment of exclusive access to `measurements`; queueing longer would stall ingestion).
 async fn retire(pool: &PgPool, partition: &ExpiredPartition) -> Result<(), RetentionError> {
+    let mut attempt = 1;
+    loop {
+        match retire_once(pool, partition).await {
+            Err(RetentionError::Database(error)) if is_lock_timeout(&error) && attempt < 5 => {
+                tracing::warn!(partition = %partition.name, attempt, "waiting for a lock to retire a partition");
+                tokio::time::sleep(std::time::Duration::from_secs(attempt)).await;
+                attempt += 1;
+            }
+            other => return other,
+        }
+    }
+}
+
+fn is_lock_timeout(error: &sqlx::Error) -> bool {
+    error.as_database_error().and_then(|e| e.code()).as_deref() == Some("55P03")
+}
+
+/// In one transaction: stop writes to the partition, check it still holds what was archived,
+/// record its per-site aggregates and the new retirement point, detach it and drop it.
+async fn retire_once(pool: &PgPool, partition: &ExpiredPartition) -> Result<(), RetentionError> {
     let mut tx = pool.begin().await?;
-    sqlx::query!("set local lock_timeout = '5s'")
+    sqlx::query!("set local lock_timeout = '2s'")
         .execute(&mut *tx)
         .await?;
     let table = quote_ident(&partition.name);
+    // Readers go on; writers wait (none are expected: the month is outside every window).
+    sqlx::query(&format!("lock table {table} in share mode"))
+        .execute(&mut *tx)
+        .await?;
     let (rows, sum_mg): (i64, i64) = sqlx::query_as(&format!(
         "select count(*), coalesce(sum(value_mg), 0)::bigint from {table}"
     ))
@@ -312,6 +361,12 @@ async fn retire(pool: &PgPool, partition: &ExpiredPartition) -> Result<(), Reten
     .bind(partition.from)
     .bind(partition.to)
     .bind(archive)
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query!(
+        "update measurements_settings set retired_before = greatest(retired_before, $1)",
+        partition.to
+    )
     .execute(&mut *tx)
     .await?;
     sqlx::query(&format!(

@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sqlx::PgPool;
 
-use crate::{month_start, quote_ident, DEFAULT_PARTITION, MEASUREMENTS_TABLE};
+use crate::{quote_ident, DEFAULT_PARTITION, MEASUREMENTS_TABLE};
 
 /// One partition.
 #[derive(Debug, Clone, Serialize)]
@@ -82,8 +82,9 @@ pub async fn status(pool: &PgPool, exact: bool, now: DateTime<Utc>) -> Result<Ta
                   substring(pg_get_expr(c.relpartbound, c.oid) from $$TO \('([^']+)'\)$$)::timestamptz as "to",
                   case when c.reltuples >= 0 then c.reltuples::bigint end as estimated_rows,
                   pg_total_relation_size(c.oid) as "total_bytes!",
-                  coalesce((select bool_or(x.indisvalid) from pg_index x
-                             where x.indrelid = c.oid and x.indisunique and x.indnatts = 3), false) as "identity_index_valid!"
+                  exists (select 1 from pg_inherits ii join pg_index x on x.indexrelid = ii.inhrelid
+                           where ii.inhparent = 'measurements_identity'::regclass and x.indrelid = c.oid
+                             and x.indisvalid and x.indisready) as "identity_index_valid!"
              from pg_inherits i
              join pg_class c on c.oid = i.inhrelid
             where i.inhparent = $1::text::regclass
@@ -109,11 +110,7 @@ pub async fn status(pool: &PgPool, exact: bool, now: DateTime<Utc>) -> Result<Ta
             identity_index_valid: row.identity_index_valid,
         });
     }
-    let current = month_start(now);
-    let months_ahead = partitions
-        .iter()
-        .filter(|p| p.from.is_some_and(|f| f > current))
-        .count() as i64;
+    let months_ahead = crate::months_ahead(&crate::partition_report(pool).await?, now);
     let config = sqlx::query!(
         "select premake, retention from partman.part_config where parent_table = $1",
         MEASUREMENTS_TABLE

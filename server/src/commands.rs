@@ -51,7 +51,10 @@ async fn serve_on(database: &Database, args: &ServeArgs, shutdown: CancellationT
         .await
         .with_context(|| format!("listening on {}", args.listen))?;
     tracing::info!(address = %listener.local_addr()?, "plume is serving");
-    let state = AppState::new(database.pool.clone(), args.settings());
+    let mut settings = args.settings();
+    // Readings for retired months are refused at the edge (422), like any outside the window.
+    settings.window.not_before = partitioning::history(&database.pool).await?.retired_before;
+    let state = AppState::new(database.pool.clone(), settings);
     let maintenance =
         (!args.no_maintenance).then(|| spawn_maintenance(database, args, &state, shutdown.clone()));
     let background = if args.no_relay {

@@ -113,7 +113,12 @@ pub struct RetentionArgs {
     /// read it back and check it, before dropping the month.
     #[arg(long, value_name = "DIR")]
     pub archive_dir: Option<PathBuf>,
-    /// Archive (if asked) and drop the expired months. Without it, only list them.
+    /// Drop without archiving (only with --apply, instead of --archive-dir): the readings are gone
+    /// for good; their per-site counts and sums are kept.
+    #[arg(long, conflicts_with = "archive_dir")]
+    pub no_archive: bool,
+    /// Archive and drop the expired months (needs --archive-dir or --no-archive). Without it, only
+    /// list them.
     #[arg(long)]
     pub apply: bool,
     /// Print JSON instead of text.
@@ -140,9 +145,10 @@ pub struct VerifyArgs {
 pub struct RetentionPolicyArgs {
     /// Let the maintenance job retire months older than this many whole months (it must cover the
     /// accepted window). Off by default: readings are kept for ever.
-    #[arg(long, env = "PLUME_PARTITION_RETENTION_MONTHS", value_parser = clap::value_parser!(u32).range(1..=1200))]
+    #[arg(long, env = "PLUME_PARTITION_RETENTION_MONTHS", requires = "partition_archive_dir", value_parser = clap::value_parser!(u32).range(1..=1200))]
     pub partition_retention_months: Option<u32>,
-    /// Where the job archives each retired month (compressed CSV and manifest) before dropping it.
+    /// Where the job archives each retired month (compressed CSV and manifest) before dropping it;
+    /// required with --partition-retention-months.
     #[arg(
         long,
         env = "PLUME_PARTITION_ARCHIVE_DIR",

@@ -5,7 +5,7 @@ use std::fmt::Write;
 
 use anyhow::Context;
 use chrono::{DateTime, Utc};
-use partitioning::maintenance::{MaintenanceJob, MaintenanceSettings};
+use partitioning::maintenance::{MaintenanceJob, MaintenanceLock, MaintenanceSettings};
 use partitioning::retention::{self, ExpiredPartition, RetentionPolicy};
 use partitioning::status::TableStatus;
 use partitioning::{repair, status, verify};
@@ -44,6 +44,9 @@ pub async fn maintain(args: MaintainArgs) -> anyhow::Result<()> {
     let result = job.run_once(Utc::now()).await;
     database.close().await;
     let report = result.context("running partition maintenance")?;
+    for error in &report.errors {
+        eprintln!("failed: {error}");
+    }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else if !report.ran {
@@ -62,12 +65,30 @@ pub async fn maintain(args: MaintainArgs) -> anyhow::Result<()> {
         println!("default rows:  {}", report.default_rows);
         println!("months ahead:  {}", report.months_ahead);
     }
-    Ok(())
+    if report.errors.is_empty() {
+        Ok(())
+    } else {
+        anyhow::bail!("partition maintenance failed in {} step(s)", report.errors.len())
+    }
+}
+
+/// The maintenance lock, so that a DBA's command never runs alongside the job of a running plume.
+async fn maintenance_lock(database: &Database) -> anyhow::Result<MaintenanceLock> {
+    MaintenanceLock::try_acquire(&database.pool)
+        .await?
+        .context("partition maintenance is running in a plume instance right now; try again in a minute")
 }
 
 /// `plume partitions repair-default`.
 pub async fn repair_default(args: RepairDefaultArgs) -> anyhow::Result<()> {
     let database = Database::open(&args.database.source(), &args.database.pool_settings()).await?;
+    let lock = match maintenance_lock(&database).await {
+        Ok(lock) => lock,
+        Err(error) => {
+            database.close().await;
+            return Err(error);
+        }
+    };
     let json = args.json;
     let result = repair::repair_default(&database.pool, |progress| {
         if json {
@@ -80,6 +101,7 @@ pub async fn repair_default(args: RepairDefaultArgs) -> anyhow::Result<()> {
         }
     })
     .await;
+    lock.release().await;
     database.close().await;
     let report = result.context("repairing the default partition")?;
     if json {
@@ -97,6 +119,9 @@ pub async fn repair_default(args: RepairDefaultArgs) -> anyhow::Result<()> {
 
 /// `plume partitions retention`.
 pub async fn retention(args: RetentionArgs) -> anyhow::Result<()> {
+    if args.apply && args.archive_dir.is_none() && !args.no_archive {
+        anyhow::bail!("--apply drops readings: give --archive-dir DIR to keep them, or --no-archive to drop them for good");
+    }
     let database = Database::open(&args.database.source(), &args.database.pool_settings()).await?;
     let policy = RetentionPolicy {
         keep_months: args.keep,
@@ -105,12 +130,21 @@ pub async fn retention(args: RetentionArgs) -> anyhow::Result<()> {
     let window = args.window.window();
     let json = args.json;
     let result = if args.apply {
-        retention::apply(&database.pool, &policy, window, Utc::now(), |retired| {
+        let lock = match maintenance_lock(&database).await {
+            Ok(lock) => lock,
+            Err(error) => {
+                database.close().await;
+                return Err(error);
+            }
+        };
+        let applied = retention::apply(&database.pool, &policy, window, Utc::now(), |retired| {
             if !json {
                 println!("retired {}", describe(retired));
             }
         })
-        .await
+        .await;
+        lock.release().await;
+        applied
     } else {
         retention::plan(&database.pool, &policy, window, Utc::now()).await
     };

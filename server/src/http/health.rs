@@ -76,13 +76,10 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
 /// so cheap to count) default partition.
 async fn partition_gauges(pool: &sqlx::PgPool) -> Result<(i64, i64), sqlx::Error> {
     let report = partitioning::partition_report(pool).await?;
-    let current = partitioning::month_start(chrono::Utc::now());
-    let ahead = report
-        .partitions
-        .iter()
-        .filter(|p| p.from.is_some_and(|f| f > current))
-        .count();
-    Ok((ahead as i64, report.default_rows))
+    Ok((
+        partitioning::months_ahead(&report, chrono::Utc::now()),
+        report.default_rows,
+    ))
 }
 
 fn render_outbox_gauges(page: &mut String, status: &OutboxStatus) {

@@ -116,16 +116,15 @@ async fn only_one_instance_runs_maintenance_at_a_time() {
     assert_eq!(maintenance.stats.runs(), (0, 0, 1));
 
     other_instance.close().await.unwrap();
-    assert!(maintenance.run_once(Utc::now()).await.unwrap().ran);
-    // A run's lock ends with the run: the next one (here, another job) gets it.
-    assert!(
-        job(&app.pool, MaintenanceSettings::default())
-            .run_once(Utc::now())
-            .await
-            .unwrap()
-            .ran
-    );
-    assert_eq!(maintenance.stats.runs(), (1, 0, 1));
+    // The other session's backend lets go of the lock as it exits, a moment after the close.
+    crate::receiver::wait_for("the lock to be free", || async {
+        maintenance.run_once(Utc::now()).await.unwrap().ran
+    })
+    .await;
+    // A run's lock ends with the run: the next one (here, another job) gets it at once.
+    let next = job(&app.pool, MaintenanceSettings::default());
+    assert!(next.run_once(Utc::now()).await.unwrap().ran);
+    assert_eq!(maintenance.stats.runs().0, 1);
 }
 
 #[tokio::test]
@@ -201,8 +200,28 @@ async fn retention_dry_run_changes_nothing_and_apply_archives_exactly_the_expire
     let now = Utc::now();
     let old = month_start(now - Months::new(14)) + chrono::Duration::days(2);
     let older = month_start(now - Months::new(20)) + chrono::Duration::days(9);
-    store_directly(&app.pool, site, old, 7).await;
+    store_directly(&app.pool, site, old, 6).await;
     store_directly(&app.pool, site, older, 4).await;
+    // A source id that CSV must quote: a comma, a quote and a newline.
+    sqlx::query(
+        "insert into measurements (site_id, source_id, measured_at, value_mg) values ($1, $2, $3, 1000000)",
+    )
+    .bind(site)
+    .bind("a,\"b\"\nc")
+    .bind(old)
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    sqlx::query("update sites set total_emissions_mg = total_emissions_mg + 1000000, reading_count = reading_count + 1 where id = $1")
+        .bind(site)
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    // Every plume that ran against this database accepted 60 days at most.
+    sqlx::raw_sql("update measurements_settings set widest_window_days = 60")
+        .execute(&app.pool)
+        .await
+        .unwrap();
     let totals_before = app.assert_totals_match_rows(site).await;
     // A service that accepts 60 days back; keep a year.
     let window = AcceptedWindow {
@@ -268,6 +287,27 @@ async fn retention_dry_run_changes_nothing_and_apply_archives_exactly_the_expire
         "verify counts the retired months"
     );
 
+    // The retired months never come back, whatever window a later plume is started with.
+    let history = partitioning::history(&app.pool).await.unwrap();
+    assert_eq!(history.retired_before, planned.iter().map(|p| p.to).max());
+    partitioning::ensure_window_covered(&app.pool, AcceptedWindow::default(), now)
+        .await
+        .unwrap();
+    job(&app.pool, MaintenanceSettings::default())
+        .run_once(now)
+        .await
+        .unwrap();
+    let remaining = partition_names(&app.pool).await;
+    assert!(
+        !remaining.contains(&partition_of(old)),
+        "a retired month is never recreated"
+    );
+    let refusing = AcceptedWindow {
+        not_before: history.retired_before,
+        ..AcceptedWindow::default()
+    };
+    assert!(refusing.check(old, now).is_err(), "and its readings are refused");
+
     let inside = RetentionPolicy {
         keep_months: 1,
         archive_dir: None,
@@ -288,19 +328,33 @@ fn retired_as(planned: &retention::ExpiredPartition, dir: &std::path::Path) -> r
     }
 }
 
-/// Rows and sum of `value_mg` in an archive, read with the system's gzip (not plume's reader).
+/// Rows and sum of `value_mg` in an archive, read with the system's gzip and a CSV reading of its
+/// own (not plume's reader): records end at newlines outside quotes, `value_mg` is the last field.
 fn read_archive(path: &std::path::Path) -> (i64, i64) {
     let output = Command::new("gzip").arg("-dc").arg(path).output().unwrap();
     assert!(output.status.success());
     let text = String::from_utf8(output.stdout).unwrap();
-    let mut lines = text.lines();
-    assert_eq!(lines.next(), Some("site_id,source_id,measured_at,value_mg"));
-    lines.fold((0, 0), |(rows, sum), line| {
-        (
-            rows + 1,
-            sum + line.rsplit(',').next().unwrap().parse::<i64>().unwrap(),
-        )
-    })
+    let (header, body) = text.split_once('\n').unwrap();
+    assert_eq!(header, "site_id,source_id,measured_at,value_mg");
+    let mut records = Vec::new();
+    let (mut record, mut quoted) = (String::new(), false);
+    for ch in body.chars() {
+        match ch {
+            '"' => quoted = !quoted,
+            '\n' if !quoted => {
+                records.push(std::mem::take(&mut record));
+                continue;
+            }
+            _ => {}
+        }
+        record.push(ch);
+    }
+    assert!(record.is_empty(), "the file ends with a newline");
+    let sum = records
+        .iter()
+        .map(|r| r.rsplit(',').next().unwrap().parse::<i64>().unwrap())
+        .sum();
+    (records.len() as i64, sum)
 }
 
 #[tokio::test]
@@ -360,11 +414,12 @@ async fn the_partition_commands_print_status_maintain_and_a_retention_dry_run() 
             plume(&["partitions", "retention", "--keep", "30", "--json"], &url),
             plume(&["partitions", "retention", "--keep", "3"], &url),
             plume(&["partitions", "repair-default"], &url),
+            plume(&["partitions", "retention", "--keep", "30", "--apply"], &url),
         ]
     })
     .await
     .unwrap();
-    let [status_json, status_text, maintain, retention_json, retention_inside, repair] = outputs;
+    let [status_json, status_text, maintain, retention_json, retention_inside, repair, unarchived] = outputs;
     for output in [&status_json, &status_text, &maintain, &retention_json, &repair] {
         assert!(
             output.status.success(),
@@ -392,4 +447,9 @@ async fn the_partition_commands_print_status_maintain_and_a_retention_dry_run() 
     );
     assert!(String::from_utf8_lossy(&retention_inside.stderr).contains("inside the accepted window"));
     assert!(String::from_utf8_lossy(&repair.stdout).contains("the default partition is empty"));
+    assert!(
+        !unarchived.status.success(),
+        "--apply needs --archive-dir or --no-archive"
+    );
+    assert!(String::from_utf8_lossy(&unarchived.stderr).contains("--no-archive"));
 }
