@@ -453,3 +453,52 @@ async fn the_partition_commands_print_status_maintain_and_a_retention_dry_run() 
     );
     assert!(String::from_utf8_lossy(&unarchived.stderr).contains("--no-archive"));
 }
+
+#[tokio::test]
+async fn the_job_retires_expired_months_when_configured() {
+    let app = spawn_app().await;
+    let site = app.create_site("Aged", "100000").await;
+    let now = Utc::now();
+    let old = month_start(now - Months::new(20)) + chrono::Duration::days(1);
+    store_directly(&app.pool, site, old, 3).await;
+    sqlx::raw_sql("update measurements_settings set widest_window_days = 60")
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    let archive = tempfile::tempdir().unwrap();
+    let settings = MaintenanceSettings {
+        window: AcceptedWindow {
+            max_age: chrono::Duration::days(60),
+            ..AcceptedWindow::default()
+        },
+        retention: Some(RetentionPolicy {
+            keep_months: 12,
+            archive_dir: Some(archive.path().to_owned()),
+        }),
+        ..MaintenanceSettings::default()
+    };
+    let report = job(&app.pool, settings.clone()).run_once(now).await.unwrap();
+    assert!(report.errors.is_empty(), "{report:?}");
+    assert!(report.dropped.contains(&partition_of(old)), "{report:?}");
+    assert_eq!(
+        read_archive(&archive.path().join(format!("{}.csv.gz", partition_of(old)))),
+        (3, 3_000_000)
+    );
+    assert!(verify::verify(&app.pool).await.unwrap().drift.is_empty());
+
+    // A policy that cuts into the window fails that step alone; the others still run.
+    let too_short = MaintenanceSettings {
+        retention: Some(RetentionPolicy {
+            keep_months: 1,
+            archive_dir: Some(archive.path().to_owned()),
+        }),
+        ..settings
+    };
+    let report = job(&app.pool, too_short).run_once(now).await.unwrap();
+    assert_eq!(report.errors.len(), 1, "{report:?}");
+    assert!(
+        report.errors[0].contains("inside the accepted window"),
+        "{report:?}"
+    );
+    assert!(report.months_ahead >= 4, "the other steps ran");
+}
