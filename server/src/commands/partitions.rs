@@ -188,18 +188,27 @@ pub async fn verify(args: VerifyArgs) -> anyhow::Result<()> {
                 time(drift.rows_last),
             );
         }
+        for drift in &verification.rollup_drift {
+            println!(
+                "site {}: {} hourly rollups differ from the readings, the first at {}",
+                drift.site_id,
+                drift.hours,
+                drift.first_hour.format("%Y-%m-%dT%H:00Z")
+            );
+        }
         println!(
-            "{} sites checked, {} drift",
+            "{} sites checked, {} drift, {} with drifting rollups",
             verification.sites,
-            verification.drift.len()
+            verification.drift.len(),
+            verification.rollup_drift.len()
         );
     }
-    if verification.drift.is_empty() {
+    if verification.is_clean() {
         Ok(())
     } else {
         anyhow::bail!(
             "{} sites drift from their stored readings",
-            verification.drift.len()
+            verification.drift.len().max(verification.rollup_drift.len())
         )
     }
 }

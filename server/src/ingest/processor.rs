@@ -8,7 +8,8 @@
 //!    interleave.
 //! 3. COPY the readings (binary) into the connection's staging table.
 //! 4. One statement inserts them into `measurements` with `on conflict do nothing` and moves the
-//!    site's total, count, first/last times and version by exactly what was newly stored.
+//!    site's total, count, first/last times and version, and its hourly rollups, by exactly what
+//!    was newly stored.
 //! 5. Claim the key (its primary key makes the claim unique), with the payload hash and the receipt.
 //!    A retry that raced its original past step 1 and waited for the lock finds the key taken
 //!    here: it rolls back and replays the original receipt.
@@ -175,6 +176,13 @@ async fn store_readings(
              select $1, source_id, measured_at, value_mg from ingest_staging
              on conflict do nothing
              returning measured_at, value_mg
+         ), rollup as (
+             insert into hourly_rollups as r (site_id, hour, sum_mg, readings, min_mg, max_mg)
+             select $1, date_trunc('hour', measured_at, 'UTC'), sum(value_mg)::bigint, count(*), min(value_mg), max(value_mg)
+               from stored group by 2
+             on conflict (site_id, hour) do update
+                set sum_mg = r.sum_mg + excluded.sum_mg, readings = r.readings + excluded.readings,
+                    min_mg = least(r.min_mg, excluded.min_mg), max_mg = greatest(r.max_mg, excluded.max_mg)
          ), summary as (
              select count(*) as accepted, coalesce(sum(value_mg), 0)::bigint as accepted_mg,
                     min(measured_at) as first_at, max(measured_at) as last_at

@@ -223,8 +223,8 @@ impl TestApp {
         connection
     }
 
-    /// Asserts that the site's stored total and count equal what its rows add up to, and returns
-    /// `(total_mg, count)`.
+    /// Asserts that the site's stored total, count, first/last times and hourly rollups equal what
+    /// its rows add up to, and returns `(total_mg, count)`.
     pub async fn assert_totals_match_rows(&self, site_id: i64) -> (i64, i64) {
         let (total, count, first, last): (i64, i64, Option<chrono::DateTime<chrono::Utc>>, Option<chrono::DateTime<chrono::Utc>>) =
             sqlx::query_as("select total_emissions_mg, reading_count, first_reading_at, last_reading_at from sites where id = $1")
@@ -255,6 +255,21 @@ impl TestApp {
             (min, max),
             "site {site_id}: first/last reading vs rows"
         );
+        let rollup_drift: i64 = sqlx::query_scalar(
+            "with raw as (
+                 select date_trunc('hour', measured_at, 'UTC') as hour, sum(value_mg)::bigint as sum_mg,
+                        count(*) as readings, min(value_mg) as min_mg, max(value_mg) as max_mg
+                   from measurements where site_id = $1 group by 1
+             ), rollups as (select * from hourly_rollups where site_id = $1)
+             select count(*) from raw full join rollups r on r.hour = raw.hour
+              where (raw.sum_mg, raw.readings, raw.min_mg, raw.max_mg)
+                    is distinct from (r.sum_mg, r.readings, r.min_mg, r.max_mg)",
+        )
+        .bind(site_id)
+        .fetch_one(&self.pool)
+        .await
+        .unwrap();
+        assert_eq!(rollup_drift, 0, "site {site_id}: hourly rollups vs rows");
         (total, count)
     }
 }

@@ -41,13 +41,20 @@ fn partition_of(at: DateTime<Utc>) -> String {
 }
 
 /// Stores `count` readings of 1 kg for `site` straight into `measurements` at `at` (any month,
-/// bypassing the service), moving the site's figures as the ingest transaction would.
+/// bypassing the service), moving the site's figures and rollups as the ingest transaction would.
 async fn store_directly(pool: &PgPool, site: i64, at: DateTime<Utc>, count: i64) {
     sqlx::query(
         "with stored as (
              insert into measurements (site_id, source_id, measured_at, value_mg)
              select $1, 'direct', $2 + make_interval(mins => g::int), 1000000 from generate_series(1, $3) g
              returning measured_at, value_mg
+         ), rollup as (
+             insert into hourly_rollups as r (site_id, hour, sum_mg, readings, min_mg, max_mg)
+             select $1, date_trunc('hour', measured_at, 'UTC'), sum(value_mg)::bigint, count(*), min(value_mg), max(value_mg)
+               from stored group by 2
+             on conflict (site_id, hour) do update
+                set sum_mg = r.sum_mg + excluded.sum_mg, readings = r.readings + excluded.readings,
+                    min_mg = least(r.min_mg, excluded.min_mg), max_mg = greatest(r.max_mg, excluded.max_mg)
          )
          update sites s set total_emissions_mg = s.total_emissions_mg + t.sum, reading_count = s.reading_count + t.n,
                 first_reading_at = least(s.first_reading_at, t.first), last_reading_at = greatest(s.last_reading_at, t.last)
@@ -182,7 +189,7 @@ async fn rows_in_the_default_partition_are_found_reported_and_moved_out_with_tot
         totals_before,
         "nothing lost or duplicated"
     );
-    assert!(verify::verify(&app.pool).await.unwrap().drift.is_empty());
+    assert!(verify::verify(&app.pool).await.unwrap().is_clean());
 
     let again = repair::repair_default(&app.pool, |_| {}).await.unwrap();
     assert_eq!(
@@ -217,6 +224,15 @@ async fn retention_dry_run_changes_nothing_and_apply_archives_exactly_the_expire
         .execute(&app.pool)
         .await
         .unwrap();
+    sqlx::query(
+        "update hourly_rollups set sum_mg = sum_mg + 1000000, readings = readings + 1
+          where site_id = $1 and hour = date_trunc('hour', $2::timestamptz, 'UTC')",
+    )
+    .bind(site)
+    .bind(old)
+    .execute(&app.pool)
+    .await
+    .unwrap();
     // Every plume that ran against this database accepted 60 days at most.
     sqlx::raw_sql("update measurements_settings set widest_window_days = 60")
         .execute(&app.pool)
@@ -283,7 +299,7 @@ async fn retention_dry_run_changes_nothing_and_apply_archives_exactly_the_expire
             .unwrap();
     assert_eq!((total, count), totals_before, "totals are lifetime figures");
     assert!(
-        verify::verify(&app.pool).await.unwrap().drift.is_empty(),
+        verify::verify(&app.pool).await.unwrap().is_clean(),
         "verify counts the retired months"
     );
 
@@ -364,7 +380,7 @@ async fn verify_catches_a_corrupted_total() {
     let other = app.create_site("Fine", "100").await;
     ingest_some(&app, site, "one").await;
     ingest_some(&app, other, "two").await;
-    assert!(verify::verify(&app.pool).await.unwrap().drift.is_empty());
+    assert!(verify::verify(&app.pool).await.unwrap().is_clean());
 
     app.pool
         .execute(
@@ -381,6 +397,16 @@ async fn verify_catches_a_corrupted_total() {
         (drift.site_id, drift.stored_total_mg, drift.rows_total_mg),
         (site, 6_000_001, 6_000_000)
     );
+
+    // A rollup that no longer matches its hour's readings is drift too.
+    app.pool
+        .execute(format!("update hourly_rollups set max_mg = max_mg + 1 where site_id = {other}").as_str())
+        .await
+        .unwrap();
+    let verification = verify::verify(&app.pool).await.unwrap();
+    assert_eq!(verification.rollup_drift.len(), 1);
+    assert_eq!(verification.rollup_drift[0].site_id, other);
+    assert!(verification.rollup_drift[0].hours >= 1, "every changed hour");
 
     let url = app.database_url.clone();
     let output = tokio::task::spawn_blocking(move || plume(&["verify"], &url))
@@ -484,7 +510,7 @@ async fn the_job_retires_expired_months_when_configured() {
         read_archive(&archive.path().join(format!("{}.csv.gz", partition_of(old)))),
         (3, 3_000_000)
     );
-    assert!(verify::verify(&app.pool).await.unwrap().drift.is_empty());
+    assert!(verify::verify(&app.pool).await.unwrap().is_clean());
 
     // A policy that cuts into the window fails that step alone; the others still run.
     let too_short = MaintenanceSettings {
