@@ -1,0 +1,108 @@
+//! criterion benches of the ingest hot path, without a database: parse, validate, canonicalise and
+//! hash a request (`parse_batch`), and encode the binary COPY buffer.
+//!
+//! `cargo bench -p plume-bench --bench hot-path`. Throughput is reported in readings per second.
+//! Readings are generated from a fixed seed, so every run measures the same input.
+
+use axum::http::HeaderValue;
+use chrono::{DateTime, Duration, Utc};
+use criterion::{black_box, criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+use partitioning::AcceptedWindow;
+use plume::ingest::copy;
+use plume::ingest::request::parse_batch;
+use plume::ingest::{IdempotencyKey, IngestBatch, Reading, MAX_READINGS_PER_BATCH};
+use plume::quantity::Milligrams;
+use plume::sites::SiteId;
+use serde_json::json;
+
+/// A deterministic pseudo-random sequence (xorshift), so inputs are the same in every run.
+struct Seeded(u64);
+
+impl Seeded {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+}
+
+fn now() -> DateTime<Utc> {
+    "2026-11-26T12:00:00Z".parse().unwrap()
+}
+
+/// A v1 request body of `count` readings from 4 sources, spread over the last day, values with up
+/// to 6 decimals.
+fn request_body(count: usize) -> Vec<u8> {
+    let mut rng = Seeded(0x5eed);
+    let start = now() - Duration::hours(23);
+    let readings: Vec<_> = (0..count)
+        .map(|i| {
+            let at = start + Duration::seconds(i as i64 * 7);
+            let value = format!("{}.{:06}", rng.next() % 500, rng.next() % 1_000_000);
+            json!({"source_id": format!("sensor-{}", i % 4), "timestamp": at.to_rfc3339(), "value": value})
+        })
+        .collect();
+    serde_json::to_vec(&json!({"site_id": 42, "readings": readings})).unwrap()
+}
+
+fn readings(count: usize) -> Vec<Reading> {
+    let mut rng = Seeded(0xc0ffee);
+    let start = now() - Duration::days(60);
+    (0..count)
+        .map(|i| Reading {
+            source_id: format!("sensor-{}", i % 16),
+            measured_at: start + Duration::seconds(i as i64 * 3),
+            value: Milligrams::from_mg((rng.next() % 500_000_000_000) as i64),
+        })
+        .collect()
+}
+
+fn parse(c: &mut Criterion) {
+    let mut group = c.benchmark_group("parse+validate+canonicalise+hash");
+    let body = request_body(MAX_READINGS_PER_BATCH);
+    let key = HeaderValue::from_static("bench-key-0001");
+    let window = AcceptedWindow::default();
+    group.throughput(Throughput::Elements(MAX_READINGS_PER_BATCH as u64));
+    group.bench_function("v1 request, 100 readings", |b| {
+        b.iter(|| parse_batch(black_box(&body), Some(&key), &window, now()).unwrap())
+    });
+    // Baseline, same input: only reading the JSON into a generic value (no validation, no exact
+    // decimals, no canonical form, no hash).
+    group.bench_function("baseline: serde_json::Value, 100 readings", |b| {
+        b.iter(|| serde_json::from_slice::<serde_json::Value>(black_box(&body)).unwrap())
+    });
+    // The canonical form and hash of a 10,000-reading batch (sort, dedup, SHA-256); parsing bulk
+    // requests comes with the v2 endpoint.
+    let many = readings(10_000);
+    group.throughput(Throughput::Elements(10_000));
+    group.bench_function("canonicalise+hash, 10,000 readings", |b| {
+        b.iter_batched(
+            || many.clone(),
+            |readings| {
+                IngestBatch::new(
+                    SiteId::new(42).unwrap(),
+                    IdempotencyKey::parse("k").unwrap(),
+                    readings,
+                )
+            },
+            BatchSize::LargeInput,
+        )
+    });
+    group.finish();
+}
+
+fn encode(c: &mut Criterion) {
+    let mut group = c.benchmark_group("binary COPY encode");
+    for count in [100, 10_000] {
+        let readings = readings(count);
+        group.throughput(Throughput::Elements(count as u64));
+        group.bench_function(format!("{count} readings"), |b| {
+            b.iter(|| copy::encode(black_box(&readings)))
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, parse, encode);
+criterion_main!(benches);
