@@ -230,19 +230,32 @@ pub async fn create_months(
     missing.reverse();
     let mut failed = Vec::new();
     for month in missing {
-        let created = sqlx::query_scalar!(
-            "select partman.create_partition_time($1, $2)",
-            MEASUREMENTS_TABLE,
-            &[month]
-        )
-        .fetch_one(pool)
-        .await;
-        if let Err(error) = created {
+        if let Err(error) = create_month(pool, month).await {
             tracing::error!(%month, %error, "creating a measurements partition failed");
             failed.push((month, error));
         }
     }
     Ok(failed)
+}
+
+/// Creates `month`'s partition unless it was retired meanwhile: the check and the creation share a
+/// transaction holding the settings row `for share`, which retirement updates.
+async fn create_month(pool: &PgPool, month: DateTime<Utc>) -> Result<(), sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let retired_before = sqlx::query_scalar!("select retired_before from measurements_settings for share")
+        .fetch_one(&mut *tx)
+        .await?;
+    if retired_before.is_some_and(|before| month < before) {
+        return Ok(());
+    }
+    sqlx::query_scalar!(
+        "select partman.create_partition_time($1, $2)",
+        MEASUREMENTS_TABLE,
+        &[month]
+    )
+    .fetch_one(&mut *tx)
+    .await?;
+    tx.commit().await
 }
 
 /// Whole months right after the current one that each have a partition, counting until the first

@@ -41,6 +41,9 @@ pub enum RepairError {
     /// pg_partman moved nothing although rows remain.
     #[error("{0} rows remain in the default partition and pg_partman moved none of them; see `plume partitions status` and docs/OPERATIONS.md")]
     Stuck(i64),
+    /// Rows of retired months: moving them would recreate a retired month.
+    #[error("{0} rows in the default partition belong to retired months; they were already counted and archived, so they cannot go back into measurements. Inspect and remove them by hand (see docs/OPERATIONS.md)")]
+    Retired(i64),
     /// The rows could not be locked in time.
     #[error("{0} rows remain in the default partition and could not be locked within 5 s (another session is using them); run repair-default again")]
     Locked(i64),
@@ -56,6 +59,15 @@ pub async fn repair_default(
     mut progress: impl FnMut(&RepairProgress),
 ) -> Result<RepairReport, RepairError> {
     let mut report = RepairReport::default();
+    let retired: i64 = sqlx::query_scalar(&format!(
+        "select count(*) from {} d, measurements_settings m where d.measured_at < m.retired_before",
+        quote_ident(DEFAULT_PARTITION)
+    ))
+    .fetch_one(pool)
+    .await?;
+    if retired > 0 {
+        return Err(RepairError::Retired(retired));
+    }
     let count = format!("select count(*) from {}", quote_ident(DEFAULT_PARTITION));
     loop {
         let remaining: i64 = sqlx::query_scalar(&count).fetch_one(pool).await?;

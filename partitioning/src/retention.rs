@@ -54,8 +54,11 @@ pub enum RetentionError {
     #[error("the archive of {0} does not match the partition ({1}); nothing was dropped")]
     ArchiveMismatch(String, String),
     /// An archive of the month exists already.
-    #[error("{} exists already; move it away (it may be the only copy of that month) and run again", .0.display())]
+    #[error("{} exists already and does not match the month; move it away (it may be the only copy of other readings) and run again", .0.display())]
     ArchiveExists(PathBuf),
+    /// A plume started with a wider window while retention ran.
+    #[error("{0} is inside the accepted window of {1} days that a plume has started with meanwhile; nothing was dropped")]
+    Widened(String, i32),
     /// The partition changed between archiving and dropping.
     #[error("{0} changed while it was being archived; nothing was dropped, run retention again")]
     Changed(String),
@@ -107,6 +110,13 @@ pub struct ArchiveManifest {
     pub archived_at: DateTime<Utc>,
 }
 
+/// The latest end a retirable month may have at `now` when some plume accepts readings
+/// `widest_days` back: the start of the oldest accepted month, less a month of margin (nothing is
+/// retired that a batch validated a moment ago could still reach).
+fn last_retirable(now: DateTime<Utc>, widest_days: i64) -> DateTime<Utc> {
+    month_start(now - chrono::Duration::days(widest_days)) - Months::new(1)
+}
+
 /// The partitions ending on or before this instant expire when `keep_months` are kept at `now`.
 pub fn cutoff(keep_months: u32, now: DateTime<Utc>) -> DateTime<Utc> {
     month_start(now) - Months::new(keep_months)
@@ -123,11 +133,9 @@ pub async fn plan(
     let cutoff = cutoff(policy.keep_months, now);
     // The widest window any plume process has run with, not only this one's: a server accepting
     // more than this command was told must not lose months it still accepts readings for.
-    let widest = i64::from(crate::history(pool).await?.widest_window_days);
-    let max_age = window.max_age.max(chrono::Duration::days(widest));
-    let earliest = now - max_age;
-    // A month of margin: nothing is retired that a batch validated a moment ago could still reach.
-    let last_retirable = month_start(earliest) - Months::new(1);
+    let widest = i64::from(crate::history(pool).await?.widest_window_days).max(window.max_age.num_days());
+    let last_retirable = last_retirable(now, widest);
+    let earliest = now - chrono::Duration::days(widest);
     if cutoff > last_retirable {
         let needed = (0..=1200)
             .find(|keep| self::cutoff(*keep, now) <= last_retirable)
@@ -193,7 +201,11 @@ async fn totals(pool: &PgPool, partition: &str) -> Result<(i64, i64), sqlx::Erro
 
 /// Writes `partition` to `dir` as `<name>.csv.gz` with `<name>.manifest.json`, then reads the file
 /// back and checks its rows, sum and checksum against the partition.
-async fn archive(pool: &PgPool, partition: &ExpiredPartition, dir: &Path) -> Result<PathBuf, RetentionError> {
+pub async fn archive(
+    pool: &PgPool,
+    partition: &ExpiredPartition,
+    dir: &Path,
+) -> Result<PathBuf, RetentionError> {
     let io = |what: &str, path: &Path| {
         let what = format!("{what} {}", path.display());
         move |e| RetentionError::Io(what, e)
@@ -202,7 +214,13 @@ async fn archive(pool: &PgPool, partition: &ExpiredPartition, dir: &Path) -> Res
     let dir = &std::fs::canonicalize(dir).map_err(io("resolving", dir))?;
     let path = dir.join(format!("{}.csv.gz", partition.name));
     if path.exists() {
-        // Never overwrite evidence: an archive of this month exists from an earlier retirement.
+        // An earlier attempt archived this month and then failed to drop it (a lock, a crash): its
+        // archive is used again if it still matches the month exactly. Anything else is never
+        // overwritten: it may be the only copy of readings.
+        let (rows, sum_mg, _) = read_back(&path).map_err(io("reading back", &path))?;
+        if (rows, sum_mg) == (partition.rows, partition.sum_mg) {
+            return Ok(path);
+        }
         return Err(RetentionError::ArchiveExists(path));
     }
     let partial = dir.join(format!("{}.csv.gz.partial", partition.name));
@@ -337,6 +355,14 @@ async fn retire_once(pool: &PgPool, partition: &ExpiredPartition) -> Result<(), 
     sqlx::query!("set local lock_timeout = '2s'")
         .execute(&mut *tx)
         .await?;
+    // Serialises with every creator of months (they read this row `for share`) and re-reads the
+    // limits: a plume started meanwhile with a wider window stops the retirement.
+    let widest = sqlx::query_scalar!("select widest_window_days from measurements_settings for update")
+        .fetch_one(&mut *tx)
+        .await?;
+    if partition.to > last_retirable(Utc::now(), i64::from(widest)) {
+        return Err(RetentionError::Widened(partition.name.clone(), widest));
+    }
     let table = quote_ident(&partition.name);
     // Readers go on; writers wait (none are expected: the month is outside every window).
     sqlx::query(&format!("lock table {table} in share mode"))

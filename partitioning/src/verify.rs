@@ -72,6 +72,12 @@ pub async fn verify(pool: &PgPool) -> Result<Verification, sqlx::Error> {
     sqlx::query!("set transaction isolation level repeatable read")
         .execute(&mut *tx)
         .await?;
+    // Lock first (a lock takes no snapshot): a retirement committing while this waited would
+    // otherwise be half visible, its partition gone from the catalog but its aggregates not yet in
+    // the snapshot.
+    sqlx::query!("lock table measurements, retired_partitions in access share mode")
+        .execute(&mut *tx)
+        .await?;
     sqlx::query!(
         "create temporary table verify_hours on commit drop as
          select site_id, date_trunc('hour', measured_at, 'UTC') as hour, sum(value_mg)::bigint as sum_mg,

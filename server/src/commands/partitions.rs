@@ -206,10 +206,10 @@ pub async fn verify(args: VerifyArgs) -> anyhow::Result<()> {
     if verification.is_clean() {
         Ok(())
     } else {
-        anyhow::bail!(
-            "{} sites drift from their stored readings",
-            verification.drift.len().max(verification.rollup_drift.len())
-        )
+        let sites: std::collections::BTreeSet<i64> = (verification.drift.iter().map(|d| d.site_id))
+            .chain(verification.rollup_drift.iter().map(|d| d.site_id))
+            .collect();
+        anyhow::bail!("{} sites drift from their stored readings", sites.len())
     }
 }
 
