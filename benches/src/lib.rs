@@ -59,6 +59,21 @@ impl BenchDatabase {
         Ok(Self { url, pool, cluster })
     }
 
+    /// The URL of another fresh, migrated database on the same server.
+    pub async fn on_same_server(&self) -> anyhow::Result<String> {
+        let name = format!("bench_{}", uuid::Uuid::new_v4().simple());
+        let (server, _) = self
+            .url
+            .rsplit_once('/')
+            .context("the database URL has no database name")?;
+        db::create_database_if_missing(&self.url, &name).await?;
+        let url = format!("{server}/{name}");
+        migrate::run(&url)
+            .await
+            .context("migrating the baseline database")?;
+        Ok(url)
+    }
+
     /// Closes the pool and stops the private cluster, removing its files.
     pub async fn close(self) {
         self.pool.close().await;
