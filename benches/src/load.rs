@@ -55,6 +55,10 @@ struct Args {
     /// Also load the stored rows with `psql \copy` into the same schema and print the ratio.
     #[arg(long)]
     baseline: bool,
+    /// After the load, this many seconds of retries: every client re-sends batches it already sent
+    /// (same key, same body), each of which must be answered as a replay.
+    #[arg(long, default_value_t = 0)]
+    replay_seconds: u64,
     /// Server connection pool size.
     #[arg(long, default_value_t = 32)]
     pool: u32,
@@ -160,26 +164,23 @@ async fn run(args: &Args, db: &BenchDatabase) -> anyhow::Result<()> {
     tokio::time::sleep(Duration::from_secs(args.seconds)).await;
     stop.store(true, Ordering::Relaxed);
     let mut latencies = Vec::new();
+    let mut sent = Vec::new();
     for client in clients {
-        latencies.extend(client.await??);
+        let (client_latencies, client_sent) = client.await??;
+        latencies.extend(client_latencies);
+        sent.push(client_sent);
     }
     let elapsed = started.elapsed();
     latencies.sort_unstable();
     let requests = tally.requests.load(Ordering::Relaxed);
     let accepted = tally.accepted.load(Ordering::Relaxed);
-    let percentile = |p: f64| {
-        let index = ((latencies.len() as f64 * p).ceil() as usize).clamp(1, latencies.len()) - 1;
-        Duration::from_micros(latencies[index]).as_secs_f64() * 1000.0
-    };
+    let (p50, p95, p99, max) = percentiles(&latencies);
     println!(
         "accepted {} readings/s ({} duplicates in total), {} requests/s; latency ms p50 {:.1} p95 {:.1} p99 {:.1} max {:.1}",
         rate(accepted, elapsed),
         tally.duplicate.load(Ordering::Relaxed),
         rate(requests, elapsed),
-        percentile(0.50),
-        percentile(0.95),
-        percentile(0.99),
-        percentile(1.0),
+        p50, p95, p99, max,
     );
 
     let verification = partitioning::verify::verify(&db.pool).await?;
@@ -200,6 +201,32 @@ async fn run(args: &Args, db: &BenchDatabase) -> anyhow::Result<()> {
         verification.is_clean(),
         "site totals or rollups drift from the stored rows"
     );
+
+    if args.replay_seconds > 0 {
+        let stop = Arc::new(AtomicBool::new(false));
+        let started = Instant::now();
+        let retries: Vec<_> = sent
+            .into_iter()
+            .map(|batches| tokio::spawn(replay(address.clone(), batches, stop.clone())))
+            .collect();
+        tokio::time::sleep(Duration::from_secs(args.replay_seconds)).await;
+        stop.store(true, Ordering::Relaxed);
+        let mut latencies = Vec::new();
+        for retry in retries {
+            latencies.extend(retry.await??);
+        }
+        let elapsed = started.elapsed();
+        latencies.sort_unstable();
+        let (p50, p95, p99, max) = percentiles(&latencies);
+        let after: i64 = sqlx::query_scalar("select count(*) from measurements")
+            .fetch_one(&db.pool)
+            .await?;
+        ensure!(after == stored, "retries stored {} more rows", after - stored);
+        println!(
+            "replays: {} requests/s, every one answered 200 from the stored receipt, nothing stored; latency ms p50 {p50:.1} p95 {p95:.1} p99 {p99:.1} max {max:.1}",
+            rate(latencies.len() as u64, elapsed)
+        );
+    }
 
     if args.baseline {
         let baseline = psql_copy_baseline(db, stored).await?;
@@ -222,8 +249,9 @@ struct ClientLoad {
 }
 
 impl ClientLoad {
-    /// Posts batches until `stop`; returns each request's latency in microseconds.
-    async fn run(self, stop: Arc<AtomicBool>, tally: Arc<Tally>) -> anyhow::Result<Vec<u64>> {
+    /// Posts batches until `stop`; returns each request's latency in microseconds and the first
+    /// batches sent (key and body), for the replay phase.
+    async fn run(self, stop: Arc<AtomicBool>, tally: Arc<Tally>) -> anyhow::Result<(Vec<u64>, Vec<Sent>)> {
         let http = reqwest::Client::new();
         // Up to ~190,000 readings per client stay in the past: 2 minutes apart from 270 days back.
         let start = chrono::Utc::now() - chrono::Duration::days(270);
@@ -232,6 +260,7 @@ impl ClientLoad {
         // The last new readings sent to each site: the repeats of the next batch for it.
         let mut previous: std::collections::HashMap<u64, Vec<serde_json::Value>> = Default::default();
         let mut sequence = 0u64;
+        let mut kept = Vec::new();
         for batch in 0u64.. {
             if stop.load(Ordering::Relaxed) {
                 break;
@@ -252,10 +281,11 @@ impl ClientLoad {
                 }));
             }
             let body = json!({"site_id": site, "readings": readings});
+            let key = format!("load-{}-{batch}", self.client);
             let sent = Instant::now();
             let response = http
                 .post(format!("{}/v1/ingest", self.address))
-                .header("Idempotency-Key", format!("load-{}-{batch}", self.client))
+                .header("Idempotency-Key", &key)
                 .json(&body)
                 .send()
                 .await?;
@@ -270,9 +300,58 @@ impl ClientLoad {
                 .duplicate
                 .fetch_add(self.batch_size as u64 - accepted, Ordering::Relaxed);
             previous.insert(site, readings.split_off(fresh_from));
+            if kept.len() < KEPT_FOR_REPLAY {
+                kept.push(Sent { key, body });
+            }
         }
-        Ok(latencies)
+        Ok((latencies, kept))
     }
+}
+
+/// Batches each client keeps for the replay phase.
+const KEPT_FOR_REPLAY: usize = 50;
+
+/// A batch as sent.
+#[derive(Debug, Clone)]
+struct Sent {
+    key: String,
+    body: serde_json::Value,
+}
+
+/// Re-sends `sent` in turn until `stop`; every answer must be a 200 replay. Returns latencies.
+async fn replay(address: String, sent: Vec<Sent>, stop: Arc<AtomicBool>) -> anyhow::Result<Vec<u64>> {
+    let http = reqwest::Client::new();
+    let mut latencies = Vec::new();
+    for batch in sent.iter().cycle() {
+        if stop.load(Ordering::Relaxed) {
+            break;
+        }
+        let started = Instant::now();
+        let response = http
+            .post(format!("{address}/v1/ingest"))
+            .header("Idempotency-Key", &batch.key)
+            .json(&batch.body)
+            .send()
+            .await?;
+        let status = response.status();
+        let replayed = response.headers().contains_key("idempotent-replay");
+        response.bytes().await?;
+        latencies.push(started.elapsed().as_micros() as u64);
+        ensure!(
+            status == 200 && replayed,
+            "a retry answered {status} (replay header: {replayed})"
+        );
+    }
+    Ok(latencies)
+}
+
+/// `(p50, p95, p99, max)` in milliseconds of sorted microsecond latencies.
+fn percentiles(sorted: &[u64]) -> (f64, f64, f64, f64) {
+    let at = |p: f64| {
+        let index = ((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1;
+        sorted[index] as f64 / 1000.0
+    };
+    (at(0.50), at(0.95), at(0.99), at(1.0))
 }
 
 /// Copies the stored rows out to a CSV file, loads them with `psql \copy` into a fresh database of
