@@ -67,15 +67,13 @@ pub struct MaintenanceReport {
     pub errors: Vec<String>,
 }
 
-/// Why a run failed; the job logs it and tries again at the next tick.
+/// Why a run could not run at all (a failed step is reported in [`MaintenanceReport::errors`]
+/// instead); the job logs it and tries again at the next tick.
 #[derive(Debug, thiserror::Error)]
 pub enum MaintenanceError {
     /// The database failed.
     #[error(transparent)]
     Database(#[from] sqlx::Error),
-    /// Retention failed.
-    #[error(transparent)]
-    Retention(#[from] retention::RetentionError),
 }
 
 /// Counters of the job in this process, for `/metrics`.

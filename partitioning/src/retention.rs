@@ -182,7 +182,7 @@ pub async fn apply(
         if let Some(dir) = &policy.archive_dir {
             partition.archive = Some(archive(pool, &partition, dir).await?);
         }
-        retire(pool, &partition).await?;
+        retire(pool, &partition, now).await?;
         tracing::info!(partition = %partition.name, rows = partition.rows, "retired an expired partition");
         progress(&partition);
         retired.push(partition);
@@ -330,10 +330,14 @@ pub fn read_back(path: &Path) -> std::io::Result<(i64, i64, String)> {
 
 /// Retires one partition, retrying a few times when a lock is not granted within 2 s (detaching
 /// needs a moment of exclusive access to `measurements`; queueing longer would stall ingestion).
-async fn retire(pool: &PgPool, partition: &ExpiredPartition) -> Result<(), RetentionError> {
+async fn retire(
+    pool: &PgPool,
+    partition: &ExpiredPartition,
+    now: DateTime<Utc>,
+) -> Result<(), RetentionError> {
     let mut attempt = 1;
     loop {
-        match retire_once(pool, partition).await {
+        match retire_once(pool, partition, now).await {
             Err(RetentionError::Database(error)) if is_lock_timeout(&error) && attempt < 5 => {
                 tracing::warn!(partition = %partition.name, attempt, "waiting for a lock to retire a partition");
                 tokio::time::sleep(std::time::Duration::from_secs(attempt)).await;
@@ -350,7 +354,11 @@ fn is_lock_timeout(error: &sqlx::Error) -> bool {
 
 /// In one transaction: stop writes to the partition, check it still holds what was archived,
 /// record its per-site aggregates and the new retirement point, detach it and drop it.
-async fn retire_once(pool: &PgPool, partition: &ExpiredPartition) -> Result<(), RetentionError> {
+async fn retire_once(
+    pool: &PgPool,
+    partition: &ExpiredPartition,
+    now: DateTime<Utc>,
+) -> Result<(), RetentionError> {
     let mut tx = pool.begin().await?;
     sqlx::query!("set local lock_timeout = '2s'")
         .execute(&mut *tx)
@@ -360,7 +368,7 @@ async fn retire_once(pool: &PgPool, partition: &ExpiredPartition) -> Result<(), 
     let widest = sqlx::query_scalar!("select widest_window_days from measurements_settings for update")
         .fetch_one(&mut *tx)
         .await?;
-    if partition.to > last_retirable(Utc::now(), i64::from(widest)) {
+    if partition.to > last_retirable(now, i64::from(widest)) {
         return Err(RetentionError::Widened(partition.name.clone(), widest));
     }
     let table = quote_ident(&partition.name);

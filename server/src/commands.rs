@@ -5,6 +5,7 @@ pub mod partitions;
 use std::time::Duration;
 
 use anyhow::Context;
+use partitioning::maintenance::{MaintenanceJob, MaintenanceSettings};
 use sqlx::PgPool;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -14,8 +15,6 @@ use crate::config::{
     MigrateArgs, OutboxStatusArgs, RelayArgs, RelayCommandArgs, RetryDeadArgs, SeedArgs, ServeArgs,
     WindowArgs,
 };
-use partitioning::maintenance::{MaintenanceJob, MaintenanceSettings};
-
 use crate::db::{self, Database, PoolSettings};
 use crate::outbox::admin::Requeue;
 use crate::outbox::housekeeping::Housekeeping;

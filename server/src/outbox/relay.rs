@@ -122,8 +122,16 @@ pub struct Relay<S> {
 }
 
 impl<S: Sink> Relay<S> {
-    /// A relay over `pool` delivering to `sink`.
-    pub fn new(pool: PgPool, sink: S, config: RelayConfig, metrics: Arc<Metrics>, wake: Arc<Notify>) -> Self {
+    /// A relay over `pool` delivering to `sink`. A lease shorter than three delivery timeouts is
+    /// lengthened to that: a delivery only starts with two timeouts of lease left.
+    pub fn new(
+        pool: PgPool,
+        sink: S,
+        mut config: RelayConfig,
+        metrics: Arc<Metrics>,
+        wake: Arc<Notify>,
+    ) -> Self {
+        config.lease = config.lease.max(config.delivery_timeout * 3);
         Self {
             pool,
             sink: Arc::new(sink),
