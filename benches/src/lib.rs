@@ -14,7 +14,9 @@ use axum::routing::post;
 use axum::Router;
 use plume::db::embedded::{ClusterOptions, EmbeddedCluster};
 use plume::db::{self, migrate, PoolSettings};
-use plume::outbox::sink;
+use plume::outbox::relay::{self, Relay, RelayConfig};
+use plume::outbox::sink::{self, WebhookSink};
+use plume::state::AppState;
 use sqlx::PgPool;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -183,6 +185,49 @@ async fn receive(State(counts): State<Arc<Counts>>, headers: HeaderMap, body: By
         .insert(header(sink::EVENT_ID_HEADER).to_owned());
     counts.received.fetch_add(1, Ordering::Relaxed);
     StatusCode::OK
+}
+
+/// A relay as `plume serve` runs it (default pacing, a pool of its own) delivering signed events to
+/// `receiver`, `concurrency` sites at a time, sharing `state`'s metrics and wake-ups.
+pub async fn relay_to(
+    db: &BenchDatabase,
+    receiver: &Receiver,
+    state: &AppState,
+    concurrency: usize,
+) -> anyhow::Result<Relay<WebhookSink>> {
+    let config = RelayConfig {
+        concurrency,
+        ..RelayConfig::default()
+    };
+    let sink = WebhookSink::new(vec![receiver.url.clone()], SECRET, config.delivery_timeout)?;
+    let pool = PoolSettings {
+        max_connections: relay::POOL_CONNECTIONS,
+        ..PoolSettings::default()
+    };
+    let pool = db::connect(&db.url, &pool).await?;
+    Ok(Relay::new(
+        pool,
+        sink,
+        config,
+        state.metrics.clone(),
+        state.outbox_wake.clone(),
+    ))
+}
+
+/// Serves plume's HTTP API over `state` on a free loopback port until `shutdown`, with its relay
+/// delivering to `receiver`; returns the base URL.
+pub async fn start_service(
+    db: &BenchDatabase,
+    state: &AppState,
+    receiver: &Receiver,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<String> {
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let address = format!("http://{}", listener.local_addr()?);
+    tokio::spawn(plume::http::serve(listener, state.clone(), shutdown.clone()));
+    let relay = relay_to(db, receiver, state, RelayConfig::default().concurrency).await?;
+    tokio::spawn(relay.run(shutdown.clone()));
+    Ok(address)
 }
 
 /// `count / seconds`, rounded.

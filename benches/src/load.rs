@@ -19,12 +19,9 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, ensure, Context};
 use clap::{Parser, ValueEnum};
 use plume::db::PoolSettings;
-use plume::outbox::relay::{self, Relay, RelayConfig};
-use plume::outbox::sink::WebhookSink;
 use plume::state::{AppState, Settings};
-use plume_bench::{rate, BenchDatabase, Receiver, SECRET};
+use plume_bench::{rate, start_service, BenchDatabase, Receiver};
 use serde_json::json;
-use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 /// Drives plume's ingestion API and verifies what it stored.
@@ -116,27 +113,7 @@ async fn run(args: &Args, db: &BenchDatabase) -> anyhow::Result<()> {
     let state = AppState::new(db.pool.clone(), Settings::default());
     let shutdown = CancellationToken::new();
     let _stop_on_return = shutdown.clone().drop_guard();
-    let listener = TcpListener::bind("127.0.0.1:0").await?;
-    let address = format!("http://{}", listener.local_addr()?);
-    tokio::spawn(plume::http::serve(listener, state.clone(), shutdown.clone()));
-    let relay_pool = plume::db::connect(
-        &db.url,
-        &PoolSettings {
-            max_connections: relay::POOL_CONNECTIONS,
-            ..PoolSettings::default()
-        },
-    )
-    .await?;
-    let config = RelayConfig::default();
-    let sink = WebhookSink::new(vec![receiver.url.clone()], SECRET, config.delivery_timeout)?;
-    let relay = Relay::new(
-        relay_pool,
-        sink,
-        config,
-        state.metrics.clone(),
-        state.outbox_wake.clone(),
-    );
-    tokio::spawn(relay.run(shutdown.clone()));
+    let address = start_service(db, &state, &receiver, &shutdown).await?;
 
     println!(
         "plume-load: v1, {} clients, {} sites, {}-reading batches, {:.0}% duplicates, {} s",

@@ -18,13 +18,11 @@ use std::time::{Duration, Instant};
 use anyhow::{ensure, Context};
 use clap::Parser;
 use plume::db::PoolSettings;
-use plume::outbox::relay::{self, Relay, RelayConfig};
 use plume::outbox::sink::{Delivery, Sink, WebhookSink};
 use plume::outbox::{admin, StoredEvent};
 use plume::state::{AppState, Settings};
-use plume_bench::{rate, BenchDatabase, Receiver, SECRET};
+use plume_bench::{rate, relay_to, start_service, BenchDatabase, Receiver, SECRET};
 use serde_json::json;
-use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 /// Measures the outbox relay's throughput and its backlog under v1 ingestion.
@@ -171,7 +169,7 @@ async fn relay_throughput(
     events: u64,
 ) -> anyhow::Result<u64> {
     let state = AppState::new(db.pool.clone(), Settings::default());
-    let relay = relay(args, db, &state, receiver).await?;
+    let relay = relay_to(db, receiver, &state, args.concurrency).await?;
     let shutdown = CancellationToken::new();
     let _stop_on_return = shutdown.clone().drop_guard();
     let started = Instant::now();
@@ -195,39 +193,12 @@ async fn relay_throughput(
 }
 
 /// A relay as `plume serve` runs it: default pacing, on a pool of its own.
-async fn relay(
-    args: &Args,
-    db: &BenchDatabase,
-    state: &AppState,
-    receiver: &Receiver,
-) -> anyhow::Result<Relay<WebhookSink>> {
-    let config = RelayConfig {
-        concurrency: args.concurrency,
-        ..RelayConfig::default()
-    };
-    let sink = WebhookSink::new(vec![receiver.url.clone()], SECRET, config.delivery_timeout)?;
-    let pool = PoolSettings {
-        max_connections: relay::POOL_CONNECTIONS,
-        ..PoolSettings::default()
-    };
-    Ok(Relay::new(
-        plume::db::connect(&db.url, &pool).await?,
-        sink,
-        config,
-        state.metrics.clone(),
-        state.outbox_wake.clone(),
-    ))
-}
-
 /// The service and its relay under v1 ingestion: does the backlog stay bounded?
 async fn backlog_under_ingestion(args: &Args, db: &BenchDatabase, receiver: &Receiver) -> anyhow::Result<()> {
     let state = AppState::new(db.pool.clone(), Settings::default());
     let shutdown = CancellationToken::new();
     let _stop_on_return = shutdown.clone().drop_guard();
-    let listener = TcpListener::bind("127.0.0.1:0").await?;
-    let address = format!("http://{}", listener.local_addr()?);
-    tokio::spawn(plume::http::serve(listener, state.clone(), shutdown.clone()));
-    let relay = tokio::spawn(relay(args, db, &state, receiver).await?.run(shutdown.clone()));
+    let address = start_service(db, &state, receiver, &shutdown).await?;
 
     let stop = Arc::new(AtomicBool::new(false));
     let stored = Arc::new(AtomicU64::new(0));
@@ -277,7 +248,6 @@ async fn backlog_under_ingestion(args: &Args, db: &BenchDatabase, receiver: &Rec
     }
     let drained = drain_started.elapsed();
     shutdown.cancel();
-    relay.await?;
 
     let batches = stored.load(Ordering::Relaxed);
     let events: i64 =

@@ -5,15 +5,15 @@ pub mod partitions;
 use std::time::Duration;
 
 use anyhow::Context;
-use partitioning::maintenance::{MaintenanceJob, MaintenanceSettings};
+use partitioning::maintenance::MaintenanceJob;
 use sqlx::PgPool;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{
-    MigrateArgs, OutboxStatusArgs, RelayArgs, RelayCommandArgs, RetryDeadArgs, SeedArgs, ServeArgs,
-    WindowArgs,
+    maintenance_settings, MigrateArgs, OutboxStatusArgs, RelayArgs, RelayCommandArgs, RetryDeadArgs,
+    SeedArgs, ServeArgs, WindowArgs,
 };
 use crate::db::{self, Database, PoolSettings};
 use crate::outbox::admin::Requeue;
@@ -87,11 +87,7 @@ fn spawn_maintenance(
 ) -> JoinHandle<()> {
     let job = MaintenanceJob {
         pool: database.pool.clone(),
-        settings: MaintenanceSettings {
-            window: args.window.window(),
-            retention: args.retention.policy(),
-            ..MaintenanceSettings::default()
-        },
+        settings: maintenance_settings(&args.window, &args.retention),
         interval: args.maintenance_interval,
         stats: state.metrics.maintenance.clone(),
     };

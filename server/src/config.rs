@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use partitioning::maintenance::MaintenanceSettings;
 use partitioning::retention::RetentionPolicy;
 use partitioning::AcceptedWindow;
 
@@ -155,6 +156,15 @@ pub struct RetentionPolicyArgs {
         requires = "partition_retention_months"
     )]
     pub partition_archive_dir: Option<PathBuf>,
+}
+
+/// The maintenance job's settings from the window and retention options.
+pub fn maintenance_settings(window: &WindowArgs, retention: &RetentionPolicyArgs) -> MaintenanceSettings {
+    MaintenanceSettings {
+        window: window.window(),
+        retention: retention.policy(),
+        ..MaintenanceSettings::default()
+    }
 }
 
 impl RetentionPolicyArgs {

@@ -5,12 +5,14 @@ use std::fmt::Write;
 
 use anyhow::Context;
 use chrono::{DateTime, Utc};
-use partitioning::maintenance::{MaintenanceJob, MaintenanceLock, MaintenanceSettings};
+use partitioning::maintenance::{MaintenanceJob, MaintenanceLock};
 use partitioning::retention::{self, ExpiredPartition, RetentionPolicy};
 use partitioning::status::TableStatus;
 use partitioning::{repair, status, verify};
 
-use crate::config::{MaintainArgs, PartitionStatusArgs, RepairDefaultArgs, RetentionArgs, VerifyArgs};
+use crate::config::{
+    maintenance_settings, MaintainArgs, PartitionStatusArgs, RepairDefaultArgs, RetentionArgs, VerifyArgs,
+};
 use crate::db::Database;
 use crate::quantity::Milligrams;
 
@@ -33,11 +35,7 @@ pub async fn maintain(args: MaintainArgs) -> anyhow::Result<()> {
     let database = Database::open(&args.database.source(), &args.database.pool_settings()).await?;
     let job = MaintenanceJob {
         pool: database.pool.clone(),
-        settings: MaintenanceSettings {
-            window: args.window.window(),
-            retention: args.retention.policy(),
-            ..MaintenanceSettings::default()
-        },
+        settings: maintenance_settings(&args.window, &args.retention),
         interval: std::time::Duration::ZERO,
         stats: Default::default(),
     };
