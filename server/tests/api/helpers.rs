@@ -274,6 +274,16 @@ impl TestApp {
     }
 }
 
+/// Runs the `plume` binary with `args` against `database_url` and waits for it (blocking).
+pub fn run_plume(args: &[&str], database_url: &str) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_plume"))
+        .args(args)
+        .env("DATABASE_URL", database_url)
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap()
+}
+
 /// A batch body for `site_id` with `(source, RFC 3339 time, value)` readings.
 pub fn batch(site_id: i64, readings: &[(&str, &str, &str)]) -> Value {
     let readings: Vec<Value> = readings

@@ -15,7 +15,7 @@ use reqwest::StatusCode;
 use serde_json::json;
 use sqlx::{Connection, Executor, PgPool};
 
-use crate::helpers::{hours_ago, readings, spawn_app, TestApp};
+use crate::helpers::{hours_ago, readings, run_plume, spawn_app, TestApp};
 
 fn job(pool: &PgPool, settings: MaintenanceSettings) -> MaintenanceJob {
     MaintenanceJob {
@@ -442,7 +442,7 @@ async fn verify_catches_a_corrupted_total() {
     );
 
     let url = app.database_url.clone();
-    let output = tokio::task::spawn_blocking(move || plume(&["verify"], &url))
+    let output = tokio::task::spawn_blocking(move || run_plume(&["verify"], &url))
         .await
         .unwrap();
     assert_eq!(output.status.code(), Some(1), "non-zero on drift");
@@ -453,27 +453,19 @@ async fn verify_catches_a_corrupted_total() {
     );
 }
 
-fn plume(args: &[&str], database_url: &str) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_plume"))
-        .args(args)
-        .env("DATABASE_URL", database_url)
-        .output()
-        .unwrap()
-}
-
 #[tokio::test]
 async fn the_partition_commands_print_status_maintain_and_a_retention_dry_run() {
     let app = spawn_app().await;
     let url = app.database_url.clone();
     let outputs = tokio::task::spawn_blocking(move || {
         [
-            plume(&["partitions", "status", "--json", "--exact"], &url),
-            plume(&["partitions", "status"], &url),
-            plume(&["partitions", "maintain", "--json"], &url),
-            plume(&["partitions", "retention", "--keep", "30", "--json"], &url),
-            plume(&["partitions", "retention", "--keep", "3"], &url),
-            plume(&["partitions", "repair-default"], &url),
-            plume(&["partitions", "retention", "--keep", "30", "--apply"], &url),
+            run_plume(&["partitions", "status", "--json", "--exact"], &url),
+            run_plume(&["partitions", "status"], &url),
+            run_plume(&["partitions", "maintain", "--json"], &url),
+            run_plume(&["partitions", "retention", "--keep", "30", "--json"], &url),
+            run_plume(&["partitions", "retention", "--keep", "3"], &url),
+            run_plume(&["partitions", "repair-default"], &url),
+            run_plume(&["partitions", "retention", "--keep", "30", "--apply"], &url),
         ]
     })
     .await

@@ -8,7 +8,7 @@ use plume::outbox::housekeeping::Housekeeping;
 use serde_json::Value;
 use sqlx::{Connection, Executor, PgPool};
 
-use crate::helpers::{hours_ago, readings, spawn_app};
+use crate::helpers::{hours_ago, readings, run_plume, spawn_app};
 
 const WEEK: Duration = Duration::from_secs(7 * 24 * 3600);
 
@@ -97,15 +97,6 @@ async fn housekeeping_runs_in_one_instance_at_a_time() {
     assert!(housekeeping_of(&app.pool).run_once().await.unwrap().ran);
 }
 
-fn plume(args: &[&str], database_url: &str) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_plume"))
-        .args(args)
-        .env("DATABASE_URL", database_url)
-        .env("NO_COLOR", "1")
-        .output()
-        .unwrap()
-}
-
 #[tokio::test]
 async fn outbox_status_and_retry_dead_commands_report_and_refuse_clearly() {
     let app = spawn_app().await;
@@ -117,7 +108,7 @@ async fn outbox_status_and_retry_dead_commands_report_and_refuse_clearly() {
     );
 
     let url = app.database_url.clone();
-    let output = tokio::task::spawn_blocking(move || plume(&["outbox", "status", "--json"], &url))
+    let output = tokio::task::spawn_blocking(move || run_plume(&["outbox", "status", "--json"], &url))
         .await
         .unwrap();
     assert!(
@@ -131,7 +122,7 @@ async fn outbox_status_and_retry_dead_commands_report_and_refuse_clearly() {
     assert_eq!(report["status"]["dead"], 0);
 
     let url = app.database_url.clone();
-    let table = tokio::task::spawn_blocking(move || plume(&["outbox", "status"], &url))
+    let table = tokio::task::spawn_blocking(move || run_plume(&["outbox", "status"], &url))
         .await
         .unwrap();
     let text = String::from_utf8_lossy(&table.stdout);
@@ -139,7 +130,7 @@ async fn outbox_status_and_retry_dead_commands_report_and_refuse_clearly() {
 
     let url = app.database_url.clone();
     let unknown = tokio::task::spawn_blocking(move || {
-        plume(
+        run_plume(
             &[
                 "outbox",
                 "retry-dead",
@@ -155,7 +146,7 @@ async fn outbox_status_and_retry_dead_commands_report_and_refuse_clearly() {
     assert!(String::from_utf8_lossy(&unknown.stderr).contains("no dead-lettered event has id"));
 
     let url = app.database_url.clone();
-    let neither = tokio::task::spawn_blocking(move || plume(&["outbox", "retry-dead"], &url))
+    let neither = tokio::task::spawn_blocking(move || run_plume(&["outbox", "retry-dead"], &url))
         .await
         .unwrap();
     assert_eq!(neither.status.code(), Some(2), "a usage error");
