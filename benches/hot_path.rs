@@ -10,6 +10,7 @@ use criterion::{black_box, criterion_group, criterion_main, BatchSize, Criterion
 use partitioning::AcceptedWindow;
 use plume::ingest::copy;
 use plume::ingest::request::parse_batch;
+use plume::ingest::store::SiteReadings;
 use plume::ingest::{IdempotencyKey, IngestBatch, Reading, MAX_READINGS_PER_BATCH};
 use plume::quantity::Milligrams;
 use plume::sites::SiteId;
@@ -95,10 +96,14 @@ fn parse(c: &mut Criterion) {
 fn encode(c: &mut Criterion) {
     let mut group = c.benchmark_group("binary COPY encode");
     for count in [100, 10_000] {
-        let readings = readings(count);
+        let groups = [SiteReadings {
+            site_id: SiteId::new(42).unwrap(),
+            readings: readings(count),
+            submitted: count,
+        }];
         group.throughput(Throughput::Elements(count as u64));
         group.bench_function(format!("{count} readings"), |b| {
-            b.iter(|| copy::encode(black_box(&readings)))
+            b.iter(|| copy::encode(black_box(&groups)))
         });
     }
     group.finish();

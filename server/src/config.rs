@@ -389,6 +389,9 @@ pub struct ServeArgs {
     /// Largest request body accepted, in bytes (larger ones get 413).
     #[arg(long, env = "PLUME_MAX_BODY_BYTES", default_value_t = 1024 * 1024)]
     pub max_body_bytes: usize,
+    /// Largest v2 bulk request body accepted, in bytes (50,000 readings as JSON take about 6 MB).
+    #[arg(long, env = "PLUME_MAX_BULK_BODY_BYTES", default_value_t = 32 * 1024 * 1024)]
+    pub max_bulk_body_bytes: usize,
     /// Do not load the demo data (otherwise loaded when the embedded database has no sites yet).
     #[arg(long, env = "PLUME_NO_DEMO")]
     pub no_demo: bool,
@@ -419,6 +422,7 @@ impl ServeArgs {
         Settings {
             window: self.window.window(),
             max_body_bytes: self.max_body_bytes,
+            max_bulk_body_bytes: self.max_bulk_body_bytes,
         }
     }
 }

@@ -38,6 +38,12 @@ pub enum ApiError {
     /// 422: the request is well-formed but its content is not acceptable.
     #[error("the request is not valid")]
     Validation(Vec<FieldError>),
+    /// 422: more problems than are listed; the count of all of them.
+    #[error("the request has {found} problems; the first {listed} are listed", found = .1, listed = .0.len())]
+    TooManyProblems(Vec<FieldError>, usize),
+    /// 415: the body's `Content-Type` is not one the endpoint reads.
+    #[error("{0}")]
+    UnsupportedMediaType(String),
     /// 404: no site with that id (as the client wrote it).
     #[error("site {0} does not exist")]
     SiteNotFound(String),
@@ -70,7 +76,10 @@ impl ApiError {
     fn status_and_code(&self) -> (StatusCode, &'static str) {
         match self {
             Self::Malformed(_) => (StatusCode::BAD_REQUEST, "MALFORMED_REQUEST"),
-            Self::Validation(_) => (StatusCode::UNPROCESSABLE_ENTITY, "VALIDATION_ERROR"),
+            Self::Validation(_) | Self::TooManyProblems(..) => {
+                (StatusCode::UNPROCESSABLE_ENTITY, "VALIDATION_ERROR")
+            }
+            Self::UnsupportedMediaType(_) => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "UNSUPPORTED_MEDIA_TYPE"),
             Self::SiteNotFound(_) => (StatusCode::NOT_FOUND, "SITE_NOT_FOUND"),
             Self::NotFound(_) => (StatusCode::NOT_FOUND, "NOT_FOUND"),
             Self::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "METHOD_NOT_ALLOWED"),
@@ -133,7 +142,7 @@ impl IntoResponse for ApiError {
             _ => {}
         }
         let details = match &self {
-            Self::Validation(details) => details.as_slice(),
+            Self::Validation(details) | Self::TooManyProblems(details, _) => details.as_slice(),
             _ => &[],
         };
         let message = match &self {

@@ -15,6 +15,8 @@ pub struct Settings {
     pub window: AcceptedWindow,
     /// The largest request body accepted, in bytes.
     pub max_body_bytes: usize,
+    /// The largest v2 bulk body accepted, in bytes.
+    pub max_bulk_body_bytes: usize,
 }
 
 impl Default for Settings {
@@ -22,6 +24,7 @@ impl Default for Settings {
         Self {
             window: AcceptedWindow::default(),
             max_body_bytes: 1024 * 1024,
+            max_bulk_body_bytes: 32 * 1024 * 1024,
         }
     }
 }

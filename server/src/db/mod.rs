@@ -19,6 +19,7 @@ pub const EMBEDDED_DATABASE: &str = "plume";
 /// Created once per connection rather than per batch: a temporary table made in every ingest
 /// transaction would churn the system catalogs. `on commit delete rows` empties it at each commit.
 const CREATE_STAGING_TABLE: &str = "create temporary table if not exists ingest_staging (
+    site_id bigint not null,
     source_id text not null,
     measured_at timestamptz not null,
     value_mg bigint not null

@@ -15,7 +15,7 @@ use crate::metrics::IngestOutcome;
 use crate::state::AppState;
 
 /// Set on a `200` that replays an earlier answer.
-static IDEMPOTENT_REPLAY: HeaderName = HeaderName::from_static("idempotent-replay");
+pub(super) static IDEMPOTENT_REPLAY: HeaderName = HeaderName::from_static("idempotent-replay");
 
 /// The ingest route, relative to the API root.
 pub fn router() -> Router<AppState> {
@@ -69,19 +69,26 @@ async fn store(
     // The processor runs as its own task: a client that hangs up cancels this handler, never a
     // transaction halfway through its COPY.
     let task = tokio::spawn(processor::execute(state.pool.clone(), batch));
-    match task.await.map_err(|e| ApiError::Internal(e.into()))? {
-        Ok(outcome) => Ok(outcome),
-        Err(IngestError::SiteNotFound(site)) => Err(ApiError::SiteNotFound(site.get().to_string())),
-        Err(IngestError::KeyReused(key)) => Err(ApiError::IdempotencyKeyReused(key.as_str().to_owned())),
-        Err(IngestError::OutsideWindow(details)) => Err(ApiError::Validation(details)),
-        Err(IngestError::TotalOverflow) => Err(ApiError::invalid(
-            "readings",
-            "would take the site's total beyond the largest storable amount",
-        )),
-        Err(IngestError::PartitionMissing(error)) => {
-            tracing::error!(%error, "a reading has no partition: run partition maintenance");
-            Err(ApiError::Unavailable(Some(error)))
+    task.await
+        .map_err(|e| ApiError::Internal(e.into()))?
+        .map_err(ApiError::from)
+}
+
+impl From<IngestError> for ApiError {
+    fn from(error: IngestError) -> Self {
+        match error {
+            IngestError::SiteNotFound(site) => Self::SiteNotFound(site.get().to_string()),
+            IngestError::KeyReused(key) => Self::IdempotencyKeyReused(key.as_str().to_owned()),
+            IngestError::OutsideWindow(details) => Self::Validation(details),
+            IngestError::TotalOverflow => Self::invalid(
+                "readings",
+                "would take the site's total beyond the largest storable amount",
+            ),
+            IngestError::PartitionMissing(error) => {
+                tracing::error!(%error, "a reading has no partition: run partition maintenance");
+                Self::Unavailable(Some(error))
+            }
+            IngestError::Database(error) => error.into(),
         }
-        Err(IngestError::Database(error)) => Err(error.into()),
     }
 }

@@ -1,8 +1,10 @@
 //! The HTTP API: one module per endpoint group, each with its own `router()`.
 //!
 //! [`app`] assembles them with the middleware every request goes through; [`serve`] runs it until
-//! the shutdown token fires. The v1 routes are also served unversioned, for older sensors.
+//! the shutdown token fires. The v1 routes are also served unversioned, for older sensors; v2 adds
+//! bulk ingestion beside them.
 
+pub mod bulk;
 pub mod envelope;
 pub mod health;
 pub mod ingest;
@@ -18,11 +20,16 @@ use tokio_util::sync::CancellationToken;
 use tower_http::catch_panic::CatchPanicLayer;
 
 use crate::error::ApiError;
-use crate::state::AppState;
+use crate::state::{AppState, Settings};
 
 /// The v1 API: frozen; later versions are added beside it.
 fn v1() -> Router<AppState> {
     Router::new().merge(sites::router()).merge(ingest::router())
+}
+
+/// The v2 API: bulk ingestion.
+fn v2(settings: &Settings) -> Router<AppState> {
+    Router::new().merge(bulk::router(settings.max_bulk_body_bytes))
 }
 
 /// The whole service as a router, ready to serve or to test.
@@ -31,6 +38,7 @@ pub fn app(state: AppState) -> Router {
     Router::new()
         .merge(health::router())
         .nest("/v1", v1())
+        .nest("/v2", v2(&state.settings))
         .merge(v1())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

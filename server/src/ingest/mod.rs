@@ -4,9 +4,13 @@
 //! deduplicated within itself, sorted by reading identity and hashed. The [`processor`] then
 //! executes it in one transaction. Nothing past the edge sees unchecked input.
 
+pub mod bulk;
+pub mod bulk_processor;
+pub mod bulk_request;
 pub mod copy;
 pub mod processor;
 pub mod request;
+pub mod store;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -41,6 +45,25 @@ impl IdempotencyKey {
     /// The key as sent.
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+}
+
+/// Where a reading is in a request, for problem paths: `readings[3]` (a JSON array index) or
+/// `line 4` (an NDJSON or CSV line, from 1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Origin {
+    /// The index in a JSON `readings` array.
+    Index(usize),
+    /// The line of an NDJSON or CSV body.
+    Line(usize),
+}
+
+impl std::fmt::Display for Origin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Index(index) => write!(f, "readings[{index}]"),
+            Self::Line(line) => write!(f, "line {line}"),
+        }
     }
 }
 

@@ -9,7 +9,7 @@ use partitioning::AcceptedWindow;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use super::{IdempotencyKey, IngestBatch, Reading, MAX_READING, MAX_READINGS_PER_BATCH};
+use super::{IdempotencyKey, IngestBatch, Origin, Reading, MAX_READING, MAX_READINGS_PER_BATCH};
 use crate::error::{ApiError, FieldError};
 use crate::http::json::{self, Field};
 use crate::quantity::{MassUnit, Milligrams};
@@ -28,8 +28,11 @@ struct RawBatch<'a> {
     batch_id: Field<'a>,
 }
 
+/// One reading object as sent. `site_id` is read by v2 only (a v1 batch names its site once).
 #[derive(Deserialize)]
-struct RawReading<'a> {
+pub(super) struct RawReading<'a> {
+    #[serde(borrow)]
+    pub(super) site_id: Field<'a>,
     #[serde(borrow)]
     timestamp: Field<'a>,
     #[serde(borrow)]
@@ -43,25 +46,62 @@ struct RawReading<'a> {
 /// Problems found in a request. Readings outside the accepted window are counted apart: a retry of a
 /// batch stored while its readings were inside the window must still be answered as a replay, so
 /// those problems are held in the batch ([`IngestBatch::outside_window`]) until the key is looked up.
-#[derive(Default)]
-struct Problems {
-    errors: Vec<FieldError>,
+#[derive(Debug)]
+pub(super) struct Problems {
+    /// The first `limit` problems, in request order.
+    pub(super) errors: Vec<FieldError>,
+    /// How many problems were found, listed or not.
+    found: usize,
     outside_window: usize,
+    limit: usize,
+}
+
+impl Default for Problems {
+    /// Every problem is listed.
+    fn default() -> Self {
+        Self::listing_at_most(usize::MAX)
+    }
 }
 
 impl Problems {
-    fn push(&mut self, path: impl Into<String>, message: impl Into<String>) {
-        self.errors.push(FieldError::new(path, message));
+    /// Problems of which only the first `limit` are listed (all are counted).
+    pub(super) fn listing_at_most(limit: usize) -> Self {
+        Self {
+            errors: Vec::new(),
+            found: 0,
+            outside_window: 0,
+            limit,
+        }
+    }
+
+    pub(super) fn push(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        self.found += 1;
+        if self.errors.len() < self.limit {
+            self.errors.push(FieldError::new(path, message));
+        }
     }
 
     fn push_outside_window(&mut self, path: String, message: String) {
-        self.errors.push(FieldError::new(path, message));
+        self.push(path, message);
         self.outside_window += 1;
     }
 
     /// Problems other than readings outside the window.
-    fn blocking(&self) -> usize {
-        self.errors.len() - self.outside_window
+    pub(super) fn blocking(&self) -> usize {
+        self.found - self.outside_window
+    }
+
+    /// How many problems were found, listed or not.
+    pub(super) fn found(&self) -> usize {
+        self.found
+    }
+
+    /// Appends `other`'s problems after these (for requests checked in parallel chunks).
+    pub(super) fn append(&mut self, other: Problems) {
+        let room = self.limit.saturating_sub(self.errors.len());
+        self.errors.extend(other.errors.into_iter().take(room));
+        self.found += other.found;
+        self.outside_window += other.outside_window;
     }
 }
 
@@ -161,44 +201,81 @@ fn parse_readings(
     let blocking_before = problems.blocking();
     let mut readings = Vec::with_capacity(items.len());
     for (index, item) in items.iter().enumerate() {
-        if let Some(reading) = parse_reading(index, item, window, now, problems) {
-            readings.push((index, reading));
+        let origin = Origin::Index(index);
+        if let Some(reading) = parse_raw_reading(origin, item, problems)
+            .and_then(|raw| check_reading(origin, ReadingFields::from_json(&raw), window, now, problems))
+        {
+            readings.push((origin, (), reading));
         }
     }
     if problems.blocking() > blocking_before {
         return None;
     }
-    check_repeats(&mut readings, problems);
-    (problems.blocking() == blocking_before).then(|| readings.into_iter().map(|(_, r)| r).collect())
+    check_repeats(&mut readings, "source_id and timestamp", problems);
+    (problems.blocking() == blocking_before).then(|| readings.into_iter().map(|(_, _, r)| r).collect())
 }
 
-fn parse_reading(
-    index: usize,
-    item: &RawValue,
+/// Reads one reading object's fields, or records why `item` is not one.
+pub(super) fn parse_raw_reading<'a>(
+    origin: Origin,
+    item: &'a RawValue,
+    problems: &mut Problems,
+) -> Option<RawReading<'a>> {
+    match serde_json::from_str::<RawReading<'_>>(item.get()) {
+        Ok(raw) => Some(raw),
+        Err(error) if item.get().starts_with('{') => {
+            problems.push(origin.to_string(), format!("is not a valid reading: {error}"));
+            None
+        }
+        Err(_) => {
+            problems.push(origin.to_string(), "must be an object");
+            None
+        }
+    }
+}
+
+/// A reading's fields (all but `site_id`) as text, however the request spelled them: `None` when
+/// absent, `Err` when present but not a string (the message says what it must be).
+#[derive(Debug, Default)]
+pub(super) struct ReadingFields<'a> {
+    pub(super) timestamp: Option<Result<String, &'static str>>,
+    /// The value's text: a JSON number or string, or a CSV field.
+    pub(super) value: Option<&'a str>,
+    pub(super) unit: Option<Result<String, &'static str>>,
+    pub(super) source_id: Option<Result<String, &'static str>>,
+}
+
+const UNIT_RULE: &str = "must be one of \"kg\", \"g\" or \"t\"";
+
+impl<'a> ReadingFields<'a> {
+    /// The fields of a JSON reading object.
+    pub(super) fn from_json(raw: &RawReading<'a>) -> Self {
+        Self {
+            timestamp: json::present(raw.timestamp)
+                .map(|raw| json::string(raw).map_err(|_| "must be an RFC 3339 timestamp string")),
+            value: json::present(raw.value).map(RawValue::get),
+            unit: json::present(raw.unit).map(|raw| json::string(raw).map_err(|_| UNIT_RULE)),
+            source_id: json::present(raw.source_id).map(json::string),
+        }
+    }
+}
+
+/// Checks a reading's fields, recording every problem under `origin`.
+pub(super) fn check_reading(
+    origin: Origin,
+    fields: ReadingFields<'_>,
     window: &AcceptedWindow,
     now: DateTime<Utc>,
     problems: &mut Problems,
 ) -> Option<Reading> {
-    let path = |field: &str| format!("readings[{index}].{field}");
-    let raw = match serde_json::from_str::<RawReading<'_>>(item.get()) {
-        Ok(raw) => raw,
-        Err(error) if item.get().starts_with('{') => {
-            problems.push(
-                format!("readings[{index}]"),
-                format!("is not a valid reading: {error}"),
-            );
-            return None;
-        }
-        Err(_) => {
-            problems.push(format!("readings[{index}]"), "must be an object");
-            return None;
-        }
-    };
+    let path = |field: &str| format!("{origin}.{field}");
     let before = problems.blocking();
 
-    let measured_at = match json::present(raw.timestamp) {
+    let measured_at = match fields.timestamp {
         None => Err("is required".to_string()),
-        Some(raw) => parse_timestamp(raw),
+        Some(text) => text
+            .map_err(str::to_owned)
+            .and_then(|text| parse_timestamp(&text)),
     }
     .map_err(|message| problems.push(path("timestamp"), message))
     .ok();
@@ -206,29 +283,26 @@ fn parse_reading(
         problems.push_outside_window(path("timestamp"), outside.to_string());
     }
 
-    let unit = match json::present(raw.unit) {
+    let unit = match fields.unit {
         None => Ok(MassUnit::Kilograms),
-        Some(raw) => json::string(raw)
-            .ok()
-            .and_then(|text| MassUnit::parse(&text))
-            .ok_or("must be one of \"kg\", \"g\" or \"t\""),
+        Some(text) => text.and_then(|text| MassUnit::parse(&text).ok_or(UNIT_RULE)),
     }
     .map_err(|message| problems.push(path("unit"), message))
     .ok();
 
-    let value = match (json::present(raw.value), unit) {
+    let value = match (fields.value, unit) {
         (None, _) => Err("is required".to_string()),
         (Some(_), None) => Err("cannot be read without a valid unit".to_string()),
-        (Some(raw), Some(unit)) => {
-            Milligrams::parse_json(raw.get(), unit, MAX_READING).map_err(|e| e.to_string())
+        (Some(text), Some(unit)) => {
+            Milligrams::parse_json(text, unit, MAX_READING).map_err(|e| e.to_string())
         }
     }
     .map_err(|message| problems.push(path("value"), message))
     .ok();
 
-    let source_id = match json::present(raw.source_id) {
+    let source_id = match fields.source_id {
         None => Ok(String::new()),
-        Some(raw) => json::string(raw).and_then(|text| {
+        Some(text) => text.and_then(|text| {
             let length = text.chars().count();
             if length == 0 || length > MAX_SOURCE_ID_CHARS {
                 Err("must be 1 to 64 characters long")
@@ -254,9 +328,8 @@ fn parse_reading(
 
 /// RFC 3339 with an explicit offset, to the microsecond (PostgreSQL's precision: finer is refused
 /// rather than silently truncated).
-fn parse_timestamp(raw: &RawValue) -> Result<DateTime<Utc>, String> {
-    let text = json::string(raw).map_err(|_| "must be an RFC 3339 timestamp string".to_string())?;
-    let parsed = DateTime::parse_from_rfc3339(&text).map_err(|_| {
+fn parse_timestamp(text: &str) -> Result<DateTime<Utc>, String> {
+    let parsed = DateTime::parse_from_rfc3339(text).map_err(|_| {
         "must be an RFC 3339 timestamp with a UTC offset, e.g. 2026-01-31T12:00:00Z".to_string()
     })?;
     let nanos = parsed.timestamp_subsec_nanos();
@@ -271,23 +344,27 @@ fn parse_timestamp(raw: &RawValue) -> Result<DateTime<Utc>, String> {
     Ok(parsed.with_timezone(&Utc))
 }
 
-/// The same identity (source, time) twice in a batch: fine when the values agree (counted once),
-/// refused when they differ.
-fn check_repeats(readings: &mut [(usize, Reading)], problems: &mut Problems) {
-    readings.sort_by(|(ia, a), (ib, b)| {
-        (&a.source_id, a.measured_at, ia).cmp(&(&b.source_id, b.measured_at, ib))
+/// The same identity twice in a batch: fine when the values agree (counted once), refused when they
+/// differ. An identity is the reading's `scope` (its site, in v2; nothing in v1, whose batch has one
+/// site) with its source and time; `identity` names its fields for the message.
+pub(super) fn check_repeats<S: Ord>(
+    readings: &mut [(Origin, S, Reading)],
+    identity: &str,
+    problems: &mut Problems,
+) {
+    readings.sort_by(|(oa, sa, a), (ob, sb, b)| {
+        (sa, &a.source_id, a.measured_at, oa).cmp(&(sb, &b.source_id, b.measured_at, ob))
     });
     for pair in readings.windows(2) {
-        let ((first_index, first), (index, reading)) = (&pair[0], &pair[1]);
-        if first.source_id == reading.source_id
+        let ((first_origin, first_scope, first), (origin, scope, reading)) = (&pair[0], &pair[1]);
+        if first_scope == scope
+            && first.source_id == reading.source_id
             && first.measured_at == reading.measured_at
             && first.value != reading.value
         {
             problems.push(
-                format!("readings[{index}]"),
-                format!(
-                    "has the same source_id and timestamp as readings[{first_index}] but a different value"
-                ),
+                origin.to_string(),
+                format!("has the same {identity} as {first_origin} but a different value"),
             );
         }
     }

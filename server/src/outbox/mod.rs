@@ -25,7 +25,7 @@ use serde_json::Value;
 use sqlx::{Postgres, Transaction};
 use uuid::Uuid;
 
-use crate::ingest::BatchReceipt;
+use crate::ingest::store::SiteOutcome;
 use crate::quantity::Milligrams;
 use crate::sites::{ComplianceStatus, SiteId};
 
@@ -51,6 +51,8 @@ impl EventType {
 /// An event about to be written.
 #[derive(Debug, Clone)]
 pub struct NewEvent {
+    /// The site whose stream it goes to.
+    pub site_id: SiteId,
     /// Unique for ever; what consumers deduplicate on.
     pub event_id: Uuid,
     /// What it reports.
@@ -98,39 +100,38 @@ struct LimitExceeded<'a> {
     compliance_status: ComplianceStatus,
 }
 
-/// The events a stored batch causes: `measurements.ingested` when it stored anything new, and
-/// `site.limit_exceeded` when it moved the total from `total_before` (≤ `limit`) to above `limit`.
-/// The caller holds the site's lock, so `total_before` is exact and only one batch can cross.
-pub fn events_for_batch(
-    receipt: &BatchReceipt,
-    total_before: Milligrams,
-    limit: Milligrams,
-) -> Vec<NewEvent> {
+/// The events a stored batch causes at one site: `measurements.ingested` when it stored anything
+/// new, and `site.limit_exceeded` when it moved the total from at most the limit to above it. The
+/// caller holds the site's lock, so `total_before` is exact and only one batch can cross.
+pub fn events_for_batch(batch_id: &str, site: &SiteOutcome) -> Vec<NewEvent> {
     let mut events = Vec::new();
-    if receipt.readings_accepted == 0 {
+    if site.accepted == 0 {
         return events;
     }
     let ingested = Ingested {
-        batch_id: &receipt.batch_id,
-        readings_accepted: receipt.readings_accepted,
-        accepted_emissions: receipt.accepted_emissions,
-        total_emissions_to_date: receipt.total_emissions_to_date,
-        compliance_status: receipt.compliance_status,
+        batch_id,
+        readings_accepted: site.accepted,
+        accepted_emissions: site.accepted_emissions,
+        total_emissions_to_date: site.total_after,
+        compliance_status: site.compliance_status(),
     };
     events.push(NewEvent {
+        site_id: site.site_id,
         event_id: Uuid::new_v4(),
         event_type: EventType::MeasurementsIngested,
         data: serde_json::to_value(ingested).expect("event fields serialise"),
     });
-    if total_before <= limit && receipt.total_emissions_to_date > limit {
+    let limit = site.emission_limit;
+    if site.total_before <= limit && site.total_after > limit {
         let exceeded = LimitExceeded {
-            batch_id: &receipt.batch_id,
+            batch_id,
             emission_limit: limit,
-            total_emissions_before: total_before,
-            total_emissions_to_date: receipt.total_emissions_to_date,
+            total_emissions_before: site.total_before,
+            total_emissions_to_date: site.total_after,
             compliance_status: ComplianceStatus::LimitExceeded,
         };
         events.push(NewEvent {
+            site_id: site.site_id,
             event_id: Uuid::new_v4(),
             event_type: EventType::LimitExceeded,
             data: serde_json::to_value(exceeded).expect("event fields serialise"),
@@ -139,33 +140,41 @@ pub fn events_for_batch(
     events
 }
 
-/// Appends `events` to `site`'s stream in the caller's transaction, numbering them after the
-/// stream's last event. The stream row stays locked until the transaction ends, so a site's
-/// sequence numbers follow commit order. Call it last before commit: the lock is then held for the
-/// shortest time, and the relay's `skip locked` claim passes over the stream only briefly.
-#[tracing::instrument(skip_all, fields(site_id = site.get(), events = events.len()))]
+/// Appends `events` to their sites' streams in the caller's transaction, numbering each site's
+/// events after its stream's last one, in the order given. Each stream row stays locked until the
+/// transaction ends, so a site's sequence numbers follow commit order. The caller holds the locks
+/// of the events' sites (taken in ascending order), so no two writers wait on each other's streams.
+/// Call it last before commit: the stream locks are then held for the shortest time, and the
+/// relay's `skip locked` claim passes over those streams only briefly.
+#[tracing::instrument(skip_all, fields(events = events.len()))]
 pub async fn record(
     tx: &mut Transaction<'static, Postgres>,
-    site: SiteId,
     occurred_at: DateTime<Utc>,
     events: &[NewEvent],
 ) -> Result<(), sqlx::Error> {
     if events.is_empty() {
         return Ok(());
     }
+    let sites: Vec<i64> = events.iter().map(|e| e.site_id.get()).collect();
     let ids: Vec<Uuid> = events.iter().map(|e| e.event_id).collect();
     let types: Vec<String> = events.iter().map(|e| e.event_type.as_str().to_owned()).collect();
     let data: Vec<Value> = events.iter().map(|e| e.data.clone()).collect();
     sqlx::query!(
-        "with stream as (
-             insert into outbox_streams as s (site_id, head_seq) values ($1, cardinality($2::uuid[]))
+        "with event as (
+             select e.*, row_number() over (partition by e.site_id order by e.n) as nth,
+                    count(*) over (partition by e.site_id) as site_events
+               from unnest($1::bigint[], $2::uuid[], $3::text[], $4::jsonb[])
+                    with ordinality as e(site_id, event_id, event_type, data, n)
+         ), stream as (
+             insert into outbox_streams as s (site_id, head_seq)
+             select distinct site_id, site_events from event order by site_id
              on conflict (site_id) do update set head_seq = s.head_seq + excluded.head_seq
-             returning head_seq
+             returning site_id, head_seq
          )
          insert into outbox_events (site_id, seq, event_id, event_type, occurred_at, data)
-         select $1, stream.head_seq - cardinality($2::uuid[]) + e.n, e.event_id, e.event_type, $5, e.data
-           from stream, unnest($2::uuid[], $3::text[], $4::jsonb[]) with ordinality as e(event_id, event_type, data, n)",
-        site.get(),
+         select e.site_id, stream.head_seq - e.site_events + e.nth, e.event_id, e.event_type, $5, e.data
+           from event e join stream using (site_id)",
+        &sites,
         &ids,
         &types,
         &data,
@@ -180,18 +189,19 @@ pub async fn record(
 mod tests {
     use super::*;
 
-    fn receipt(accepted: u64, total_mg: i64) -> BatchReceipt {
-        BatchReceipt {
-            batch_id: "b-1".into(),
-            site_id: 1,
-            readings_submitted: accepted,
-            readings_accepted: accepted,
-            readings_duplicate: 0,
-            accepted_emissions: Milligrams::from_mg(5),
-            total_emissions_to_date: Milligrams::from_mg(total_mg),
-            compliance_status: ComplianceStatus::of(Milligrams::from_mg(total_mg), Milligrams::from_mg(100)),
-            replayed: false,
-        }
+    /// A batch that stored `accepted` readings and took the total from `before_mg` to `after_mg`,
+    /// at a site whose limit is 100 mg.
+    fn events(accepted: u64, before_mg: i64, after_mg: i64) -> Vec<NewEvent> {
+        let site = SiteOutcome {
+            site_id: SiteId::new(1).unwrap(),
+            submitted: accepted,
+            accepted,
+            accepted_emissions: Milligrams::from_mg(after_mg - before_mg),
+            total_before: Milligrams::from_mg(before_mg),
+            total_after: Milligrams::from_mg(after_mg),
+            emission_limit: Milligrams::from_mg(100),
+        };
+        events_for_batch("b-1", &site)
     }
 
     fn types(events: &[NewEvent]) -> Vec<&'static str> {
@@ -200,21 +210,13 @@ mod tests {
 
     #[test]
     fn a_batch_that_stored_nothing_causes_no_event() {
-        let events = events_for_batch(
-            &receipt(0, 200),
-            Milligrams::from_mg(200),
-            Milligrams::from_mg(100),
-        );
+        let events = events(0, 200, 200);
         assert!(events.is_empty());
     }
 
     #[test]
     fn crossing_the_limit_adds_limit_exceeded_after_ingested() {
-        let events = events_for_batch(
-            &receipt(1, 101),
-            Milligrams::from_mg(96),
-            Milligrams::from_mg(100),
-        );
+        let events = events(1, 96, 101);
         assert_eq!(types(&events), ["measurements.ingested", "site.limit_exceeded"]);
         assert_eq!(events[1].data["emission_limit"], "0.000100");
         assert_eq!(events[0].data["total_emissions_to_date"], "0.000101");
@@ -222,23 +224,11 @@ mod tests {
 
     #[test]
     fn reaching_the_limit_exactly_or_staying_above_it_is_not_a_crossing() {
-        let at_limit = events_for_batch(
-            &receipt(1, 100),
-            Milligrams::from_mg(95),
-            Milligrams::from_mg(100),
-        );
+        let at_limit = events(1, 95, 100);
         assert_eq!(types(&at_limit), ["measurements.ingested"]);
-        let above = events_for_batch(
-            &receipt(1, 110),
-            Milligrams::from_mg(105),
-            Milligrams::from_mg(100),
-        );
+        let above = events(1, 105, 110);
         assert_eq!(types(&above), ["measurements.ingested"]);
-        let from_limit = events_for_batch(
-            &receipt(1, 101),
-            Milligrams::from_mg(100),
-            Milligrams::from_mg(100),
-        );
+        let from_limit = events(1, 100, 101);
         assert_eq!(
             types(&from_limit),
             ["measurements.ingested", "site.limit_exceeded"]

@@ -184,6 +184,20 @@ impl TestApp {
             .unwrap()
     }
 
+    /// `POST /v2/ingest` with `key` (if any) as the Idempotency-Key header and `body` sent as
+    /// `content_type`.
+    pub async fn bulk(&self, key: Option<&str>, content_type: &str, body: impl Into<String>) -> Response {
+        let mut request = self
+            .client
+            .post(format!("{}/v2/ingest", self.address))
+            .header("content-type", content_type)
+            .body(body.into());
+        if let Some(key) = key {
+            request = request.header("Idempotency-Key", key);
+        }
+        request.send().await.unwrap()
+    }
+
     /// Creates a site and returns its id.
     pub async fn create_site(&self, name: &str, limit: &str) -> i64 {
         let response = self

@@ -5,6 +5,8 @@
 
 #![allow(unreachable_pub)] // a test binary: `pub` marks what the test modules share
 
+mod bulk;
+mod bulk_concurrency;
 mod concurrency;
 mod contract;
 mod helpers;

@@ -1,0 +1,124 @@
+//! `POST /v2/ingest`: store up to 50,000 readings for any number of sites in one transaction, as
+//! JSON, NDJSON or CSV, exactly once per idempotency key.
+
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, FromRequest, Request, State};
+use axum::http::header::CONTENT_TYPE;
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::Router;
+
+use super::envelope::Envelope;
+use super::ingest::IDEMPOTENT_REPLAY;
+use crate::error::ApiError;
+use crate::ingest::bulk_processor::{self, BulkError, BulkOutcome};
+use crate::ingest::bulk_request::{parse_bulk, BulkFormat};
+use crate::metrics::IngestOutcome;
+use crate::state::AppState;
+
+/// Bodies at least this large are parsed on rayon's pool, off the async workers.
+const OFF_WORKER_BYTES: usize = 64 * 1024;
+
+/// The bulk ingest route, relative to the v2 root.
+pub fn router(max_body_bytes: usize) -> Router<AppState> {
+    Router::new().route(
+        "/ingest",
+        post(ingest).layer(DefaultBodyLimit::max(max_body_bytes)),
+    )
+}
+
+/// A bulk body and the format its `Content-Type` names.
+#[derive(Debug)]
+pub struct BulkBody(BulkFormat, Bytes);
+
+impl FromRequest<AppState> for BulkBody {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &AppState) -> Result<Self, ApiError> {
+        let content_type = request.headers().get(CONTENT_TYPE).and_then(|v| v.to_str().ok());
+        let Some(format) = content_type.and_then(BulkFormat::from_content_type) else {
+            return Err(ApiError::UnsupportedMediaType(
+                "send readings as application/json, application/x-ndjson or text/csv".into(),
+            ));
+        };
+        let limit = state.settings.max_bulk_body_bytes;
+        match Bytes::from_request(request, state).await {
+            Ok(bytes) => Ok(Self(format, bytes)),
+            Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+                Err(ApiError::PayloadTooLarge(limit))
+            }
+            Err(rejection) => Err(ApiError::Malformed(format!(
+                "could not read the request body: {rejection}"
+            ))),
+        }
+    }
+}
+
+#[tracing::instrument(skip_all)]
+async fn ingest(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<BulkBody, ApiError>,
+) -> Response {
+    let result = store(&state, &headers, body).await;
+    let outcome = match &result {
+        Ok(BulkOutcome::Stored(_)) => IngestOutcome::Created,
+        Ok(BulkOutcome::Replayed(_)) => IngestOutcome::Replayed,
+        Err(ApiError::IdempotencyKeyReused(_)) => IngestOutcome::Conflict,
+        Err(ApiError::Unavailable(_)) => IngestOutcome::Unavailable,
+        Err(ApiError::Internal(_)) => IngestOutcome::Error,
+        Err(_) => IngestOutcome::Invalid,
+    };
+    state.metrics.ingest_request(outcome);
+    match result {
+        Ok(BulkOutcome::Stored(receipt)) => {
+            state.outbox_wake.notify_one();
+            state
+                .metrics
+                .readings(receipt.readings_accepted, receipt.readings_duplicate);
+            Envelope::with_status(StatusCode::CREATED, receipt).into_response()
+        }
+        Ok(BulkOutcome::Replayed(receipt)) => {
+            let mut response = Envelope::ok(receipt).into_response();
+            response
+                .headers_mut()
+                .insert(IDEMPOTENT_REPLAY.clone(), HeaderValue::from_static("true"));
+            response
+        }
+        Err(error) => error.into_response(),
+    }
+}
+
+async fn store(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: Result<BulkBody, ApiError>,
+) -> Result<BulkOutcome, ApiError> {
+    let BulkBody(format, body) = body?;
+    let now = chrono::Utc::now();
+    let key = headers.get("idempotency-key").cloned();
+    let settings = state.settings.clone();
+    let large = body.len() >= OFF_WORKER_BYTES;
+    let parse = move || parse_bulk(&body, format, key.as_ref(), &settings.window, now);
+    let batch = if large { on_rayon(parse).await?? } else { parse()? };
+    // The processor runs as its own task: a client that hangs up cancels this handler, never a
+    // transaction halfway through its COPY.
+    let task = tokio::spawn(bulk_processor::execute(state.pool.clone(), batch));
+    match task.await.map_err(|e| ApiError::Internal(e.into()))? {
+        Ok(outcome) => Ok(outcome),
+        Err(BulkError::SitesNotFound(details)) => Err(ApiError::Validation(details)),
+        Err(BulkError::Ingest(error)) => Err(error.into()),
+    }
+}
+
+/// Runs `work` on rayon's pool and waits for it without blocking an async worker.
+async fn on_rayon<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> Result<T, ApiError> {
+    let (sender, receiver) = tokio::sync::oneshot::channel();
+    rayon::spawn(move || {
+        let _ = sender.send(work());
+    });
+    receiver
+        .await
+        .map_err(|_| ApiError::Internal(anyhow::anyhow!("parsing the request body panicked")))
+}

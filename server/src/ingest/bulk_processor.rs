@@ -1,0 +1,149 @@
+//! Executes a [`BulkBatch`] (v2, any number of sites) in one transaction.
+//!
+//! The steps are v1's ([`super::processor`]) for many sites at once:
+//! 1. A key seen before is replayed (same payload) or refused (409), before any lock; only then is
+//!    a request with readings outside the accepted window refused.
+//! 2. Lock every site of the request in ascending id order ([`store::lock_sites`]): two bulk
+//!    requests over overlapping sites (or a bulk request and a v1 batch) queue, never deadlock.
+//!    A site that does not exist refuses the whole request.
+//! 3. One binary COPY of all readings and one statement storing them ([`store::store`]).
+//! 4. Claim the key in `bulk_batches`; a racing retry that finds it taken rolls back and replays.
+//! 5. Append every site's events ([`crate::outbox::record`]) and commit.
+
+use sqlx::types::Json;
+use sqlx::PgPool;
+
+use super::bulk::{BulkBatch, BulkReceipt};
+use super::processor::IngestError;
+use super::store;
+use super::IdempotencyKey;
+use crate::error::FieldError;
+use crate::outbox;
+
+/// How a bulk request was answered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BulkOutcome {
+    /// Stored now (201).
+    Stored(BulkReceipt),
+    /// Stored by an earlier request with the same key and payload; its receipt (200).
+    Replayed(BulkReceipt),
+}
+
+/// Why a bulk request was not stored.
+#[derive(Debug, thiserror::Error)]
+pub enum BulkError {
+    /// Sites named by the request that do not exist, each with where it first appears.
+    #[error("{} sites do not exist", .0.len())]
+    SitesNotFound(Vec<FieldError>),
+    /// Everything a v1 batch can fail with.
+    #[error(transparent)]
+    Ingest(#[from] IngestError),
+}
+
+impl From<sqlx::Error> for BulkError {
+    fn from(error: sqlx::Error) -> Self {
+        Self::Ingest(error.into())
+    }
+}
+
+/// Stores `batch`, or replays or refuses it; see the module docs for the steps.
+#[tracing::instrument(skip_all, fields(batch_id = batch.key.as_str(), sites = batch.sites.len(), readings = batch.submitted))]
+pub async fn execute(pool: PgPool, batch: BulkBatch) -> Result<BulkOutcome, BulkError> {
+    if let Some((hash, receipt)) = find_receipt(&pool, &batch.key).await? {
+        return replay(&batch, &hash, receipt);
+    }
+    if !batch.outside_window.is_empty() {
+        return Err(IngestError::OutsideWindow(batch.outside_window).into());
+    }
+
+    let mut tx = pool.begin().await?;
+    let locked = store::lock_sites(&mut tx, &batch.site_ids()).await?;
+    if locked.len() < batch.sites.len() {
+        return Err(BulkError::SitesNotFound(missing_sites(&batch, &locked)));
+    }
+    let outcomes = store::store(&mut tx, &batch.sites, &locked).await?;
+    let receipt = BulkReceipt::new(&batch.key, &outcomes);
+    let claimed = sqlx::query!(
+        "insert into bulk_batches (idempotency_key, payload_sha256, receipt) values ($1, $2, $3)",
+        batch.key.as_str(),
+        &batch.payload_sha256[..],
+        Json(&receipt) as _,
+    )
+    .execute(&mut *tx)
+    .await;
+    match claimed {
+        Ok(_) => {
+            let events: Vec<_> = outcomes
+                .iter()
+                .flat_map(|site| outbox::events_for_batch(&receipt.batch_id, site))
+                .collect();
+            outbox::record(&mut tx, chrono::Utc::now(), &events).await?;
+            tx.commit().await?;
+            Ok(BulkOutcome::Stored(receipt))
+        }
+        Err(error) if is_key_taken(&error) => {
+            // A retry of this key committed while this transaction waited for the locks: answer
+            // as a replay of it.
+            tx.rollback().await?;
+            match find_receipt(&pool, &batch.key).await? {
+                Some((hash, stored)) => replay(&batch, &hash, stored),
+                None => Err(error.into()),
+            }
+        }
+        Err(error) => Err(error.into()),
+    }
+}
+
+fn missing_sites(batch: &BulkBatch, locked: &[store::LockedSite]) -> Vec<FieldError> {
+    batch
+        .sites
+        .iter()
+        .zip(&batch.site_origins)
+        .filter(|(group, _)| {
+            // Both ascending by site id.
+            locked
+                .binary_search_by_key(&group.site_id.get(), |site| site.site_id.get())
+                .is_err()
+        })
+        .take(crate::ingest::bulk_request::MAX_LISTED_PROBLEMS)
+        .map(|(group, origin)| {
+            FieldError::new(
+                format!("{origin}.site_id"),
+                format!("names site {}, which does not exist", group.site_id.get()),
+            )
+        })
+        .collect()
+}
+
+/// The payload hash and receipt stored for a bulk `key`, if it was used before.
+#[tracing::instrument(skip_all, fields(batch_id = key.as_str()))]
+pub async fn find_receipt(
+    pool: &PgPool,
+    key: &IdempotencyKey,
+) -> Result<Option<(Vec<u8>, BulkReceipt)>, sqlx::Error> {
+    let found = sqlx::query!(
+        r#"select payload_sha256, receipt as "receipt: Json<BulkReceipt>"
+             from bulk_batches where idempotency_key = $1"#,
+        key.as_str(),
+    )
+    .fetch_optional(pool)
+    .await?;
+    Ok(found.map(|row| (row.payload_sha256, row.receipt.0)))
+}
+
+fn is_key_taken(error: &sqlx::Error) -> bool {
+    error
+        .as_database_error()
+        .is_some_and(|e| e.constraint() == Some("bulk_batches_pkey"))
+}
+
+fn replay(batch: &BulkBatch, stored_hash: &[u8], receipt: BulkReceipt) -> Result<BulkOutcome, BulkError> {
+    if stored_hash == batch.payload_sha256 {
+        Ok(BulkOutcome::Replayed(BulkReceipt {
+            replayed: true,
+            ..receipt
+        }))
+    } else {
+        Err(IngestError::KeyReused(batch.key.clone()).into())
+    }
+}
