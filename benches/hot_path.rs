@@ -10,7 +10,6 @@ use criterion::{black_box, criterion_group, criterion_main, BatchSize, Criterion
 use partitioning::AcceptedWindow;
 use plume::ingest::copy;
 use plume::ingest::request::parse_batch;
-use plume::ingest::store::SiteReadings;
 use plume::ingest::{IdempotencyKey, IngestBatch, Reading, MAX_READINGS_PER_BATCH};
 use plume::quantity::Milligrams;
 use plume::sites::SiteId;
@@ -96,14 +95,12 @@ fn parse(c: &mut Criterion) {
 fn encode(c: &mut Criterion) {
     let mut group = c.benchmark_group("binary COPY encode");
     for count in [100, 10_000] {
-        let groups = [SiteReadings {
-            site_id: SiteId::new(42).unwrap(),
-            readings: readings(count),
-            submitted: count,
-        }];
+        let readings = readings(count);
+        let site = SiteId::new(42).unwrap();
+        let rows: Vec<_> = readings.iter().map(|reading| (site, reading)).collect();
         group.throughput(Throughput::Elements(count as u64));
         group.bench_function(format!("{count} readings"), |b| {
-            b.iter(|| copy::encode(black_box(&groups)))
+            b.iter(|| copy::encode(black_box(&rows)))
         });
     }
     group.finish();

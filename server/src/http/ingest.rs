@@ -88,7 +88,7 @@ impl From<IngestError> for ApiError {
                 tracing::error!(%error, "a reading has no partition: run partition maintenance");
                 Self::Unavailable(Some(error))
             }
-            IngestError::Database(error) => error.into(),
+            IngestError::FreshConflict(error) | IngestError::Database(error) => error.into(),
         }
     }
 }

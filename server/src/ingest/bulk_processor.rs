@@ -15,7 +15,7 @@ use sqlx::PgPool;
 
 use super::bulk::{BulkBatch, BulkReceipt};
 use super::processor::IngestError;
-use super::store;
+use super::store::{self, Path};
 use super::IdempotencyKey;
 use crate::error::FieldError;
 use crate::outbox;
@@ -56,12 +56,23 @@ pub async fn execute(pool: PgPool, batch: BulkBatch) -> Result<BulkOutcome, Bulk
         return Err(IngestError::OutsideWindow(batch.outside_window).into());
     }
 
+    match attempt(&pool, &batch, Path::InOrder).await {
+        Err(BulkError::Ingest(IngestError::FreshConflict(error))) => {
+            tracing::warn!(%error, "a reading newer than any stored for its source was stored already: storing the request with conflict checks");
+            attempt(&pool, &batch, Path::ConflictChecked).await
+        }
+        outcome => outcome,
+    }
+}
+
+/// Steps 2 to 5, in one transaction.
+async fn attempt(pool: &PgPool, batch: &BulkBatch, path: Path) -> Result<BulkOutcome, BulkError> {
     let mut tx = pool.begin().await?;
     let locked = store::lock_sites(&mut tx, &batch.site_ids()).await?;
     if locked.len() < batch.sites.len() {
-        return Err(BulkError::SitesNotFound(missing_sites(&batch, &locked)));
+        return Err(BulkError::SitesNotFound(missing_sites(batch, &locked)));
     }
-    let outcomes = store::store(&mut tx, &batch.sites, &locked).await?;
+    let outcomes = store::store(&mut tx, &batch.sites, &locked, path).await?;
     let receipt = BulkReceipt::new(&batch.key, &outcomes);
     let claimed = sqlx::query!(
         "insert into bulk_batches (idempotency_key, payload_sha256, receipt) values ($1, $2, $3)",
@@ -85,8 +96,8 @@ pub async fn execute(pool: PgPool, batch: BulkBatch) -> Result<BulkOutcome, Bulk
             // A retry of this key committed while this transaction waited for the locks: answer
             // as a replay of it.
             tx.rollback().await?;
-            match find_receipt(&pool, &batch.key).await? {
-                Some((hash, stored)) => replay(&batch, &hash, stored),
+            match find_receipt(pool, &batch.key).await? {
+                Some((hash, stored)) => replay(batch, &hash, stored),
                 None => Err(error.into()),
             }
         }

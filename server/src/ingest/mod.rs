@@ -8,6 +8,7 @@ pub mod bulk;
 pub mod bulk_processor;
 pub mod bulk_request;
 pub mod copy;
+pub mod fresh;
 pub mod processor;
 pub mod request;
 pub mod store;
@@ -16,6 +17,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use self::store::SiteReadings;
 use crate::error::FieldError;
 use crate::quantity::Milligrams;
 use crate::sites::{ComplianceStatus, SiteId};
@@ -81,14 +83,11 @@ pub struct Reading {
 /// A validated batch, ready for the processor.
 #[derive(Debug, Clone)]
 pub struct IngestBatch {
-    /// The site the readings belong to.
-    pub site_id: SiteId,
     /// Names this batch for retries.
     pub key: IdempotencyKey,
-    /// Distinct readings, sorted by identity (source, time); repeats inside the request removed.
-    pub readings: Vec<Reading>,
-    /// How many readings the request carried, repeats included.
-    pub submitted: usize,
+    /// The site and its distinct readings, sorted by identity (source, time), repeats inside the
+    /// request removed, with how many the request carried.
+    pub site: SiteReadings,
     /// SHA-256 of the canonical payload: same readings in any order and spelling, same hash.
     pub payload_sha256: [u8; 32],
     /// Readings outside the accepted window. Such a batch is refused (422) unless it is the retry of
@@ -107,10 +106,12 @@ impl IngestBatch {
         let submitted = all_readings.len();
         all_readings.dedup();
         Self {
-            site_id,
             key,
-            readings: all_readings,
-            submitted,
+            site: SiteReadings {
+                site_id,
+                readings: all_readings,
+                submitted,
+            },
             payload_sha256,
             outside_window: Vec::new(),
         }

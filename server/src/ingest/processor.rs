@@ -5,7 +5,9 @@
 //!    with readings outside the accepted window refused, so an old batch's retry is still a replay.
 //! 2. Lock the site row and store the readings ([`store`]): the lock also proves the site exists;
 //!    the store moves the site's total, count, times, version and hourly rollups by exactly what
-//!    was newly stored.
+//!    was newly stored. Readings newer than any stored for their source go straight in by COPY; if
+//!    one turns out stored already, the whole transaction is run again with every reading
+//!    conflict-checked.
 //! 3. Claim the key (its primary key makes the claim unique), with the payload hash and the receipt.
 //!    A retry that raced its original past step 1 and waited for the lock finds the key taken
 //!    here: it rolls back and replays the original receipt.
@@ -18,7 +20,7 @@
 use sqlx::types::Json;
 use sqlx::PgPool;
 
-use super::store::{self, SiteReadings};
+use super::store::{self, Path};
 use super::{BatchReceipt, IdempotencyKey, IngestBatch};
 use crate::error::FieldError;
 use crate::outbox;
@@ -51,6 +53,11 @@ pub enum IngestError {
     /// A reading fell into the default partition: a partition is missing.
     #[error("no partition exists for a reading; partition maintenance must run")]
     PartitionMissing(#[source] sqlx::Error),
+    /// A reading the in-order path took for newer than any stored for its source was stored
+    /// already (a writer that bypassed the site lock). Never answered: the processor stores the
+    /// batch again with every reading conflict-checked.
+    #[error("a reading taken for new was stored already")]
+    FreshConflict(#[source] sqlx::Error),
     /// The database failed.
     #[error(transparent)]
     Database(sqlx::Error),
@@ -77,30 +84,37 @@ impl From<sqlx::Error> for IngestError {
 }
 
 /// Stores `batch`, or replays or refuses it; see the module docs for the steps.
-#[tracing::instrument(skip_all, fields(site_id = batch.site_id.get(), batch_id = batch.key.as_str(), readings = batch.readings.len()))]
+#[tracing::instrument(skip_all, fields(site_id = batch.site.site_id.get(), batch_id = batch.key.as_str(), readings = batch.site.readings.len()))]
 pub async fn execute(pool: PgPool, batch: IngestBatch) -> Result<Outcome, IngestError> {
-    if let Some((hash, receipt)) = find_receipt(&pool, batch.site_id, &batch.key).await? {
+    let site_id = batch.site.site_id;
+    if let Some((hash, receipt)) = find_receipt(&pool, site_id, &batch.key).await? {
         return replay(&batch.key, &batch.payload_sha256, &hash, receipt);
     }
     if !batch.outside_window.is_empty() {
         return Err(IngestError::OutsideWindow(batch.outside_window));
     }
-
-    let mut tx = pool.begin().await?;
-    let locked = store::lock_sites(&mut tx, &[batch.site_id.get()]).await?;
-    if locked.is_empty() {
-        return Err(IngestError::SiteNotFound(batch.site_id));
+    match attempt(&pool, &batch, Path::InOrder).await {
+        Err(IngestError::FreshConflict(error)) => {
+            tracing::warn!(%error, "a reading newer than any stored for its source was stored already: storing the batch with conflict checks");
+            attempt(&pool, &batch, Path::ConflictChecked).await
+        }
+        outcome => outcome,
     }
-    let group = SiteReadings {
-        site_id: batch.site_id,
-        readings: batch.readings,
-        submitted: batch.submitted,
-    };
-    let stored = store::store(&mut tx, std::slice::from_ref(&group), &locked).await?;
+}
+
+/// Steps 2 to 4, in one transaction.
+async fn attempt(pool: &PgPool, batch: &IngestBatch, path: Path) -> Result<Outcome, IngestError> {
+    let site_id = batch.site.site_id;
+    let mut tx = pool.begin().await?;
+    let locked = store::lock_sites(&mut tx, &[site_id.get()]).await?;
+    if locked.is_empty() {
+        return Err(IngestError::SiteNotFound(site_id));
+    }
+    let stored = store::store(&mut tx, std::slice::from_ref(&batch.site), &locked, path).await?;
     let site = stored[0];
     let receipt = BatchReceipt {
         batch_id: batch.key.as_str().to_owned(),
-        site_id: batch.site_id.get(),
+        site_id: site_id.get(),
         readings_submitted: site.submitted,
         readings_accepted: site.accepted,
         readings_duplicate: site.duplicate(),
@@ -111,7 +125,7 @@ pub async fn execute(pool: PgPool, batch: IngestBatch) -> Result<Outcome, Ingest
     };
     let claimed = sqlx::query!(
         "insert into ingest_batches (site_id, idempotency_key, payload_sha256, receipt) values ($1, $2, $3, $4)",
-        batch.site_id.get(),
+        site_id.get(),
         batch.key.as_str(),
         &batch.payload_sha256[..],
         Json(&receipt) as _,
@@ -129,7 +143,7 @@ pub async fn execute(pool: PgPool, batch: IngestBatch) -> Result<Outcome, Ingest
             // A retry of this key committed while this transaction waited for the site lock; its
             // readings were already stored, so this one stored nothing new. Answer as a replay.
             tx.rollback().await?;
-            match find_receipt(&pool, batch.site_id, &batch.key).await? {
+            match find_receipt(pool, site_id, &batch.key).await? {
                 Some((hash, stored)) => replay(&batch.key, &batch.payload_sha256, &hash, stored),
                 None => Err(IngestError::Database(error)),
             }

@@ -46,7 +46,7 @@ fn identical_repeats_count_once_and_conflicting_ones_are_refused() {
         {"timestamp":"2026-11-26T10:00:00Z","value":"1.0"}]}"#,
     )
     .unwrap();
-    assert_eq!((batch.submitted, batch.readings.len()), (2, 1));
+    assert_eq!((batch.site.submitted, batch.site.readings.len()), (2, 1));
     let found = paths(
         r#"{"site_id":1,"readings":[
         {"timestamp":"2026-11-26T10:00:00Z","value":1},

@@ -3,17 +3,24 @@
 //! 1. [`lock_sites`]: lock the site rows (`for no key update`) in ascending id order. Every writer to
 //!    a site queues here before touching the unique index, so concurrent batches neither deadlock
 //!    (all take their locks in the same order) nor interleave.
-//! 2. [`store`]: binary COPY of the readings into the connection's staging table, then one statement
-//!    that inserts them into `measurements` with `on conflict do nothing` and moves each site's
-//!    total, count, first/last times, version and hourly rollups by exactly what was newly stored.
+//! 2. [`store`]: find which readings are newer than anything stored for their (site, source)
+//!    ([`super::fresh`]); binary COPY those straight into `measurements`, and the rest into the
+//!    connection's staging table; then one statement inserts the staged ones with `on conflict do
+//!    nothing` and moves each site's total, count, first/last times, version and hourly rollups by
+//!    exactly what was newly stored (the staged rows that went in, plus the fresh ones' totals).
 //!
 //! The connection must come from [`crate::db::connect`], which gives it the staging table.
 
 use std::collections::HashMap;
+use std::sync::LazyLock;
 
 use sqlx::{Postgres, Transaction};
 
-use super::copy::{self, COPY_STAGING};
+use chrono::{DateTime, Utc};
+
+use super::copy::{self, COPY_MEASUREMENTS, COPY_STAGING};
+use super::fresh::{self, NewestStored, Split};
+use super::processor::IngestError;
 use super::Reading;
 use crate::quantity::Milligrams;
 use crate::sites::{ComplianceStatus, SiteId};
@@ -38,6 +45,18 @@ pub struct LockedSite {
     pub emission_limit: Milligrams,
     /// Its total before this batch.
     pub total_before: Milligrams,
+    /// Its newest stored reading's time, if any.
+    pub last_reading_at: Option<DateTime<Utc>>,
+}
+
+/// How [`store`] sends readings in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Path {
+    /// Readings newer than anything stored for their (site, source) go straight in by COPY.
+    InOrder,
+    /// Every reading goes through `on conflict do nothing`: the way back if the in-order path ever
+    /// meets a stored reading it did not expect ([`IngestError::FreshConflict`]).
+    ConflictChecked,
 }
 
 /// What a batch did to one site: the facts its receipt and its outbox events are made of.
@@ -79,7 +98,7 @@ pub async fn lock_sites(
 ) -> Result<Vec<LockedSite>, sqlx::Error> {
     // The row locks are taken as rows leave the ordered scan, so always in ascending id order.
     let rows = sqlx::query!(
-        "select id, emission_limit_mg, total_emissions_mg from sites
+        "select id, emission_limit_mg, total_emissions_mg, last_reading_at from sites
           where id = any($1) order by id for no key update",
         sites,
     )
@@ -92,56 +111,68 @@ pub async fn lock_sites(
                 site_id: SiteId::new(row.id)?,
                 emission_limit: Milligrams::from_mg(row.emission_limit_mg),
                 total_before: Milligrams::from_mg(row.total_emissions_mg),
+                last_reading_at: row.last_reading_at,
             })
         })
         .collect())
 }
 
-/// COPYs `groups` into staging and moves them into `measurements`. `locked` must be the sites of
-/// `groups`, locked by [`lock_sites`], in the same order. Returns each site's outcome, in that order.
-#[tracing::instrument(skip_all, fields(sites = groups.len()))]
+/// Stores `groups` by `path`. `locked` must be the sites of `groups`, locked by [`lock_sites`], in
+/// the same order. Returns each site's outcome, in that order.
+#[tracing::instrument(skip_all, fields(sites = groups.len(), ?path))]
 pub async fn store(
     tx: &mut Transaction<'static, Postgres>,
     groups: &[SiteReadings],
     locked: &[LockedSite],
-) -> Result<Vec<SiteOutcome>, sqlx::Error> {
-    let mut copy_in = tx.copy_in_raw(COPY_STAGING).await?;
-    copy_in.send(copy::encode(groups)).await?;
-    copy_in.finish().await?;
-
-    // Runtime-checked: it reads the connection's temporary staging table, which the macros'
-    // compile-time connection does not have.
-    let stored: Vec<(i64, i64, i64, i64)> = sqlx::query_as(
-        "with stored as (
-             insert into measurements (site_id, source_id, measured_at, value_mg)
-             select site_id, source_id, measured_at, value_mg from ingest_staging
-             on conflict do nothing
-             returning site_id, measured_at, value_mg
-         ), rollup as (
-             insert into hourly_rollups as r (site_id, hour, sum_mg, readings, min_mg, max_mg)
-             select site_id, date_trunc('hour', measured_at, 'UTC'), sum(value_mg)::bigint, count(*),
-                    min(value_mg), max(value_mg)
-               from stored group by 1, 2
-             on conflict (site_id, hour) do update
-                set sum_mg = r.sum_mg + excluded.sum_mg, readings = r.readings + excluded.readings,
-                    min_mg = least(r.min_mg, excluded.min_mg), max_mg = greatest(r.max_mg, excluded.max_mg)
-         ), summary as (
-             select site_id, count(*) as accepted, sum(value_mg)::bigint as accepted_mg,
-                    min(measured_at) as first_at, max(measured_at) as last_at
-               from stored group by site_id
-         )
-         update sites s
-            set total_emissions_mg = s.total_emissions_mg + summary.accepted_mg,
-                reading_count = s.reading_count + summary.accepted,
-                first_reading_at = least(s.first_reading_at, summary.first_at),
-                last_reading_at = greatest(s.last_reading_at, summary.last_at),
-                version = s.version + 1
-           from summary
-          where s.id = summary.site_id
-      returning s.id, summary.accepted, summary.accepted_mg, s.total_emissions_mg",
-    )
-    .fetch_all(&mut **tx)
-    .await?;
+    path: Path,
+) -> Result<Vec<SiteOutcome>, IngestError> {
+    let split = match path {
+        Path::InOrder => fresh::split(groups, &newest_stored(tx, groups, locked).await?),
+        Path::ConflictChecked => Split {
+            fresh: Vec::new(),
+            late: groups
+                .iter()
+                .flat_map(|group| group.readings.iter().map(|r| (group.site_id, r)))
+                .collect(),
+        },
+    };
+    tracing::debug!(fresh = split.fresh.len(), late = split.late.len(), "split");
+    if !split.fresh.is_empty() {
+        copy_in(tx, COPY_MEASUREMENTS, &split.fresh)
+            .await
+            .map_err(|error| match error.as_database_error().and_then(|e| e.code()) {
+                Some(code) if code == "23505" => IngestError::FreshConflict(error),
+                _ => error.into(),
+            })?;
+    }
+    if !split.late.is_empty() {
+        copy_in(tx, COPY_STAGING, &split.late).await?;
+    }
+    let totals = fresh::totals(&split.fresh);
+    let hours = &totals.hours;
+    let sites = &totals.sites;
+    // Runtime-checked: with late readings it reads the connection's temporary staging table, which
+    // the macros' compile-time connection does not have. Without any, it leaves the table alone,
+    // so the commit has no temporary table to empty.
+    let statement = if split.late.is_empty() {
+        &*APPLY_FRESH
+    } else {
+        &*APPLY_STAGED_AND_FRESH
+    };
+    let stored: Vec<(i64, i64, i64, i64)> = sqlx::query_as(statement)
+        .bind(hours.iter().map(|h| h.site_id).collect::<Vec<_>>())
+        .bind(hours.iter().map(|h| h.hour).collect::<Vec<_>>())
+        .bind(hours.iter().map(|h| h.sum_mg).collect::<Vec<_>>())
+        .bind(hours.iter().map(|h| h.readings).collect::<Vec<_>>())
+        .bind(hours.iter().map(|h| h.min_mg).collect::<Vec<_>>())
+        .bind(hours.iter().map(|h| h.max_mg).collect::<Vec<_>>())
+        .bind(sites.iter().map(|s| s.site_id).collect::<Vec<_>>())
+        .bind(sites.iter().map(|s| s.readings).collect::<Vec<_>>())
+        .bind(sites.iter().map(|s| s.sum_mg).collect::<Vec<_>>())
+        .bind(sites.iter().map(|s| s.first_at).collect::<Vec<_>>())
+        .bind(sites.iter().map(|s| s.last_at).collect::<Vec<_>>())
+        .fetch_all(&mut **tx)
+        .await?;
 
     let stored: HashMap<i64, (i64, i64, i64)> = stored
         .into_iter()
@@ -168,3 +199,112 @@ pub async fn store(
         })
         .collect())
 }
+
+/// The newest stored time of each (site, source) in `groups` that has anything stored at or after
+/// its earliest reading in the batch. A site whose earliest reading is after its newest stored
+/// one (`last_reading_at`) needs no look at all: the common case, answered without a query.
+async fn newest_stored(
+    tx: &mut Transaction<'static, Postgres>,
+    groups: &[SiteReadings],
+    locked: &[LockedSite],
+) -> Result<NewestStored, sqlx::Error> {
+    let mut pairs = fresh::earliest_per_source(groups);
+    pairs.retain(|(site, _, earliest)| {
+        let last = locked
+            .binary_search_by_key(&site.get(), |s| s.site_id.get())
+            .ok()
+            .and_then(|index| locked[index].last_reading_at);
+        last.is_some_and(|last| *earliest <= last)
+    });
+    if pairs.is_empty() {
+        return Ok(NewestStored::new());
+    }
+    // Bounded below by the earliest reading, so each probe reads only the partitions from that
+    // month on, one index descent each.
+    let rows: Vec<(i64, String, DateTime<Utc>)> = sqlx::query_as(
+        "select k.site_id, k.source_id, newest.measured_at
+           from unnest($1::bigint[], $2::text[], $3::timestamptz[]) as k(site_id, source_id, earliest)
+           cross join lateral (
+               select max(m.measured_at) as measured_at from measurements m
+                where m.site_id = k.site_id and m.source_id = k.source_id and m.measured_at >= k.earliest
+           ) newest
+          where newest.measured_at is not null",
+    )
+    .bind(pairs.iter().map(|(site, _, _)| site.get()).collect::<Vec<_>>())
+    .bind(pairs.iter().map(|(_, source, _)| *source).collect::<Vec<_>>())
+    .bind(pairs.iter().map(|(_, _, earliest)| *earliest).collect::<Vec<_>>())
+    .fetch_all(&mut **tx)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|(site, source, newest)| Some(((SiteId::new(site)?, source), newest)))
+        .collect())
+}
+
+async fn copy_in(
+    tx: &mut Transaction<'static, Postgres>,
+    statement: &str,
+    rows: &[fresh::SiteReading<'_>],
+) -> Result<(), sqlx::Error> {
+    let mut copy_in = tx.copy_in_raw(statement).await?;
+    copy_in.send(copy::encode(rows)).await?;
+    copy_in.finish().await?;
+    Ok(())
+}
+
+/// The statement that applies a batch: `$1`..`$6` are the fresh readings' per-(site, hour) totals,
+/// `$7`..`$11` their per-site totals; `stored` is what the staged readings newly stored.
+fn apply_statement(stored: &str) -> String {
+    format!(
+        "with stored as ({stored}),
+         hours as (
+             select site_id, date_trunc('hour', measured_at, 'UTC') as hour, sum(value_mg)::bigint as sum_mg,
+                    count(*) as readings, min(value_mg) as min_mg, max(value_mg) as max_mg
+               from stored group by 1, 2
+             union all
+             select * from unnest($1::bigint[], $2::timestamptz[], $3::bigint[], $4::bigint[], $5::bigint[], $6::bigint[])
+         ), rollup as (
+             insert into hourly_rollups as r (site_id, hour, sum_mg, readings, min_mg, max_mg)
+             select site_id, hour, sum(sum_mg)::bigint, sum(readings)::bigint, min(min_mg), max(max_mg)
+               from hours group by 1, 2
+             on conflict (site_id, hour) do update
+                set sum_mg = r.sum_mg + excluded.sum_mg, readings = r.readings + excluded.readings,
+                    min_mg = least(r.min_mg, excluded.min_mg), max_mg = greatest(r.max_mg, excluded.max_mg)
+         ), summary as (
+             select site_id, sum(accepted)::bigint as accepted, sum(accepted_mg)::bigint as accepted_mg,
+                    min(first_at) as first_at, max(last_at) as last_at
+               from (
+                   select site_id, count(*) as accepted, sum(value_mg)::bigint as accepted_mg,
+                          min(measured_at) as first_at, max(measured_at) as last_at
+                     from stored group by site_id
+                   union all
+                   select * from unnest($7::bigint[], $8::bigint[], $9::bigint[], $10::timestamptz[], $11::timestamptz[])
+               ) parts
+              group by site_id
+         )
+         update sites s
+            set total_emissions_mg = s.total_emissions_mg + summary.accepted_mg,
+                reading_count = s.reading_count + summary.accepted,
+                first_reading_at = least(s.first_reading_at, summary.first_at),
+                last_reading_at = greatest(s.last_reading_at, summary.last_at),
+                version = s.version + 1
+           from summary
+          where s.id = summary.site_id
+      returning s.id, summary.accepted, summary.accepted_mg, s.total_emissions_mg"
+    )
+}
+
+/// Applies staged (late) readings and fresh ones.
+static APPLY_STAGED_AND_FRESH: LazyLock<String> = LazyLock::new(|| {
+    apply_statement(
+        "insert into measurements (site_id, source_id, measured_at, value_mg)
+         select site_id, source_id, measured_at, value_mg from ingest_staging
+         on conflict do nothing
+         returning site_id, measured_at, value_mg",
+    )
+});
+
+/// Applies fresh readings only; staging is not touched.
+static APPLY_FRESH: LazyLock<String> = LazyLock::new(|| {
+    apply_statement("select null::bigint as site_id, null::timestamptz as measured_at, null::bigint as value_mg where false")
+});

@@ -2,7 +2,8 @@
 //!
 //! Starts plume (its HTTP service and outbox relay, delivering to a local receiver) on a fresh
 //! database on a durable private PostgreSQL (or `--database-url`'s server), creates `--sites`
-//! sites, and has `--clients` concurrent clients post v1 batches of `--batch-size` readings for
+//! sites, and has `--clients` concurrent clients post v1 batches or v2 bulk bodies (`--api`) of
+//! `--batch-size` readings for
 //! `--seconds`. Readings are spread over several months, each client on sources of its own; with
 //! `--duplicate-ratio`, that share of each batch repeats readings the client already sent. Prints
 //! readings/s, requests/s and latency percentiles, then verifies every site's total, count and
@@ -16,13 +17,16 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, ensure, Context};
+use anyhow::{ensure, Context};
 use clap::{Parser, ValueEnum};
 use plume::db::PoolSettings;
 use plume::state::{AppState, Settings};
 use plume_bench::{rate, start_service, BenchDatabase, Receiver};
-use serde_json::json;
 use tokio_util::sync::CancellationToken;
+
+use crate::batches::{Batches, Format, Request, Shape};
+
+mod batches;
 
 /// Drives plume's ingestion API and verifies what it stored.
 #[derive(Debug, Parser)]
@@ -40,9 +44,16 @@ struct Args {
     /// Concurrent clients.
     #[arg(long, default_value_t = 64)]
     clients: usize,
-    /// Readings per batch (v1 takes at most 100).
+    /// Readings per batch (v1 takes at most 100, v2 at most 50,000).
     #[arg(long, default_value_t = 100)]
     batch_size: usize,
+    /// v2: how the bodies are written.
+    #[arg(long, value_enum, default_value_t = Format::Ndjson)]
+    format: Format,
+    /// v2: sites per batch; each client posts for one group of this many consecutive sites after
+    /// another, like gateways that each serve a few sites.
+    #[arg(long, default_value_t = 10)]
+    sites_per_batch: u64,
     /// Share of each batch that repeats readings already sent (0 to 0.9).
     #[arg(long, default_value_t = 0.0)]
     duplicate_ratio: f64,
@@ -83,12 +94,18 @@ async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter("warn,sqlx=error")
         .init();
-    if args.api == Api::V2 {
-        bail!("the v2 bulk endpoint does not exist yet; use --api v1");
-    }
+    let max_batch = match args.api {
+        Api::V1 => plume::ingest::MAX_READINGS_PER_BATCH,
+        Api::V2 => plume::ingest::bulk::MAX_READINGS_PER_BULK,
+    };
     ensure!(
-        args.batch_size >= 1 && args.batch_size <= 100,
-        "v1 batches hold 1 to 100 readings"
+        (1..=max_batch).contains(&args.batch_size),
+        "{:?} batches hold 1 to {max_batch} readings",
+        args.api
+    );
+    ensure!(
+        args.sites_per_batch >= 1 && args.sites_per_batch <= args.sites,
+        "--sites-per-batch must be within 1 to --sites"
     );
     ensure!(
         (0.0..=0.9).contains(&args.duplicate_ratio),
@@ -115,8 +132,15 @@ async fn run(args: &Args, db: &BenchDatabase) -> anyhow::Result<()> {
     let _stop_on_return = shutdown.clone().drop_guard();
     let address = start_service(db, &state, &receiver, &shutdown).await?;
 
+    let api = match args.api {
+        Api::V1 => "v1".to_string(),
+        Api::V2 => format!(
+            "v2 {:?} over {} sites per batch",
+            args.format, args.sites_per_batch
+        ),
+    };
     println!(
-        "plume-load: v1, {} clients, {} sites, {}-reading batches, {:.0}% duplicates, {} s",
+        "plume-load: {api}, {} clients, {} sites, {}-reading batches, {:.0}% duplicates, {} s",
         args.clients,
         args.sites,
         args.batch_size,
@@ -128,11 +152,16 @@ async fn run(args: &Args, db: &BenchDatabase) -> anyhow::Result<()> {
     let started = Instant::now();
     let clients: Vec<_> = (0..args.clients)
         .map(|client| {
+            let shape = match args.api {
+                Api::V1 => Shape::V1,
+                Api::V2 => Shape::V2 {
+                    format: args.format,
+                    sites_per_batch: args.sites_per_batch,
+                },
+            };
             let load = ClientLoad {
-                client,
-                sites: args.sites,
+                batches: Batches::new(client, args.sites, args.batch_size, args.duplicate_ratio, shape),
                 batch_size: args.batch_size,
-                duplicate_ratio: args.duplicate_ratio,
                 address: address.clone(),
             };
             tokio::spawn(load.run(stop.clone(), tally.clone()))
@@ -215,57 +244,29 @@ async fn run(args: &Args, db: &BenchDatabase) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// One client: its own sources on every site, timestamps 2 minutes apart from nine months back.
-#[derive(Debug, Clone)]
+/// One client posting the batches of [`Batches`] one after another.
+#[derive(Debug)]
 struct ClientLoad {
-    client: usize,
-    sites: u64,
+    batches: Batches,
     batch_size: usize,
-    duplicate_ratio: f64,
     address: String,
 }
 
 impl ClientLoad {
     /// Posts batches until `stop`; returns each request's latency in microseconds and the first
-    /// batches sent (key and body), for the replay phase.
-    async fn run(self, stop: Arc<AtomicBool>, tally: Arc<Tally>) -> anyhow::Result<(Vec<u64>, Vec<Sent>)> {
+    /// requests sent, for the replay phase.
+    async fn run(
+        mut self,
+        stop: Arc<AtomicBool>,
+        tally: Arc<Tally>,
+    ) -> anyhow::Result<(Vec<u64>, Vec<Request>)> {
         let http = reqwest::Client::new();
-        // Up to ~190,000 readings per client stay in the past: 2 minutes apart from 270 days back.
-        let start = chrono::Utc::now() - chrono::Duration::days(270);
-        let repeats = (self.batch_size as f64 * self.duplicate_ratio).round() as usize;
         let mut latencies = Vec::new();
-        // The last new readings sent to each site: the repeats of the next batch for it.
-        let mut previous: std::collections::HashMap<u64, Vec<serde_json::Value>> = Default::default();
-        let mut sequence = 0u64;
         let mut kept = Vec::new();
-        for batch in 0u64.. {
-            if stop.load(Ordering::Relaxed) {
-                break;
-            }
-            let site = 1 + (batch * 31 + self.client as u64 * 7) % self.sites;
-            let mut readings: Vec<serde_json::Value> = Vec::with_capacity(self.batch_size);
-            if let Some(sent_before) = previous.get(&site) {
-                readings.extend(sent_before.iter().take(repeats).cloned());
-            }
-            let fresh_from = readings.len();
-            while readings.len() < self.batch_size {
-                sequence += 1;
-                let at = start + chrono::Duration::minutes(2 * sequence as i64);
-                readings.push(json!({
-                    "source_id": format!("c{}-s{}", self.client, sequence % 10),
-                    "timestamp": at.format("%Y-%m-%dT%H:%M:%SZ").to_string(),
-                    "value": format!("{}.{:03}", sequence % 50, sequence % 1000),
-                }));
-            }
-            let body = json!({"site_id": site, "readings": readings});
-            let key = format!("load-{}-{batch}", self.client);
+        while !stop.load(Ordering::Relaxed) {
+            let request = self.batches.next_request();
             let sent = Instant::now();
-            let response = http
-                .post(format!("{}/v1/ingest", self.address))
-                .header("Idempotency-Key", &key)
-                .json(&body)
-                .send()
-                .await?;
+            let response = send(&http, &self.address, &request).await?;
             let status = response.status();
             let receipt: serde_json::Value = response.json().await.context("reading the receipt")?;
             latencies.push(sent.elapsed().as_micros() as u64);
@@ -276,40 +277,40 @@ impl ClientLoad {
             tally
                 .duplicate
                 .fetch_add(self.batch_size as u64 - accepted, Ordering::Relaxed);
-            previous.insert(site, readings.split_off(fresh_from));
             if kept.len() < KEPT_FOR_REPLAY {
-                kept.push(Sent { key, body });
+                kept.push(request);
             }
         }
         Ok((latencies, kept))
     }
 }
 
-/// Batches each client keeps for the replay phase.
-const KEPT_FOR_REPLAY: usize = 50;
-
-/// A batch as sent.
-#[derive(Debug, Clone)]
-struct Sent {
-    key: String,
-    body: serde_json::Value,
+async fn send(
+    http: &reqwest::Client,
+    address: &str,
+    request: &Request,
+) -> reqwest::Result<reqwest::Response> {
+    http.post(format!("{address}{}", request.path))
+        .header("Idempotency-Key", &request.key)
+        .header("content-type", request.content_type)
+        .body(request.body.clone())
+        .send()
+        .await
 }
 
+/// Requests each client keeps for the replay phase.
+const KEPT_FOR_REPLAY: usize = 50;
+
 /// Re-sends `sent` in turn until `stop`; every answer must be a 200 replay. Returns latencies.
-async fn replay(address: String, sent: Vec<Sent>, stop: Arc<AtomicBool>) -> anyhow::Result<Vec<u64>> {
+async fn replay(address: String, sent: Vec<Request>, stop: Arc<AtomicBool>) -> anyhow::Result<Vec<u64>> {
     let http = reqwest::Client::new();
     let mut latencies = Vec::new();
-    for batch in sent.iter().cycle() {
+    for request in sent.iter().cycle() {
         if stop.load(Ordering::Relaxed) {
             break;
         }
         let started = Instant::now();
-        let response = http
-            .post(format!("{address}/v1/ingest"))
-            .header("Idempotency-Key", &batch.key)
-            .json(&batch.body)
-            .send()
-            .await?;
+        let response = send(&http, &address, request).await?;
         let status = response.status();
         let replayed = response.headers().contains_key("idempotent-replay");
         response.bytes().await?;

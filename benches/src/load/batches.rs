@@ -1,0 +1,196 @@
+//! The batches a load client sends: fresh readings on sources of its own, with a share of repeats,
+//! written as a v1 batch or as a v2 bulk body in any of its formats.
+
+use axum::body::Bytes;
+use chrono::{DateTime, Utc};
+use clap::ValueEnum;
+use std::fmt::Write;
+
+/// How a v2 body is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum Format {
+    /// `application/json`.
+    Json,
+    /// `application/x-ndjson`.
+    Ndjson,
+    /// `text/csv`.
+    Csv,
+}
+
+/// Which API a batch is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Shape {
+    /// `POST /v1/ingest`: one site per batch.
+    V1,
+    /// `POST /v2/ingest`: readings of `sites_per_batch` sites, written as `format`.
+    V2 { format: Format, sites_per_batch: u64 },
+}
+
+/// One reading as generated.
+#[derive(Debug, Clone)]
+pub(crate) struct Generated {
+    site: u64,
+    source: String,
+    at: DateTime<Utc>,
+    value: String,
+}
+
+/// A request ready to send, and to re-send as a retry.
+#[derive(Debug, Clone)]
+pub(crate) struct Request {
+    pub(crate) key: String,
+    pub(crate) path: &'static str,
+    pub(crate) content_type: &'static str,
+    pub(crate) body: Bytes,
+}
+
+/// Readings 2 minutes apart over nine months: one round of a client's sources.
+const ROUND: u64 = 270 * 24 * 30;
+
+/// Generates one client's batches: its own sources on every site, timestamps 2 minutes apart from
+/// nine months back, in time order; after nine months' worth a new round of sources starts over.
+#[derive(Debug)]
+pub(crate) struct Batches {
+    client: usize,
+    sites: u64,
+    batch_size: usize,
+    repeats: usize,
+    shape: Shape,
+    start: DateTime<Utc>,
+    sequence: u64,
+    batch: u64,
+    /// The last batch's new readings for each site group: the next batch's repeats for it.
+    previous: std::collections::HashMap<u64, Vec<Generated>>,
+}
+
+impl Batches {
+    pub(crate) fn new(
+        client: usize,
+        sites: u64,
+        batch_size: usize,
+        duplicate_ratio: f64,
+        shape: Shape,
+    ) -> Self {
+        Self {
+            client,
+            sites,
+            batch_size,
+            repeats: (batch_size as f64 * duplicate_ratio).round() as usize,
+            shape,
+            start: Utc::now() - chrono::Duration::days(270),
+            sequence: 0,
+            batch: 0,
+            previous: Default::default(),
+        }
+    }
+
+    /// The next request.
+    pub(crate) fn next_request(&mut self) -> Request {
+        self.batch += 1;
+        let sites_per_batch = match self.shape {
+            Shape::V1 => 1,
+            Shape::V2 { sites_per_batch, .. } => sites_per_batch.clamp(1, self.sites),
+        };
+        // The group's first site: v1 walks the sites in a client-specific order; v2 gateways each
+        // own a run of consecutive sites, and a client posts for one gateway after another.
+        let groups = self.sites / sites_per_batch;
+        let group = (self.batch * 31 + self.client as u64 * 7) % groups;
+        let first = group * sites_per_batch;
+        let mut readings: Vec<Generated> = Vec::with_capacity(self.batch_size);
+        if let Some(sent_before) = self.previous.get(&group) {
+            readings.extend(sent_before.iter().take(self.repeats).cloned());
+        }
+        let fresh_from = readings.len();
+        while readings.len() < self.batch_size {
+            self.sequence += 1;
+            let sequence = self.sequence;
+            readings.push(Generated {
+                site: 1 + (first + sequence % sites_per_batch) % self.sites,
+                source: format!("c{}-r{}-s{}", self.client, sequence / ROUND, sequence % 10),
+                at: self.start + chrono::Duration::minutes(2 * (sequence % ROUND) as i64),
+                value: format!("{}.{:03}", sequence % 50, sequence % 1000),
+            });
+        }
+        let key = format!("load-{}-{}", self.client, self.batch);
+        let request = match self.shape {
+            Shape::V1 => Request {
+                key,
+                path: "/v1/ingest",
+                content_type: "application/json",
+                body: v1_body(1 + first, &readings),
+            },
+            Shape::V2 { format, .. } => Request {
+                key,
+                path: "/v2/ingest",
+                content_type: match format {
+                    Format::Json => "application/json",
+                    Format::Ndjson => "application/x-ndjson",
+                    Format::Csv => "text/csv",
+                },
+                body: v2_body(format, &readings),
+            },
+        };
+        self.previous.insert(group, readings.split_off(fresh_from));
+        request
+    }
+}
+
+fn timestamp(at: &DateTime<Utc>) -> impl std::fmt::Display + '_ {
+    at.format("%Y-%m-%dT%H:%M:%SZ")
+}
+
+fn v1_body(site: u64, readings: &[Generated]) -> Bytes {
+    let mut body = format!(r#"{{"site_id":{site},"readings":["#);
+    for (n, r) in readings.iter().enumerate() {
+        let comma = if n == 0 { "" } else { "," };
+        let _ = write!(
+            body,
+            r#"{comma}{{"source_id":"{}","timestamp":"{}","value":"{}"}}"#,
+            r.source,
+            timestamp(&r.at),
+            r.value
+        );
+    }
+    body.push_str("]}");
+    Bytes::from(body)
+}
+
+fn v2_body(format: Format, readings: &[Generated]) -> Bytes {
+    let mut body = String::with_capacity(readings.len() * 80);
+    match format {
+        Format::Json => {
+            body.push_str(r#"{"readings":["#);
+            for (n, r) in readings.iter().enumerate() {
+                let comma = if n == 0 { "" } else { "," };
+                let _ = write!(
+                    body,
+                    r#"{comma}{{"site_id":{},"source_id":"{}","timestamp":"{}","value":"{}"}}"#,
+                    r.site,
+                    r.source,
+                    timestamp(&r.at),
+                    r.value
+                );
+            }
+            body.push_str("]}");
+        }
+        Format::Ndjson => {
+            for r in readings {
+                let _ = writeln!(
+                    body,
+                    r#"{{"site_id":{},"source_id":"{}","timestamp":"{}","value":"{}"}}"#,
+                    r.site,
+                    r.source,
+                    timestamp(&r.at),
+                    r.value
+                );
+            }
+        }
+        Format::Csv => {
+            body.push_str("site_id,source_id,timestamp,value\n");
+            for r in readings {
+                let _ = writeln!(body, "{},{},{},{}", r.site, r.source, timestamp(&r.at), r.value);
+            }
+        }
+    }
+    Bytes::from(body)
+}

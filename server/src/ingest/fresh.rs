@@ -1,0 +1,256 @@
+//! The in-order fast path: most sensor data arrives in time order, so most readings of a batch are
+//! newer than anything stored for their (site, source). Under the site's lock such a reading cannot
+//! conflict with a stored one, so it can be COPYed straight into `measurements`, with its rollups
+//! and totals computed here, leaving only late or repeated readings for `on conflict`.
+//!
+//! This module is the pure part: splitting a batch by the newest stored times, and aggregating the
+//! fresh readings per (site, hour) and per site exactly as the database would.
+
+use std::collections::{BTreeMap, HashMap};
+
+use chrono::{DateTime, Utc};
+
+use super::store::SiteReadings;
+use super::Reading;
+use crate::sites::SiteId;
+
+/// The newest stored reading time of each (site, source) that has any at or after the batch's
+/// earliest reading for it; a pair missing here has nothing stored that late.
+pub type NewestStored = HashMap<(SiteId, String), DateTime<Utc>>;
+
+/// A reading with its site, borrowed from the batch.
+pub type SiteReading<'a> = (SiteId, &'a Reading);
+
+/// A batch split in two: readings newer than everything stored for their (site, source), and the rest.
+#[derive(Debug, Default)]
+pub struct Split<'a> {
+    /// Cannot conflict: COPY them straight into `measurements`.
+    pub fresh: Vec<SiteReading<'a>>,
+    /// May repeat stored readings: through staging and `on conflict do nothing`.
+    pub late: Vec<SiteReading<'a>>,
+}
+
+/// Splits `groups` by `newest`: a reading is late when something at or after its time is stored
+/// for its (site, source).
+pub fn split<'a>(groups: &'a [SiteReadings], newest: &NewestStored) -> Split<'a> {
+    let mut split = Split::default();
+    for group in groups {
+        let site = group.site_id;
+        let mut source: Option<(&str, Option<DateTime<Utc>>)> = None;
+        for reading in &group.readings {
+            // Readings are sorted by source, then time: look each source up once.
+            let newest_for_source = match source {
+                Some((id, newest)) if id == reading.source_id => newest,
+                _ => {
+                    let found = newest.get(&(site, reading.source_id.clone())).copied();
+                    source = Some((&reading.source_id, found));
+                    found
+                }
+            };
+            match newest_for_source {
+                Some(newest) if reading.measured_at <= newest => split.late.push((site, reading)),
+                _ => split.fresh.push((site, reading)),
+            }
+        }
+    }
+    split
+}
+
+/// The earliest reading of each (site, source) in `groups`: what the newest-stored probe asks about.
+pub fn earliest_per_source(groups: &[SiteReadings]) -> Vec<(SiteId, &str, DateTime<Utc>)> {
+    let mut earliest = Vec::new();
+    for group in groups {
+        for reading in &group.readings {
+            // Sorted by source, then time: the first of each source is its earliest.
+            match earliest.last() {
+                Some(&(site, source, _)) if site == group.site_id && source == reading.source_id => {}
+                _ => earliest.push((group.site_id, reading.source_id.as_str(), reading.measured_at)),
+            }
+        }
+    }
+    earliest
+}
+
+/// One (site, UTC hour) of fresh readings, as a rollup row adds them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HourTotals {
+    /// The site.
+    pub site_id: i64,
+    /// The UTC hour, as `date_trunc('hour', measured_at, 'UTC')`.
+    pub hour: DateTime<Utc>,
+    /// Sum of the readings.
+    pub sum_mg: i64,
+    /// How many.
+    pub readings: i64,
+    /// The smallest.
+    pub min_mg: i64,
+    /// The largest.
+    pub max_mg: i64,
+}
+
+/// One site's fresh readings, as the site row adds them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SiteTotals {
+    /// The site.
+    pub site_id: i64,
+    /// How many readings.
+    pub readings: i64,
+    /// Their sum.
+    pub sum_mg: i64,
+    /// The earliest.
+    pub first_at: DateTime<Utc>,
+    /// The latest.
+    pub last_at: DateTime<Utc>,
+}
+
+/// What the fresh readings add to the rollups and to the sites.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct FreshTotals {
+    /// Ascending by (site, hour).
+    pub hours: Vec<HourTotals>,
+    /// Ascending by site.
+    pub sites: Vec<SiteTotals>,
+}
+
+const MICROS_PER_HOUR: i64 = 3_600_000_000;
+
+/// Sums `fresh` per (site, hour) and per site. The sums cannot overflow: a batch holds at most
+/// 50,000 readings of at most 10^12 mg.
+pub fn totals(fresh: &[SiteReading<'_>]) -> FreshTotals {
+    let mut hours: BTreeMap<(i64, i64), HourTotals> = BTreeMap::new();
+    let mut sites: BTreeMap<i64, SiteTotals> = BTreeMap::new();
+    for &(site, reading) in fresh {
+        let (site_id, at, mg) = (site.get(), reading.measured_at, reading.value.mg());
+        let micros = at.timestamp_micros();
+        let hour_micros = micros - micros.rem_euclid(MICROS_PER_HOUR);
+        hours
+            .entry((site_id, hour_micros))
+            .and_modify(|h| {
+                h.sum_mg += mg;
+                h.readings += 1;
+                h.min_mg = h.min_mg.min(mg);
+                h.max_mg = h.max_mg.max(mg);
+            })
+            .or_insert(HourTotals {
+                site_id,
+                hour: DateTime::from_timestamp_micros(hour_micros).expect("an hour of a valid time"),
+                sum_mg: mg,
+                readings: 1,
+                min_mg: mg,
+                max_mg: mg,
+            });
+        sites
+            .entry(site_id)
+            .and_modify(|s| {
+                s.readings += 1;
+                s.sum_mg += mg;
+                s.first_at = s.first_at.min(at);
+                s.last_at = s.last_at.max(at);
+            })
+            .or_insert(SiteTotals {
+                site_id,
+                readings: 1,
+                sum_mg: mg,
+                first_at: at,
+                last_at: at,
+            });
+    }
+    FreshTotals {
+        hours: hours.into_values().collect(),
+        sites: sites.into_values().collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::quantity::Milligrams;
+
+    fn reading(source: &str, at: &str, mg: i64) -> Reading {
+        Reading {
+            source_id: source.into(),
+            measured_at: at.parse().unwrap(),
+            value: Milligrams::from_mg(mg),
+        }
+    }
+
+    fn site(id: i64) -> SiteId {
+        SiteId::new(id).unwrap()
+    }
+
+    #[test]
+    fn readings_after_the_newest_stored_for_their_source_are_fresh() {
+        let groups = [SiteReadings {
+            site_id: site(1),
+            readings: vec![
+                reading("a", "2026-11-01T10:00:00Z", 1),
+                reading("a", "2026-11-01T11:00:00Z", 2),
+                reading("a", "2026-11-01T12:00:00Z", 3),
+                reading("b", "2026-11-01T10:00:00Z", 4),
+            ],
+            submitted: 4,
+        }];
+        let newest = NewestStored::from([(
+            (site(1), "a".to_string()),
+            "2026-11-01T11:00:00Z".parse().unwrap(),
+        )]);
+
+        let split = split(&groups, &newest);
+
+        let values = |rows: &[SiteReading<'_>]| rows.iter().map(|(_, r)| r.value.mg()).collect::<Vec<_>>();
+        assert_eq!(values(&split.late), [1, 2]);
+        assert_eq!(values(&split.fresh), [3, 4]);
+        assert_eq!(
+            earliest_per_source(&groups),
+            [
+                (site(1), "a", "2026-11-01T10:00:00Z".parse().unwrap()),
+                (site(1), "b", "2026-11-01T10:00:00Z".parse().unwrap())
+            ]
+        );
+    }
+
+    #[test]
+    fn totals_group_by_utc_hour_and_by_site() {
+        let readings = [
+            reading("a", "2026-11-01T10:59:59.999999Z", 5),
+            reading("b", "2026-11-01T10:00:00Z", 7),
+            reading("a", "2026-11-01T11:00:00Z", 2),
+            reading("a", "1969-12-31T23:30:00Z", 1),
+        ];
+        let fresh: Vec<SiteReading<'_>> = vec![
+            (site(2), &readings[0]),
+            (site(2), &readings[1]),
+            (site(2), &readings[2]),
+            (site(1), &readings[3]),
+        ];
+
+        let totals = totals(&fresh);
+
+        let hours: Vec<(i64, String, i64, i64, i64, i64)> = totals
+            .hours
+            .iter()
+            .map(|h| {
+                (
+                    h.site_id,
+                    h.hour.to_rfc3339(),
+                    h.sum_mg,
+                    h.readings,
+                    h.min_mg,
+                    h.max_mg,
+                )
+            })
+            .collect();
+        assert_eq!(
+            hours,
+            [
+                (1, "1969-12-31T23:00:00+00:00".into(), 1, 1, 1, 1),
+                (2, "2026-11-01T10:00:00+00:00".into(), 12, 2, 5, 7),
+                (2, "2026-11-01T11:00:00+00:00".into(), 2, 1, 2, 2),
+            ]
+        );
+        assert_eq!(totals.sites[1].readings, 3);
+        assert_eq!(totals.sites[1].sum_mg, 14);
+        assert_eq!(totals.sites[1].first_at, readings[1].measured_at);
+        assert_eq!(totals.sites[1].last_at, readings[2].measured_at);
+    }
+}
