@@ -60,6 +60,7 @@ pub struct Metrics {
     readings_duplicate: AtomicU64,
     duplicate_requests_replay: AtomicU64,
     duplicate_requests_key_reused: AtomicU64,
+    fresh_conflicts: AtomicU64,
     /// The outbox relay's counters.
     pub outbox: OutboxCounters,
     /// The partition maintenance job's counters, shared with the job.
@@ -82,6 +83,12 @@ impl Metrics {
     pub fn readings(&self, accepted: u64, duplicate: u64) {
         self.readings_accepted.fetch_add(accepted, Ordering::Relaxed);
         self.readings_duplicate.fetch_add(duplicate, Ordering::Relaxed);
+    }
+
+    /// Counts a batch whose in-order path met a reading stored behind the site lock, and which was
+    /// stored again with conflict checks.
+    pub fn fresh_conflict(&self) {
+        self.fresh_conflicts.fetch_add(1, Ordering::Relaxed);
     }
 
     fn render_maintenance(&self, out: &mut String) {
@@ -113,6 +120,12 @@ impl Metrics {
                 load(counter)
             );
         }
+        let name = "plume_ingest_fresh_conflicts_total";
+        let _ = writeln!(
+            out,
+            "# HELP {name} Batches whose in-order path met a reading stored without the site lock, stored again with conflict checks (0 unless something writes behind plume).\n# TYPE {name} counter\n{name} {}",
+            load(&self.fresh_conflicts)
+        );
         out.push_str(
             "# HELP plume_ingest_readings_total Readings in stored batches: newly stored or already known.\n",
         );

@@ -4,6 +4,8 @@
 //! [`processor`](crate::ingest::processor) as the API, so totals are exact and idempotency holds.
 //! Seeding is idempotent: a site that already exists by name is left alone.
 
+use std::sync::Arc;
+
 use anyhow::Context;
 use chrono::{DateTime, Duration, DurationRound, Utc};
 use serde::Deserialize;
@@ -11,6 +13,7 @@ use sqlx::PgPool;
 
 use crate::ingest::processor::{self, Outcome};
 use crate::ingest::{IdempotencyKey, IngestBatch, Reading};
+use crate::metrics::Metrics;
 use crate::quantity::{MassUnit, Milligrams};
 use crate::sites::{self, request::NewSite, SiteId};
 
@@ -48,6 +51,7 @@ pub async fn seed_demo(pool: &PgPool, now: DateTime<Utc>) -> anyhow::Result<Seed
     let demo: DemoFile = serde_json::from_str(DEMO).context("seeds/demo.json is not valid")?;
     let end = now.duration_trunc(Duration::hours(1))? - Duration::hours(1);
     let mut report = SeedReport::default();
+    let metrics = Arc::new(Metrics::default());
     for site in demo.sites {
         if sites::find_by_name(pool, &site.name).await?.is_some() {
             report.sites_skipped += 1;
@@ -75,7 +79,9 @@ pub async fn seed_demo(pool: &PgPool, now: DateTime<Utc>) -> anyhow::Result<Seed
                 let key = IdempotencyKey::parse(&format!("demo-{}-{source}-{chunk_index}", row.id))
                     .map_err(anyhow::Error::msg)?;
                 let batch = IngestBatch::new(site_id, key, chunk.to_vec());
-                if let Outcome::Stored(receipt) = processor::execute(pool.clone(), batch).await? {
+                if let Outcome::Stored(receipt) =
+                    processor::execute(pool.clone(), metrics.clone(), batch).await?
+                {
                     report.readings_stored += receipt.readings_accepted;
                 }
             }

@@ -104,7 +104,11 @@ async fn store(
     let batch = if large { on_rayon(parse).await?? } else { parse()? };
     // The processor runs as its own task: a client that hangs up cancels this handler, never a
     // transaction halfway through its COPY.
-    let task = tokio::spawn(bulk_processor::execute(state.pool.clone(), batch));
+    let task = tokio::spawn(bulk_processor::execute(
+        state.pool.clone(),
+        state.metrics.clone(),
+        batch,
+    ));
     match task.await.map_err(|e| ApiError::Internal(e.into()))? {
         Ok(outcome) => Ok(outcome),
         Err(BulkError::SitesNotFound(details)) => Err(ApiError::Validation(details)),

@@ -68,7 +68,11 @@ async fn store(
     let batch = parse_batch(&body, headers.get("idempotency-key"), &state.settings.window, now)?;
     // The processor runs as its own task: a client that hangs up cancels this handler, never a
     // transaction halfway through its COPY.
-    let task = tokio::spawn(processor::execute(state.pool.clone(), batch));
+    let task = tokio::spawn(processor::execute(
+        state.pool.clone(),
+        state.metrics.clone(),
+        batch,
+    ));
     task.await
         .map_err(|e| ApiError::Internal(e.into()))?
         .map_err(ApiError::from)

@@ -11,6 +11,8 @@
 //! 5. Append every site's events ([`crate::outbox::record`]) and commit.
 
 use sqlx::types::Json;
+use std::sync::Arc;
+
 use sqlx::PgPool;
 
 use super::bulk::{BulkBatch, BulkReceipt};
@@ -18,6 +20,7 @@ use super::processor::IngestError;
 use super::store::{self, Path};
 use super::IdempotencyKey;
 use crate::error::FieldError;
+use crate::metrics::Metrics;
 use crate::outbox;
 
 /// How a bulk request was answered.
@@ -48,7 +51,11 @@ impl From<sqlx::Error> for BulkError {
 
 /// Stores `batch`, or replays or refuses it; see the module docs for the steps.
 #[tracing::instrument(skip_all, fields(batch_id = batch.key.as_str(), sites = batch.sites.len(), readings = batch.submitted))]
-pub async fn execute(pool: PgPool, batch: BulkBatch) -> Result<BulkOutcome, BulkError> {
+pub async fn execute(
+    pool: PgPool,
+    metrics: Arc<Metrics>,
+    batch: BulkBatch,
+) -> Result<BulkOutcome, BulkError> {
     if let Some((hash, receipt)) = find_receipt(&pool, &batch.key).await? {
         return replay(&batch, &hash, receipt);
     }
@@ -59,6 +66,7 @@ pub async fn execute(pool: PgPool, batch: BulkBatch) -> Result<BulkOutcome, Bulk
     match attempt(&pool, &batch, Path::InOrder).await {
         Err(BulkError::Ingest(IngestError::FreshConflict(error))) => {
             tracing::warn!(%error, "a reading newer than any stored for its source was stored already: storing the request with conflict checks");
+            metrics.fresh_conflict();
             attempt(&pool, &batch, Path::ConflictChecked).await
         }
         outcome => outcome,

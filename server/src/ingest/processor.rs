@@ -18,11 +18,14 @@
 //! The pool must come from [`crate::db::connect`], which gives each connection its staging table.
 
 use sqlx::types::Json;
+use std::sync::Arc;
+
 use sqlx::PgPool;
 
 use super::store::{self, Path};
 use super::{BatchReceipt, IdempotencyKey, IngestBatch};
 use crate::error::FieldError;
+use crate::metrics::Metrics;
 use crate::outbox;
 use crate::sites::SiteId;
 
@@ -85,7 +88,11 @@ impl From<sqlx::Error> for IngestError {
 
 /// Stores `batch`, or replays or refuses it; see the module docs for the steps.
 #[tracing::instrument(skip_all, fields(site_id = batch.site.site_id.get(), batch_id = batch.key.as_str(), readings = batch.site.readings.len()))]
-pub async fn execute(pool: PgPool, batch: IngestBatch) -> Result<Outcome, IngestError> {
+pub async fn execute(
+    pool: PgPool,
+    metrics: Arc<Metrics>,
+    batch: IngestBatch,
+) -> Result<Outcome, IngestError> {
     let site_id = batch.site.site_id;
     if let Some((hash, receipt)) = find_receipt(&pool, site_id, &batch.key).await? {
         return replay(&batch.key, &batch.payload_sha256, &hash, receipt);
@@ -96,6 +103,7 @@ pub async fn execute(pool: PgPool, batch: IngestBatch) -> Result<Outcome, Ingest
     match attempt(&pool, &batch, Path::InOrder).await {
         Err(IngestError::FreshConflict(error)) => {
             tracing::warn!(%error, "a reading newer than any stored for its source was stored already: storing the batch with conflict checks");
+            metrics.fresh_conflict();
             attempt(&pool, &batch, Path::ConflictChecked).await
         }
         outcome => outcome,

@@ -125,4 +125,6 @@ async fn overlapping_bulk_requests_v1_batches_and_retries_store_everything_once(
         distinct.len(),
         "stored rows vs distinct readings sent"
     );
+    // Under the locks, the in-order path's look-up saw every stored reading.
+    assert_eq!(app.metric("plume_ingest_fresh_conflicts_total").await, 0.0);
 }

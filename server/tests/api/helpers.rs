@@ -198,6 +198,16 @@ impl TestApp {
         request.send().await.unwrap()
     }
 
+    /// The value of a counter or gauge on `/metrics` (the first line starting with `series`).
+    pub async fn metric(&self, series: &str) -> f64 {
+        let text = self.get("/metrics").await.text().await.unwrap();
+        text.lines()
+            .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+            .unwrap_or_else(|| panic!("{series} is not on /metrics"))
+            .parse()
+            .unwrap()
+    }
+
     /// Creates a site and returns its id.
     pub async fn create_site(&self, name: &str, limit: &str) -> i64 {
         let response = self

@@ -10,6 +10,7 @@ mod bulk_concurrency;
 mod concurrency;
 mod contract;
 mod helpers;
+mod in_order;
 mod ingest;
 mod maintenance;
 mod outbox;
