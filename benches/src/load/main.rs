@@ -20,13 +20,13 @@ use std::time::{Duration, Instant};
 use anyhow::{ensure, Context};
 use clap::{Parser, ValueEnum};
 use plume::db::PoolSettings;
-use plume::state::{AppState, Settings};
-use plume_bench::{rate, start_service, BenchDatabase, Receiver};
-use tokio_util::sync::CancellationToken;
+use plume_bench::{rate, BenchDatabase, Receiver};
 
 use crate::batches::{Batches, Format, Request, Shape};
+use crate::server::Service;
 
 mod batches;
+mod server;
 
 /// Drives plume's ingestion API and verifies what it stored.
 #[derive(Debug, Parser)]
@@ -70,6 +70,10 @@ struct Args {
     /// Server connection pool size.
     #[arg(long, default_value_t = 32)]
     pool: u32,
+    /// Run the service as this `plume` binary (`target/release/plume`) in a process of its own, and
+    /// report its peak memory; without it, the service runs inside the load tool.
+    #[arg(long)]
+    plume_binary: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -127,10 +131,11 @@ async fn run(args: &Args, db: &BenchDatabase) -> anyhow::Result<()> {
         .execute(&db.pool)
         .await?;
     let receiver = Receiver::start().await?;
-    let state = AppState::new(db.pool.clone(), Settings::default());
-    let shutdown = CancellationToken::new();
-    let _stop_on_return = shutdown.clone().drop_guard();
-    let address = start_service(db, &state, &receiver, &shutdown).await?;
+    let service = match &args.plume_binary {
+        Some(binary) => Service::process(binary, db, &receiver, args.pool).await?,
+        None => Service::in_process(db, &receiver).await?,
+    };
+    let address = service.address().to_owned();
 
     let api = match args.api {
         Api::V1 => "v1".to_string(),
@@ -207,6 +212,9 @@ async fn run(args: &Args, db: &BenchDatabase) -> anyhow::Result<()> {
         verification.is_clean(),
         "site totals or rollups drift from the stored rows"
     );
+    if let Some(peak) = service.peak_rss()? {
+        println!("server peak RSS: {} MB", peak / (1024 * 1024));
+    }
 
     if args.replay_seconds > 0 {
         let stop = Arc::new(AtomicBool::new(false));

@@ -1,0 +1,115 @@
+//! The service under load: inside the load tool, or the real `plume` binary in a process of its
+//! own, whose peak memory can then be read.
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use anyhow::{ensure, Context};
+use plume::state::{AppState, Settings};
+use plume_bench::{start_service, BenchDatabase, Receiver, SECRET};
+use tokio_util::sync::CancellationToken;
+
+/// A running service.
+#[derive(Debug)]
+pub(crate) enum Service {
+    /// Served by this process.
+    InProcess {
+        /// Its base URL.
+        address: String,
+        /// Stops it when dropped.
+        _stop: tokio_util::sync::DropGuard,
+    },
+    /// A `plume serve` child process.
+    Process {
+        /// Its base URL.
+        address: String,
+        child: Child,
+    },
+}
+
+impl Service {
+    /// Serves `db` inside this process, its relay delivering to `receiver`.
+    pub(crate) async fn in_process(db: &BenchDatabase, receiver: &Receiver) -> anyhow::Result<Self> {
+        let state = AppState::new(db.pool.clone(), Settings::default());
+        let shutdown = CancellationToken::new();
+        let address = start_service(db, &state, receiver, &shutdown).await?;
+        Ok(Self::InProcess {
+            address,
+            _stop: shutdown.drop_guard(),
+        })
+    }
+
+    /// Starts `binary serve` on `db`, its relay delivering to `receiver`, and waits until it is ready.
+    pub(crate) async fn process(
+        binary: &Path,
+        db: &BenchDatabase,
+        receiver: &Receiver,
+        pool: u32,
+    ) -> anyhow::Result<Self> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let address = format!("http://127.0.0.1:{port}");
+        let child = Command::new(binary)
+            .args(["serve", "--no-demo", "--log-format", "json"])
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .args(["--database-url", &db.url])
+            .args(["--db-max-connections", &pool.to_string()])
+            .args(["--alert-webhook-url", receiver.url.as_str()])
+            .env(
+                "PLUME_ALERT_WEBHOOK_SECRET",
+                String::from_utf8_lossy(SECRET).as_ref(),
+            )
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .spawn()
+            .with_context(|| format!("starting {}", binary.display()))?;
+        let mut service = Self::Process { address, child };
+        service.wait_until_ready().await?;
+        Ok(service)
+    }
+
+    /// The base URL.
+    pub(crate) fn address(&self) -> &str {
+        match self {
+            Self::InProcess { address, .. } | Self::Process { address, .. } => address,
+        }
+    }
+
+    /// The child's peak resident memory so far, in bytes (`VmHWM`); `None` in process.
+    pub(crate) fn peak_rss(&self) -> anyhow::Result<Option<u64>> {
+        let Self::Process { child, .. } = self else {
+            return Ok(None);
+        };
+        let status = std::fs::read_to_string(format!("/proc/{}/status", child.id()))?;
+        let kib = status
+            .lines()
+            .find_map(|line| line.strip_prefix("VmHWM:"))
+            .and_then(|value| value.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .context("no VmHWM in the server's /proc status")?;
+        Ok(Some(kib * 1024))
+    }
+
+    async fn wait_until_ready(&mut self) -> anyhow::Result<()> {
+        let http = reqwest::Client::new();
+        let url = format!("{}/ready", self.address());
+        for _ in 0..300 {
+            if let Self::Process { child, .. } = self {
+                ensure!(child.try_wait()?.is_none(), "plume serve exited at start-up");
+            }
+            if http.get(&url).send().await.is_ok_and(|r| r.status().is_success()) {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        anyhow::bail!("plume serve was not ready after 30 s")
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        if let Self::Process { child, .. } = self {
+            let _ = Command::new("kill").arg(child.id().to_string()).status();
+            let _ = child.wait();
+        }
+    }
+}
