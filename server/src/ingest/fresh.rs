@@ -56,19 +56,39 @@ pub fn split<'a>(groups: &'a [SiteReadings], newest: &NewestStored) -> Split<'a>
     split
 }
 
-/// The earliest reading of each (site, source) in `groups`: what the newest-stored probe asks about.
-pub fn earliest_per_source(groups: &[SiteReadings]) -> Vec<(SiteId, &str, DateTime<Utc>)> {
-    let mut earliest = Vec::new();
+/// The readings of one (site, source) in a batch, from `earliest` to `newest`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SourceSpan<'a> {
+    /// The site.
+    pub site_id: SiteId,
+    /// The source.
+    pub source_id: &'a str,
+    /// Its earliest reading in the batch: what the look-up of the newest stored one asks about.
+    pub earliest: DateTime<Utc>,
+    /// Its newest reading in the batch: where its head stands after the batch.
+    pub newest: DateTime<Utc>,
+}
+
+/// Each (site, source) of `groups` with the span of its readings, in batch order.
+pub fn source_spans(groups: &[SiteReadings]) -> Vec<SourceSpan<'_>> {
+    let mut spans: Vec<SourceSpan<'_>> = Vec::new();
     for group in groups {
+        // Sorted by source, then time: a source's readings are one run, earliest first.
         for reading in &group.readings {
-            // Sorted by source, then time: the first of each source is its earliest.
-            match earliest.last() {
-                Some(&(site, source, _)) if site == group.site_id && source == reading.source_id => {}
-                _ => earliest.push((group.site_id, reading.source_id.as_str(), reading.measured_at)),
+            match spans.last_mut() {
+                Some(span) if span.site_id == group.site_id && span.source_id == reading.source_id => {
+                    span.newest = reading.measured_at;
+                }
+                _ => spans.push(SourceSpan {
+                    site_id: group.site_id,
+                    source_id: &reading.source_id,
+                    earliest: reading.measured_at,
+                    newest: reading.measured_at,
+                }),
             }
         }
     }
-    earliest
+    spans
 }
 
 /// One (site, UTC hour) of fresh readings, as a rollup row adds them.
@@ -200,11 +220,23 @@ mod tests {
         let values = |rows: &[SiteReading<'_>]| rows.iter().map(|(_, r)| r.value.mg()).collect::<Vec<_>>();
         assert_eq!(values(&split.late), [1, 2]);
         assert_eq!(values(&split.fresh), [3, 4]);
+        let spans: Vec<_> = source_spans(&groups)
+            .iter()
+            .map(|s| (s.source_id, s.earliest.to_rfc3339(), s.newest.to_rfc3339()))
+            .collect();
         assert_eq!(
-            earliest_per_source(&groups),
+            spans,
             [
-                (site(1), "a", "2026-11-01T10:00:00Z".parse().unwrap()),
-                (site(1), "b", "2026-11-01T10:00:00Z".parse().unwrap())
+                (
+                    "a",
+                    "2026-11-01T10:00:00+00:00".into(),
+                    "2026-11-01T12:00:00+00:00".into()
+                ),
+                (
+                    "b",
+                    "2026-11-01T10:00:00+00:00".into(),
+                    "2026-11-01T10:00:00+00:00".into()
+                )
             ]
         );
     }

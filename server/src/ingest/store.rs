@@ -4,10 +4,11 @@
 //!    a site queues here before touching the unique index, so concurrent batches neither deadlock
 //!    (all take their locks in the same order) nor interleave.
 //! 2. [`store`]: find which readings are newer than anything stored for their (site, source)
-//!    ([`super::fresh`]); binary COPY those straight into `measurements`, and the rest into the
+//!    ([`super::fresh`], from the `source_heads` table); binary COPY those straight into `measurements`, and the rest into the
 //!    connection's staging table; then one statement inserts the staged ones with `on conflict do
 //!    nothing` and moves each site's total, count, first/last times, version and hourly rollups by
-//!    exactly what was newly stored (the staged rows that went in, plus the fresh ones' totals).
+//!    exactly what was newly stored (the staged rows that went in, plus the fresh ones' totals), and
+//!    moves the sources' heads.
 //!
 //! The connection must come from [`crate::db::connect`], which gives it the staging table.
 
@@ -19,7 +20,7 @@ use sqlx::{Postgres, Transaction};
 use chrono::{DateTime, Utc};
 
 use super::copy::{self, COPY_MEASUREMENTS, COPY_STAGING};
-use super::fresh::{self, NewestStored, Split};
+use super::fresh::{self, NewestStored, SourceSpan, Split};
 use super::processor::IngestError;
 use super::Reading;
 use crate::quantity::Milligrams;
@@ -126,8 +127,9 @@ pub async fn store(
     locked: &[LockedSite],
     path: Path,
 ) -> Result<Vec<SiteOutcome>, IngestError> {
+    let spans = fresh::source_spans(groups);
     let split = match path {
-        Path::InOrder => fresh::split(groups, &newest_stored(tx, groups, locked).await?),
+        Path::InOrder => fresh::split(groups, &newest_stored(tx, &spans, locked).await?),
         Path::ConflictChecked => Split {
             fresh: Vec::new(),
             late: groups
@@ -171,6 +173,9 @@ pub async fn store(
         .bind(sites.iter().map(|s| s.sum_mg).collect::<Vec<_>>())
         .bind(sites.iter().map(|s| s.first_at).collect::<Vec<_>>())
         .bind(sites.iter().map(|s| s.last_at).collect::<Vec<_>>())
+        .bind(spans.iter().map(|s| s.site_id.get()).collect::<Vec<_>>())
+        .bind(spans.iter().map(|s| s.source_id).collect::<Vec<_>>())
+        .bind(spans.iter().map(|s| s.newest).collect::<Vec<_>>())
         .fetch_all(&mut **tx)
         .await?;
 
@@ -200,44 +205,43 @@ pub async fn store(
         .collect())
 }
 
-/// The newest stored time of each (site, source) in `groups` that has anything stored at or after
-/// its earliest reading in the batch. A site whose earliest reading is after its newest stored
-/// one (`last_reading_at`) needs no look at all: the common case, answered without a query.
+/// The head of each (site, source) in `spans` that may have readings at or after its earliest one
+/// in the batch. A site whose earliest reading is after its newest stored one (`last_reading_at`)
+/// needs no look at all: the common case, answered without a query.
 async fn newest_stored(
     tx: &mut Transaction<'static, Postgres>,
-    groups: &[SiteReadings],
+    spans: &[SourceSpan<'_>],
     locked: &[LockedSite],
 ) -> Result<NewestStored, sqlx::Error> {
-    let mut pairs = fresh::earliest_per_source(groups);
-    pairs.retain(|(site, _, earliest)| {
-        let last = locked
-            .binary_search_by_key(&site.get(), |s| s.site_id.get())
-            .ok()
-            .and_then(|index| locked[index].last_reading_at);
-        last.is_some_and(|last| *earliest <= last)
-    });
-    if pairs.is_empty() {
+    let wanted: Vec<&SourceSpan<'_>> = spans
+        .iter()
+        .filter(|span| {
+            let last = locked
+                .binary_search_by_key(&span.site_id.get(), |s| s.site_id.get())
+                .ok()
+                .and_then(|index| locked[index].last_reading_at);
+            last.is_some_and(|last| span.earliest <= last)
+        })
+        .collect();
+    if wanted.is_empty() {
         return Ok(NewestStored::new());
     }
-    // Bounded below by the earliest reading, so each probe reads only the partitions from that
-    // month on, one index descent each.
-    let rows: Vec<(i64, String, DateTime<Utc>)> = sqlx::query_as(
-        "select k.site_id, k.source_id, newest.measured_at
-           from unnest($1::bigint[], $2::text[], $3::timestamptz[]) as k(site_id, source_id, earliest)
-           cross join lateral (
-               select max(m.measured_at) as measured_at from measurements m
-                where m.site_id = k.site_id and m.source_id = k.source_id and m.measured_at >= k.earliest
-           ) newest
-          where newest.measured_at is not null",
+    let rows = sqlx::query!(
+        "select h.site_id, h.source_id, h.newest_at
+           from source_heads h
+           join unnest($1::bigint[], $2::text[]) as k(site_id, source_id)
+             on h.site_id = k.site_id and h.source_id = k.source_id",
+        &wanted.iter().map(|span| span.site_id.get()).collect::<Vec<_>>(),
+        &wanted
+            .iter()
+            .map(|span| span.source_id.to_owned())
+            .collect::<Vec<_>>(),
     )
-    .bind(pairs.iter().map(|(site, _, _)| site.get()).collect::<Vec<_>>())
-    .bind(pairs.iter().map(|(_, source, _)| *source).collect::<Vec<_>>())
-    .bind(pairs.iter().map(|(_, _, earliest)| *earliest).collect::<Vec<_>>())
     .fetch_all(&mut **tx)
     .await?;
     Ok(rows
         .into_iter()
-        .filter_map(|(site, source, newest)| Some(((SiteId::new(site)?, source), newest)))
+        .filter_map(|row| Some(((SiteId::new(row.site_id)?, row.source_id), row.newest_at)))
         .collect())
 }
 
@@ -253,7 +257,9 @@ async fn copy_in(
 }
 
 /// The statement that applies a batch: `$1`..`$6` are the fresh readings' per-(site, hour) totals,
-/// `$7`..`$11` their per-site totals; `stored` is what the staged readings newly stored.
+/// `$7`..`$11` their per-site totals, `$12`..`$14` the newest reading of each (site, source) in the
+/// batch (all of which are stored once it commits, new or not); `stored` is what the staged
+/// readings newly stored.
 fn apply_statement(stored: &str) -> String {
     format!(
         "with stored as ({stored}),
@@ -270,6 +276,10 @@ fn apply_statement(stored: &str) -> String {
              on conflict (site_id, hour) do update
                 set sum_mg = r.sum_mg + excluded.sum_mg, readings = r.readings + excluded.readings,
                     min_mg = least(r.min_mg, excluded.min_mg), max_mg = greatest(r.max_mg, excluded.max_mg)
+         ), heads as (
+             insert into source_heads as h (site_id, source_id, newest_at)
+             select * from unnest($12::bigint[], $13::text[], $14::timestamptz[])
+             on conflict (site_id, source_id) do update set newest_at = greatest(h.newest_at, excluded.newest_at)
          ), summary as (
              select site_id, sum(accepted)::bigint as accepted, sum(accepted_mg)::bigint as accepted_mg,
                     min(first_at) as first_at, max(last_at) as last_at
