@@ -78,9 +78,10 @@ pub async fn seed_demo(pool: &PgPool, now: DateTime<Utc>) -> anyhow::Result<Seed
             for (chunk_index, chunk) in readings.chunks(crate::ingest::MAX_READINGS_PER_BATCH).enumerate() {
                 let key = IdempotencyKey::parse(&format!("demo-{}-{source}-{chunk_index}", row.id))
                     .map_err(anyhow::Error::msg)?;
+                let stored = processor::find_batch(pool, site_id, &key).await?;
                 let batch = IngestBatch::new(site_id, key, chunk.to_vec());
                 if let Outcome::Stored(receipt) =
-                    processor::execute(pool.clone(), metrics.clone(), batch).await?
+                    processor::execute(pool.clone(), metrics.clone(), batch, stored).await?
                 {
                     report.readings_stored += receipt.readings_accepted;
                 }

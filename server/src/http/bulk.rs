@@ -8,12 +8,14 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::Router;
+use sha2::{Digest, Sha256};
 
 use super::envelope::Envelope;
 use super::ingest::IDEMPOTENT_REPLAY;
 use crate::error::ApiError;
 use crate::ingest::bulk_processor::{self, BulkError, BulkOutcome};
 use crate::ingest::bulk_request::{parse_bulk, BulkFormat};
+use crate::ingest::IdempotencyKey;
 use crate::metrics::IngestOutcome;
 use crate::state::AppState;
 
@@ -96,18 +98,32 @@ async fn store(
     body: Result<BulkBody, ApiError>,
 ) -> Result<BulkOutcome, ApiError> {
     let BulkBody(format, body) = body?;
+    let header_key = headers.get("idempotency-key").cloned();
+    // A retry is most often the very same bytes: answered from its receipt before any parsing.
+    let body_sha256: [u8; 32] = Sha256::digest(&body).into();
+    let key = header_key
+        .as_ref()
+        .and_then(|v| IdempotencyKey::parse(v.to_str().ok()?).ok());
+    let stored = match &key {
+        Some(key) => bulk_processor::find_batch(&state.pool, key).await?,
+        None => None,
+    };
+    if let Some(receipt) = stored.as_ref().and_then(|s| s.replay_of_body(&body_sha256)) {
+        return Ok(BulkOutcome::Replayed(receipt));
+    }
     let now = chrono::Utc::now();
-    let key = headers.get("idempotency-key").cloned();
     let settings = state.settings.clone();
     let large = body.len() >= OFF_WORKER_BYTES;
-    let parse = move || parse_bulk(&body, format, key.as_ref(), &settings.window, now);
-    let batch = if large { on_rayon(parse).await?? } else { parse()? };
+    let parse = move || parse_bulk(&body, format, header_key.as_ref(), &settings.window, now);
+    let mut batch = if large { on_rayon(parse).await?? } else { parse()? };
+    batch.body_sha256 = Some(body_sha256);
     // The processor runs as its own task: a client that hangs up cancels this handler, never a
     // transaction halfway through its COPY.
     let task = tokio::spawn(bulk_processor::execute(
         state.pool.clone(),
         state.metrics.clone(),
         batch,
+        stored,
     ));
     match task.await.map_err(|e| ApiError::Internal(e.into()))? {
         Ok(outcome) => Ok(outcome),

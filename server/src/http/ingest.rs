@@ -5,12 +5,13 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::Router;
+use sha2::{Digest, Sha256};
 
 use super::envelope::Envelope;
 use super::json::JsonBody;
 use crate::error::ApiError;
 use crate::ingest::processor::{self, IngestError, Outcome};
-use crate::ingest::request::parse_batch;
+use crate::ingest::request::{parse_batch, peek_identity};
 use crate::metrics::IngestOutcome;
 use crate::state::AppState;
 
@@ -64,14 +65,26 @@ async fn store(
     body: Result<JsonBody, ApiError>,
 ) -> Result<Outcome, ApiError> {
     let JsonBody(body) = body?;
+    let header_key = headers.get("idempotency-key");
+    // A retry is most often the very same bytes: answered from its receipt before any parsing.
+    let body_sha256: [u8; 32] = Sha256::digest(&body).into();
+    let stored = match peek_identity(&body, header_key) {
+        Some((site, key)) => processor::find_batch(&state.pool, site, &key).await?,
+        None => None,
+    };
+    if let Some(receipt) = stored.as_ref().and_then(|s| s.replay_of_body(&body_sha256)) {
+        return Ok(Outcome::Replayed(receipt));
+    }
     let now = chrono::Utc::now();
-    let batch = parse_batch(&body, headers.get("idempotency-key"), &state.settings.window, now)?;
+    let mut batch = parse_batch(&body, header_key, &state.settings.window, now)?;
+    batch.body_sha256 = Some(body_sha256);
     // The processor runs as its own task: a client that hangs up cancels this handler, never a
     // transaction halfway through its COPY.
     let task = tokio::spawn(processor::execute(
         state.pool.clone(),
         state.metrics.clone(),
         batch,
+        stored,
     ));
     task.await
         .map_err(|e| ApiError::Internal(e.into()))?

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::store::{SiteOutcome, SiteReadings};
-use super::{IdempotencyKey, Origin, Reading};
+use super::{IdempotencyKey, Origin, Reading, Replayable};
 use crate::error::FieldError;
 use crate::quantity::Milligrams;
 use crate::sites::{ComplianceStatus, SiteId};
@@ -31,6 +31,9 @@ pub struct BulkBatch {
     /// SHA-256 of the canonical payload: the same readings in any order, spelling or format (JSON,
     /// NDJSON or CSV) hash alike.
     pub payload_sha256: [u8; 32],
+    /// SHA-256 of the request body as received, if the batch came from one: stored so that a
+    /// byte-identical retry is answered before its readings are parsed.
+    pub body_sha256: Option<[u8; 32]>,
     /// Readings outside the accepted window (the first problems found). Refused (422) unless the
     /// request is the retry of one already stored under its key, which is replayed.
     pub outside_window: Vec<FieldError>,
@@ -71,6 +74,7 @@ impl BulkBatch {
             site_origins,
             submitted,
             payload_sha256,
+            body_sha256: None,
             outside_window: Vec::new(),
         }
     }
@@ -167,6 +171,15 @@ impl BulkReceipt {
             accepted_emissions: Milligrams::from_mg(accepted_mg),
             sites,
             replayed: false,
+        }
+    }
+}
+
+impl Replayable for BulkReceipt {
+    fn into_replay(self) -> Self {
+        Self {
+            replayed: true,
+            ..self
         }
     }
 }

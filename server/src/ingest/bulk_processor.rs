@@ -18,7 +18,7 @@ use sqlx::PgPool;
 use super::bulk::{BulkBatch, BulkReceipt};
 use super::processor::IngestError;
 use super::store::{self, Path};
-use super::IdempotencyKey;
+use super::{IdempotencyKey, Replayable, StoredBatch};
 use crate::error::FieldError;
 use crate::metrics::Metrics;
 use crate::outbox;
@@ -49,15 +49,17 @@ impl From<sqlx::Error> for BulkError {
     }
 }
 
-/// Stores `batch`, or replays or refuses it; see the module docs for the steps.
+/// Stores `batch`, or replays or refuses it; see the module docs for the steps. `stored` is what
+/// [`find_batch`] found under the batch's key (step 1, which the caller has done).
 #[tracing::instrument(skip_all, fields(batch_id = batch.key.as_str(), sites = batch.sites.len(), readings = batch.submitted))]
 pub async fn execute(
     pool: PgPool,
     metrics: Arc<Metrics>,
     batch: BulkBatch,
+    stored: Option<StoredBatch<BulkReceipt>>,
 ) -> Result<BulkOutcome, BulkError> {
-    if let Some((hash, receipt)) = find_receipt(&pool, &batch.key).await? {
-        return replay(&batch, &hash, receipt);
+    if let Some(stored) = stored {
+        return replay(&batch, stored);
     }
     if !batch.outside_window.is_empty() {
         return Err(IngestError::OutsideWindow(batch.outside_window).into());
@@ -83,9 +85,11 @@ async fn attempt(pool: &PgPool, batch: &BulkBatch, path: Path) -> Result<BulkOut
     let outcomes = store::store(&mut tx, &batch.sites, &locked, path).await?;
     let receipt = BulkReceipt::new(&batch.key, &outcomes);
     let claimed = sqlx::query!(
-        "insert into bulk_batches (idempotency_key, payload_sha256, receipt) values ($1, $2, $3)",
+        "insert into bulk_batches (idempotency_key, payload_sha256, body_sha256, receipt)
+         values ($1, $2, $3, $4)",
         batch.key.as_str(),
         &batch.payload_sha256[..],
+        batch.body_sha256.as_ref().map(|hash| &hash[..]),
         Json(&receipt) as _,
     )
     .execute(&mut *tx)
@@ -104,8 +108,8 @@ async fn attempt(pool: &PgPool, batch: &BulkBatch, path: Path) -> Result<BulkOut
             // A retry of this key committed while this transaction waited for the locks: answer
             // as a replay of it.
             tx.rollback().await?;
-            match find_receipt(pool, &batch.key).await? {
-                Some((hash, stored)) => replay(batch, &hash, stored),
+            match find_batch(pool, &batch.key).await? {
+                Some(stored) => replay(batch, stored),
                 None => Err(error.into()),
             }
         }
@@ -134,20 +138,24 @@ fn missing_sites(batch: &BulkBatch, locked: &[store::LockedSite]) -> Vec<FieldEr
         .collect()
 }
 
-/// The payload hash and receipt stored for a bulk `key`, if it was used before.
+/// The bulk request stored under `key`, if the key was used before.
 #[tracing::instrument(skip_all, fields(batch_id = key.as_str()))]
-pub async fn find_receipt(
+pub async fn find_batch(
     pool: &PgPool,
     key: &IdempotencyKey,
-) -> Result<Option<(Vec<u8>, BulkReceipt)>, sqlx::Error> {
+) -> Result<Option<StoredBatch<BulkReceipt>>, sqlx::Error> {
     let found = sqlx::query!(
-        r#"select payload_sha256, receipt as "receipt: Json<BulkReceipt>"
+        r#"select payload_sha256, body_sha256, receipt as "receipt: Json<BulkReceipt>"
              from bulk_batches where idempotency_key = $1"#,
         key.as_str(),
     )
     .fetch_optional(pool)
     .await?;
-    Ok(found.map(|row| (row.payload_sha256, row.receipt.0)))
+    Ok(found.map(|row| StoredBatch {
+        payload_sha256: row.payload_sha256,
+        body_sha256: row.body_sha256,
+        receipt: row.receipt.0,
+    }))
 }
 
 fn is_key_taken(error: &sqlx::Error) -> bool {
@@ -156,12 +164,10 @@ fn is_key_taken(error: &sqlx::Error) -> bool {
         .is_some_and(|e| e.constraint() == Some("bulk_batches_pkey"))
 }
 
-fn replay(batch: &BulkBatch, stored_hash: &[u8], receipt: BulkReceipt) -> Result<BulkOutcome, BulkError> {
-    if stored_hash == batch.payload_sha256 {
-        Ok(BulkOutcome::Replayed(BulkReceipt {
-            replayed: true,
-            ..receipt
-        }))
+/// The stored receipt for a retry with the same payload; 409 for another payload.
+fn replay(batch: &BulkBatch, stored: StoredBatch<BulkReceipt>) -> Result<BulkOutcome, BulkError> {
+    if stored.payload_sha256 == batch.payload_sha256 {
+        Ok(BulkOutcome::Replayed(stored.receipt.into_replay()))
     } else {
         Err(IngestError::KeyReused(batch.key.clone()).into())
     }

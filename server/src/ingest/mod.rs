@@ -90,6 +90,9 @@ pub struct IngestBatch {
     pub site: SiteReadings,
     /// SHA-256 of the canonical payload: same readings in any order and spelling, same hash.
     pub payload_sha256: [u8; 32],
+    /// SHA-256 of the request body as received, if the batch came from one: stored so that a
+    /// byte-identical retry is answered before its readings are parsed.
+    pub body_sha256: Option<[u8; 32]>,
     /// Readings outside the accepted window. Such a batch is refused (422) unless it is the retry of
     /// a batch already stored under its key, which is replayed: the window moves on, the receipt
     /// does not.
@@ -113,6 +116,7 @@ impl IngestBatch {
                 submitted,
             },
             payload_sha256,
+            body_sha256: None,
             outside_window: Vec::new(),
         }
     }
@@ -133,6 +137,30 @@ fn canonical_hash(site_id: SiteId, sorted_readings: &[Reading]) -> [u8; 32] {
         hasher.update(reading.value.mg().to_be_bytes());
     }
     hasher.finalize().into()
+}
+
+/// A receipt that can be answered again, marked as a replay.
+pub trait Replayable: Clone {
+    /// The receipt with `replayed` set.
+    fn into_replay(self) -> Self;
+}
+
+/// A batch stored before under a key: what a retry of it is checked against and answered with.
+#[derive(Debug, Clone)]
+pub struct StoredBatch<R> {
+    /// SHA-256 of its canonical payload.
+    pub payload_sha256: Vec<u8>,
+    /// SHA-256 of its request body as received, if known.
+    pub body_sha256: Option<Vec<u8>>,
+    /// Its receipt.
+    pub receipt: R,
+}
+
+impl<R: Replayable> StoredBatch<R> {
+    /// The receipt as a replay, if `body_sha256` is byte for byte the stored body's hash.
+    pub fn replay_of_body(&self, body_sha256: &[u8; 32]) -> Option<R> {
+        (self.body_sha256.as_deref() == Some(&body_sha256[..])).then(|| self.receipt.clone().into_replay())
+    }
 }
 
 /// The outcome of a batch, exactly as answered to the client and stored for its retries.
@@ -156,4 +184,13 @@ pub struct BatchReceipt {
     pub compliance_status: ComplianceStatus,
     /// `true` when this answer is a replay of the stored one.
     pub replayed: bool,
+}
+
+impl Replayable for BatchReceipt {
+    fn into_replay(self) -> Self {
+        Self {
+            replayed: true,
+            ..self
+        }
+    }
 }

@@ -1,7 +1,9 @@
 //! Executes an [`IngestBatch`] (v1, one site) in one transaction.
 //!
 //! 1. A key seen before (the common retry) is answered from its stored receipt when the payload
-//!    hash matches, or refused (409) when it does not: no transaction, no lock. Only then is a batch
+//!    hash matches, or refused (409) when it does not: no transaction, no lock. The caller looks
+//!    the key up ([`find_batch`]), so that a byte-identical retry is answered before its readings
+//!    are even parsed ([`super::StoredBatch::replay_of_body`]). Only then is a batch
 //!    with readings outside the accepted window refused, so an old batch's retry is still a replay.
 //! 2. Lock the site row and store the readings ([`store`]): the lock also proves the site exists;
 //!    the store moves the site's total, count, times, version and hourly rollups by exactly what
@@ -23,7 +25,7 @@ use std::sync::Arc;
 use sqlx::PgPool;
 
 use super::store::{self, Path};
-use super::{BatchReceipt, IdempotencyKey, IngestBatch};
+use super::{BatchReceipt, IdempotencyKey, IngestBatch, Replayable, StoredBatch};
 use crate::error::FieldError;
 use crate::metrics::Metrics;
 use crate::outbox;
@@ -86,16 +88,17 @@ impl From<sqlx::Error> for IngestError {
     }
 }
 
-/// Stores `batch`, or replays or refuses it; see the module docs for the steps.
+/// Stores `batch`, or replays or refuses it; see the module docs for the steps. `stored` is what
+/// [`find_batch`] found under the batch's key (step 1, which the caller has done).
 #[tracing::instrument(skip_all, fields(site_id = batch.site.site_id.get(), batch_id = batch.key.as_str(), readings = batch.site.readings.len()))]
 pub async fn execute(
     pool: PgPool,
     metrics: Arc<Metrics>,
     batch: IngestBatch,
+    stored: Option<StoredBatch<BatchReceipt>>,
 ) -> Result<Outcome, IngestError> {
-    let site_id = batch.site.site_id;
-    if let Some((hash, receipt)) = find_receipt(&pool, site_id, &batch.key).await? {
-        return replay(&batch.key, &batch.payload_sha256, &hash, receipt);
+    if let Some(stored) = stored {
+        return replay(&batch, stored);
     }
     if !batch.outside_window.is_empty() {
         return Err(IngestError::OutsideWindow(batch.outside_window));
@@ -132,10 +135,12 @@ async fn attempt(pool: &PgPool, batch: &IngestBatch, path: Path) -> Result<Outco
         replayed: false,
     };
     let claimed = sqlx::query!(
-        "insert into ingest_batches (site_id, idempotency_key, payload_sha256, receipt) values ($1, $2, $3, $4)",
+        "insert into ingest_batches (site_id, idempotency_key, payload_sha256, body_sha256, receipt)
+         values ($1, $2, $3, $4, $5)",
         site_id.get(),
         batch.key.as_str(),
         &batch.payload_sha256[..],
+        batch.body_sha256.as_ref().map(|hash| &hash[..]),
         Json(&receipt) as _,
     )
     .execute(&mut *tx)
@@ -151,8 +156,8 @@ async fn attempt(pool: &PgPool, batch: &IngestBatch, path: Path) -> Result<Outco
             // A retry of this key committed while this transaction waited for the site lock; its
             // readings were already stored, so this one stored nothing new. Answer as a replay.
             tx.rollback().await?;
-            match find_receipt(pool, site_id, &batch.key).await? {
-                Some((hash, stored)) => replay(&batch.key, &batch.payload_sha256, &hash, stored),
+            match find_batch(pool, site_id, &batch.key).await? {
+                Some(stored) => replay(batch, stored),
                 None => Err(IngestError::Database(error)),
             }
         }
@@ -160,22 +165,26 @@ async fn attempt(pool: &PgPool, batch: &IngestBatch, path: Path) -> Result<Outco
     }
 }
 
-/// The payload hash and receipt stored for `key` at `site`, if the key was used before.
+/// The batch stored under `key` at `site`, if the key was used before.
 #[tracing::instrument(skip(pool, key), fields(site_id = site.get()))]
-pub async fn find_receipt(
+pub async fn find_batch(
     pool: &PgPool,
     site: SiteId,
     key: &IdempotencyKey,
-) -> Result<Option<(Vec<u8>, BatchReceipt)>, sqlx::Error> {
+) -> Result<Option<StoredBatch<BatchReceipt>>, sqlx::Error> {
     let found = sqlx::query!(
-        r#"select payload_sha256, receipt as "receipt: Json<BatchReceipt>"
+        r#"select payload_sha256, body_sha256, receipt as "receipt: Json<BatchReceipt>"
              from ingest_batches where site_id = $1 and idempotency_key = $2"#,
         site.get(),
         key.as_str(),
     )
     .fetch_optional(pool)
     .await?;
-    Ok(found.map(|row| (row.payload_sha256, row.receipt.0)))
+    Ok(found.map(|row| StoredBatch {
+        payload_sha256: row.payload_sha256,
+        body_sha256: row.body_sha256,
+        receipt: row.receipt.0,
+    }))
 }
 
 fn is_key_taken(error: &sqlx::Error) -> bool {
@@ -184,18 +193,11 @@ fn is_key_taken(error: &sqlx::Error) -> bool {
         .is_some_and(|e| e.constraint() == Some("ingest_batches_pkey"))
 }
 
-fn replay(
-    key: &IdempotencyKey,
-    payload_sha256: &[u8],
-    stored_hash: &[u8],
-    receipt: BatchReceipt,
-) -> Result<Outcome, IngestError> {
-    if stored_hash == payload_sha256 {
-        Ok(Outcome::Replayed(BatchReceipt {
-            replayed: true,
-            ..receipt
-        }))
+/// The stored receipt for a retry with the same payload; 409 for another payload.
+fn replay(batch: &IngestBatch, stored: StoredBatch<BatchReceipt>) -> Result<Outcome, IngestError> {
+    if stored.payload_sha256 == batch.payload_sha256 {
+        Ok(Outcome::Replayed(stored.receipt.into_replay()))
     } else {
-        Err(IngestError::KeyReused(key.clone()))
+        Err(IngestError::KeyReused(batch.key.clone()))
     }
 }

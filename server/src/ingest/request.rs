@@ -139,6 +139,17 @@ pub fn parse_batch(
     }
 }
 
+/// The site and key of a request, when both are valid: enough to look up a retry before its
+/// readings are read. `None` when either is missing or invalid ([`parse_batch`] then says why).
+pub fn peek_identity(body: &[u8], header_key: Option<&HeaderValue>) -> Option<(SiteId, IdempotencyKey)> {
+    let raw: RawBatch<'_> = serde_json::from_slice(body).ok()?;
+    let site_id = json::present(raw.site_id)
+        .and_then(|raw| json::integer(raw).ok())
+        .and_then(SiteId::new)?;
+    let key = parse_key(header_key, json::present(raw.batch_id), &mut Problems::default())?;
+    Some((site_id, key))
+}
+
 /// The key from the header or, for sensors that cannot send headers, the body's `batch_id`.
 fn parse_key(
     header: Option<&HeaderValue>,
