@@ -1,5 +1,6 @@
 //! criterion benches of the ingest hot path, without a database: parse, validate, canonicalise and
-//! hash a request (`parse_batch`), and encode the binary COPY buffer.
+//! hash a request (v1 `parse_batch`, v2 `parse_bulk` in each format), and encode the binary COPY
+//! buffer.
 //!
 //! `cargo bench -p plume-bench --bench hot-path`. Throughput is reported in readings per second.
 //! Readings are generated from a fixed seed, so every run measures the same input.
@@ -8,6 +9,7 @@ use axum::http::HeaderValue;
 use chrono::{DateTime, Duration, Utc};
 use criterion::{black_box, criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use partitioning::AcceptedWindow;
+use plume::ingest::bulk_request::{parse_bulk, BulkFormat};
 use plume::ingest::copy;
 use plume::ingest::request::parse_batch;
 use plume::ingest::{IdempotencyKey, IngestBatch, Reading, MAX_READINGS_PER_BATCH};
@@ -72,8 +74,7 @@ fn parse(c: &mut Criterion) {
     group.bench_function("baseline: serde_json::Value, 100 readings", |b| {
         b.iter(|| serde_json::from_slice::<serde_json::Value>(black_box(&body)).unwrap())
     });
-    // The canonical form and hash of a 10,000-reading batch (sort, dedup, SHA-256); parsing bulk
-    // requests comes with the v2 endpoint.
+    // The canonical form and hash alone of a 10,000-reading batch (sort, dedup, SHA-256).
     let many = readings(10_000);
     group.throughput(Throughput::Elements(10_000));
     group.bench_function("canonicalise+hash, 10,000 readings", |b| {
@@ -92,6 +93,69 @@ fn parse(c: &mut Criterion) {
     group.finish();
 }
 
+/// A v2 body of `count` readings over 10 sites and 4 sources each, spread over the last day.
+fn bulk_body(format: BulkFormat, count: usize) -> Vec<u8> {
+    let mut rng = Seeded(0xb01c);
+    let start = now() - Duration::hours(23);
+    let rows: Vec<(u64, String, String, String)> = (0..count)
+        .map(|i| {
+            let at = start + Duration::milliseconds(i as i64 * 7_000);
+            let value = format!("{}.{:06}", rng.next() % 500, rng.next() % 1_000_000);
+            (
+                1 + i as u64 % 10,
+                format!("sensor-{}", i % 4),
+                at.to_rfc3339(),
+                value,
+            )
+        })
+        .collect();
+    let mut body = String::new();
+    match format {
+        BulkFormat::Json => {
+            let readings: Vec<_> = rows
+                .iter()
+                .map(|(site, source, at, value)| json!({"site_id": site, "source_id": source, "timestamp": at, "value": value}))
+                .collect();
+            body = json!({ "readings": readings }).to_string();
+        }
+        BulkFormat::Ndjson => {
+            for (site, source, at, value) in &rows {
+                body += &json!({"site_id": site, "source_id": source, "timestamp": at, "value": value})
+                    .to_string();
+                body.push('\n');
+            }
+        }
+        BulkFormat::Csv => {
+            body.push_str("site_id,source_id,timestamp,value\n");
+            for (site, source, at, value) in &rows {
+                body += &format!("{site},{source},{at},{value}\n");
+            }
+        }
+    }
+    body.into_bytes()
+}
+
+/// v2 bodies of 10,000 readings in each format, checked in parallel chunks on rayon's pool (as the
+/// service does) and, for comparison, on a pool of one thread.
+fn parse_bulk_bodies(c: &mut Criterion) {
+    let mut group = c.benchmark_group("v2 parse+validate+canonicalise+hash");
+    let key = HeaderValue::from_static("bench-key-0001");
+    let window = AcceptedWindow::default();
+    let one_thread = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
+    group.throughput(Throughput::Elements(10_000));
+    for format in [BulkFormat::Json, BulkFormat::Ndjson, BulkFormat::Csv] {
+        let body = bulk_body(format, 10_000);
+        let parse = || parse_bulk(black_box(&body), format, Some(&key), &window, now()).unwrap();
+        group.bench_function(format!("{format:?}, 10,000 readings, all cores"), |b| {
+            b.iter(parse)
+        });
+        group.bench_function(format!("{format:?}, 10,000 readings, one thread"), |b| {
+            b.iter(|| one_thread.install(parse))
+        });
+    }
+    group.finish();
+}
+
 fn encode(c: &mut Criterion) {
     let mut group = c.benchmark_group("binary COPY encode");
     for count in [100, 10_000] {
@@ -106,5 +170,5 @@ fn encode(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, parse, encode);
+criterion_group!(benches, parse, parse_bulk_bodies, encode);
 criterion_main!(benches);

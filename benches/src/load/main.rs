@@ -108,7 +108,7 @@ async fn main() -> anyhow::Result<()> {
         args.api
     );
     ensure!(
-        args.sites_per_batch >= 1 && args.sites_per_batch <= args.sites,
+        args.api == Api::V1 || (1..=args.sites).contains(&args.sites_per_batch),
         "--sites-per-batch must be within 1 to --sites"
     );
     ensure!(

@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Runs every benchmark briefly, to prove each still works (not to measure: see docs/BENCHMARKS.md
+# for the real runs). The criterion benches run each case once; the load tool drives v1 and v2 for
+# two seconds each, verifies what was stored and runs its psql \copy baseline; the outbox bench
+# delivers a few thousand events.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup.sh
+
+cargo test -p plume-bench --benches --locked
+cargo build -p plume-bench -p plume --bins --locked
+load=target/debug/plume-load
+"$load" --api v1 --clients 4 --sites 5 --seconds 2 --duplicate-ratio 0.1 --replay-seconds 1 --baseline
+"$load" --api v2 --format csv --clients 2 --sites 6 --sites-per-batch 3 --batch-size 2000 --seconds 2 \
+    --plume-binary target/debug/plume
+target/debug/outbox-bench --events 2000 --sites 20 --ingest-seconds 2 --ingest-clients 2
