@@ -61,6 +61,8 @@ pub struct Metrics {
     duplicate_requests_replay: AtomicU64,
     duplicate_requests_key_reused: AtomicU64,
     fresh_conflicts: AtomicU64,
+    group_commits: AtomicU64,
+    grouped_batches: AtomicU64,
     /// The outbox relay's counters.
     pub outbox: OutboxCounters,
     /// The partition maintenance job's counters, shared with the job.
@@ -89,6 +91,12 @@ impl Metrics {
     /// stored again with conflict checks.
     pub fn fresh_conflict(&self) {
         self.fresh_conflicts.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a transaction that stored `batches` v1 batches together.
+    pub fn group_commit(&self, batches: usize) {
+        self.group_commits.fetch_add(1, Ordering::Relaxed);
+        self.grouped_batches.fetch_add(batches as u64, Ordering::Relaxed);
     }
 
     fn render_maintenance(&self, out: &mut String) {
@@ -126,6 +134,24 @@ impl Metrics {
             "# HELP {name} Batches whose in-order path met a reading stored without the site lock, stored again with conflict checks (0 unless something writes behind plume).\n# TYPE {name} counter\n{name} {}",
             load(&self.fresh_conflicts)
         );
+        for (name, help, counter) in [
+            (
+                "plume_ingest_group_commits_total",
+                "Transactions that stored several v1 batches together.",
+                &self.group_commits,
+            ),
+            (
+                "plume_ingest_grouped_batches_total",
+                "v1 batches stored in a shared transaction.",
+                &self.grouped_batches,
+            ),
+        ] {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
+                load(counter)
+            );
+        }
         out.push_str(
             "# HELP plume_ingest_readings_total Readings in stored batches: newly stored or already known.\n",
         );

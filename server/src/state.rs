@@ -6,6 +6,7 @@ use partitioning::AcceptedWindow;
 use sqlx::PgPool;
 use tokio::sync::Notify;
 
+use crate::ingest::group::GroupCommitter;
 use crate::metrics::Metrics;
 
 /// Settings the request handlers need, fixed at start-up.
@@ -40,15 +41,20 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Woken after a commit that wrote outbox events, so this process's relay sends them at once.
     pub outbox_wake: Arc<Notify>,
+    /// Where v1 batches are stored, several to a transaction when they arrive together.
+    pub committer: GroupCommitter,
 }
 
 impl AppState {
-    /// State over `pool` with `settings` and fresh metrics.
+    /// State over `pool` with `settings` and fresh metrics; starts the group committer's workers
+    /// (so it must be called inside a Tokio runtime).
     pub fn new(pool: PgPool, settings: Settings) -> Self {
+        let metrics = Arc::new(Metrics::default());
         Self {
+            committer: GroupCommitter::start(pool.clone(), metrics.clone()),
             pool,
             settings: Arc::new(settings),
-            metrics: Arc::new(Metrics::default()),
+            metrics,
             outbox_wake: Arc::new(Notify::new()),
         }
     }

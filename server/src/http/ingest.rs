@@ -78,17 +78,15 @@ async fn store(
     let now = chrono::Utc::now();
     let mut batch = parse_batch(&body, header_key, &state.settings.window, now)?;
     batch.body_sha256 = Some(body_sha256);
-    // The processor runs as its own task: a client that hangs up cancels this handler, never a
-    // transaction halfway through its COPY.
-    let task = tokio::spawn(processor::execute(
-        state.pool.clone(),
-        state.metrics.clone(),
-        batch,
-        stored,
-    ));
-    task.await
-        .map_err(|e| ApiError::Internal(e.into()))?
-        .map_err(ApiError::from)
+    if stored.is_some() || !batch.outside_window.is_empty() {
+        // Answered without a transaction: a replay, a reused key or readings outside the window.
+        return processor::execute(state.pool.clone(), state.metrics.clone(), batch, stored)
+            .await
+            .map_err(ApiError::from);
+    }
+    // The committer's workers run apart from this handler: a client that hangs up cancels the
+    // wait for the answer, never a transaction halfway through its COPY.
+    state.committer.store(batch).await.map_err(ApiError::from)
 }
 
 impl From<IngestError> for ApiError {

@@ -9,6 +9,7 @@ pub mod bulk_processor;
 pub mod bulk_request;
 pub mod copy;
 pub mod fresh;
+pub mod group;
 pub mod processor;
 pub mod request;
 pub mod store;
@@ -17,7 +18,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use self::store::SiteReadings;
+use self::store::{SiteOutcome, SiteReadings};
 use crate::error::FieldError;
 use crate::quantity::Milligrams;
 use crate::sites::{ComplianceStatus, SiteId};
@@ -184,6 +185,23 @@ pub struct BatchReceipt {
     pub compliance_status: ComplianceStatus,
     /// `true` when this answer is a replay of the stored one.
     pub replayed: bool,
+}
+
+impl BatchReceipt {
+    /// The receipt of a batch stored now under `key`, from what it did to its site.
+    pub fn stored(key: &IdempotencyKey, site: &SiteOutcome) -> Self {
+        Self {
+            batch_id: key.as_str().to_owned(),
+            site_id: site.site_id.get(),
+            readings_submitted: site.submitted,
+            readings_accepted: site.accepted,
+            readings_duplicate: site.duplicate(),
+            accepted_emissions: site.accepted_emissions,
+            total_emissions_to_date: site.total_after,
+            compliance_status: site.compliance_status(),
+            replayed: false,
+        }
+    }
 }
 
 impl Replayable for BatchReceipt {

@@ -123,17 +123,7 @@ async fn attempt(pool: &PgPool, batch: &IngestBatch, path: Path) -> Result<Outco
     }
     let stored = store::store(&mut tx, std::slice::from_ref(&batch.site), &locked, path).await?;
     let site = stored[0];
-    let receipt = BatchReceipt {
-        batch_id: batch.key.as_str().to_owned(),
-        site_id: site_id.get(),
-        readings_submitted: site.submitted,
-        readings_accepted: site.accepted,
-        readings_duplicate: site.duplicate(),
-        accepted_emissions: site.accepted_emissions,
-        total_emissions_to_date: site.total_after,
-        compliance_status: site.compliance_status(),
-        replayed: false,
-    };
+    let receipt = BatchReceipt::stored(&batch.key, &site);
     let claimed = sqlx::query!(
         "insert into ingest_batches (site_id, idempotency_key, payload_sha256, body_sha256, receipt)
          values ($1, $2, $3, $4, $5)",

@@ -9,6 +9,7 @@ mod bulk;
 mod bulk_concurrency;
 mod concurrency;
 mod contract;
+mod group_commit;
 mod helpers;
 mod in_order;
 mod ingest;
