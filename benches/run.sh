@@ -34,11 +34,13 @@ for shape in "${selected[@]}"; do
         # shellcheck disable=SC2086
         "${load[@]}" ${shapes[$shape]} | tee -a "$log"
     done
-    rate=$(grep -o 'accepted [0-9]* readings/s' "$log" | awk '{ print $2 }' | median)
-    p99=$(grep '^accepted' "$log" | grep -o 'p99 [0-9.]*' | awk '{ print $2 }' | median)
-    ratio=$(grep -o 'service/baseline = [0-9]*%' "$log" | grep -o '[0-9]*' | median)
-    replays=$(grep -o 'replays: [0-9]* requests/s' "$log" | awk '{ print $2 }' | median)
-    rss=$(grep -o 'server peak RSS: [0-9]* MB' "$log" | awk '{ print $4 }' | median)
+    # A figure a shape does not print (replays without --replay-seconds) is "-", not an error.
+    figure() { { grep -o "$1" "$log" || true; } | { grep -o '[0-9.]*' || true; }; }
+    rate=$(figure 'accepted [0-9]* readings/s' | median)
+    p99=$({ grep '^accepted' "$log" || true; } | { grep -o 'p99 [0-9.]*' || true; } | awk '{ print $2 }' | median)
+    ratio=$(figure 'service/baseline = [0-9]*%' | median)
+    replays=$(figure 'replays: [0-9]* requests/s' | median)
+    rss=$(figure 'server peak RSS: [0-9]* MB' | median)
     summary+=("| $shape | $runs | $rate | $p99 | ${ratio}% | $replays | $rss MB |")
     rm -f "$log"
 done

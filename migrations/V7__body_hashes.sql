@@ -3,8 +3,12 @@
 -- parsed at all. A retry spelled differently (another order, number format or body format) still
 -- falls back to the canonical payload hash. Null for batches stored before this column existed.
 
-alter table ingest_batches
-    add column body_sha256 bytea check (octet_length(body_sha256) = 32);
+-- The checks are added `not valid`: enforced for every new row at once, without a scan of the
+-- existing ones (all null) under an exclusive lock on a table that holds every batch ever stored.
+alter table ingest_batches add column body_sha256 bytea;
+alter table ingest_batches add constraint ingest_batches_body_sha256_length
+    check (octet_length(body_sha256) = 32) not valid;
 
-alter table bulk_batches
-    add column body_sha256 bytea check (octet_length(body_sha256) = 32);
+alter table bulk_batches add column body_sha256 bytea;
+alter table bulk_batches add constraint bulk_batches_body_sha256_length
+    check (octet_length(body_sha256) = 32) not valid;

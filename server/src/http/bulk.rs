@@ -100,7 +100,13 @@ async fn store(
     let BulkBody(format, body) = body?;
     let header_key = headers.get("idempotency-key").cloned();
     // A retry is most often the very same bytes: answered from its receipt before any parsing.
-    let body_sha256: [u8; 32] = Sha256::digest(&body).into();
+    // The format is part of what was sent: the same bytes under another Content-Type are not the
+    // same request.
+    let body_sha256: [u8; 32] = Sha256::new()
+        .chain_update(format!("{format:?}\n"))
+        .chain_update(&body)
+        .finalize()
+        .into();
     let key = header_key
         .as_ref()
         .and_then(|v| IdempotencyKey::parse(v.to_str().ok()?).ok());
@@ -136,7 +142,11 @@ async fn store(
 async fn on_rayon<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> Result<T, ApiError> {
     let (sender, receiver) = tokio::sync::oneshot::channel();
     rayon::spawn(move || {
-        let _ = sender.send(work());
+        // A panic here would abort the process (rayon's default); caught, it drops the sender and
+        // the request is answered 500 like any other panic.
+        if let Ok(result) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(work)) {
+            let _ = sender.send(result);
+        }
     });
     receiver
         .await

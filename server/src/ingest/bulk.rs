@@ -57,6 +57,8 @@ impl BulkBatch {
                     if group.readings.last() != Some(&reading) {
                         group.readings.push(reading);
                     }
+                    let first = site_origins.last_mut().expect("one origin per site");
+                    *first = origin.min(*first);
                 }
                 _ => {
                     sites.push(SiteReadings {

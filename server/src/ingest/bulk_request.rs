@@ -62,6 +62,7 @@ pub fn parse_bulk(
     window: &AcceptedWindow,
     now: DateTime<Utc>,
 ) -> Result<BulkBatch, ApiError> {
+    let body = body.strip_prefix(b"\xef\xbb\xbf").unwrap_or(body);
     let mut problems = Problems::listing_at_most(MAX_LISTED_PROBLEMS);
     let key = parse_key(header_key, &mut problems);
     let readings = match format {
@@ -139,11 +140,11 @@ fn json_readings(
         problems.push("readings", "is required");
         return Ok(None);
     };
-    let Ok(items) = serde_json::from_str::<Vec<&RawValue>>(raw.get()) else {
+    let Ok(Bounded { items, count }) = serde_json::from_str::<Bounded<'_>>(raw.get()) else {
         problems.push("readings", "must be an array of readings");
         return Ok(None);
     };
-    if check_count(items.len(), problems).is_none() {
+    if check_count(count, problems).is_none() {
         return Ok(None);
     }
     let items: Vec<(Origin, &RawValue)> = items
@@ -156,19 +157,60 @@ fn json_readings(
     })))
 }
 
+/// A JSON array kept only up to [`MAX_READINGS_PER_BULK`] items (a body within the size limit could
+/// otherwise hold millions of tiny ones), with the count of all of them.
+struct Bounded<'a> {
+    items: Vec<&'a RawValue>,
+    count: usize,
+}
+
+impl<'de> Deserialize<'de> for Bounded<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = Bounded<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an array")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                let mut items = Vec::new();
+                while items.len() < MAX_READINGS_PER_BULK {
+                    match seq.next_element::<&RawValue>()? {
+                        Some(item) => items.push(item),
+                        None => {
+                            return Ok(Bounded {
+                                count: items.len(),
+                                items,
+                            })
+                        }
+                    }
+                }
+                let mut count = items.len();
+                while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {
+                    count += 1;
+                }
+                Ok(Bounded { items, count })
+            }
+        }
+        deserializer.deserialize_seq(Visitor)
+    }
+}
+
 fn ndjson_readings(
     body: &[u8],
     window: &AcceptedWindow,
     now: DateTime<Utc>,
     problems: &mut Problems,
 ) -> Option<Vec<Located>> {
-    let lines: Vec<(Origin, &[u8])> = body
-        .split(|&byte| byte == b'\n')
-        .enumerate()
-        .map(|(index, line)| (Origin::Line(index + 1), line.trim_ascii()))
-        .filter(|(_, line)| !line.is_empty())
-        .collect();
-    check_count(lines.len(), problems)?;
+    let lines = || {
+        body.split(|&byte| byte == b'\n')
+            .enumerate()
+            .map(|(index, line)| (Origin::Line(index + 1), line.trim_ascii()))
+            .filter(|(_, line)| !line.is_empty())
+    };
+    // Counted before any is kept: a body within the size limit could hold millions of tiny lines.
+    check_count(lines().count(), problems)?;
+    let lines: Vec<(Origin, &[u8])> = lines().collect();
     Some(check_all(
         &lines,
         problems,
@@ -220,7 +262,6 @@ fn csv_readings(
     now: DateTime<Utc>,
     problems: &mut Problems,
 ) -> Option<Vec<Located>> {
-    let body = body.strip_prefix(b"\xef\xbb\xbf").unwrap_or(body);
     let mut reader = csv::ReaderBuilder::new()
         .has_headers(false)
         .flexible(true)
@@ -243,10 +284,13 @@ fn csv_readings(
         offset: 0,
         line: 1,
     };
+    // Rows past the limit are counted, not kept: a body within the size limit could hold millions.
     let mut rows = Vec::new();
+    let mut over = 0;
     for record in records {
         match record {
             Ok(record) if record.len() == 1 && record[0].trim_ascii().is_empty() => {}
+            Ok(_) if rows.len() == MAX_READINGS_PER_BULK => over += 1,
             Ok(record) => {
                 let line = lines.line_at(record.position().map_or(0, |p| p.byte() as usize));
                 rows.push((Origin::Line(line), record));
@@ -261,7 +305,7 @@ fn csv_readings(
             }
         }
     }
-    check_count(rows.len(), problems)?;
+    check_count(rows.len() + over, problems)?;
     Some(check_all(&rows, problems, |origin, record, problems| {
         check_csv_record(origin, record, &columns, window, now, problems)
     }))
@@ -276,18 +320,21 @@ struct LineCounter<'a> {
 }
 
 impl LineCounter<'_> {
-    /// The line of the record that starts at `byte` (or at the line feed ending the line before).
+    /// The line of the record that starts at `byte`, or at the line ends before it (the csv crate
+    /// may report a record's start at the line feed ending the line before). Lines end with LF,
+    /// CRLF or a lone CR.
     fn line_at(&mut self, byte: usize) -> usize {
-        let start = if self.body.get(byte) == Some(&b'\n') {
-            byte + 1
-        } else {
-            byte
-        };
-        let start = start.clamp(self.offset, self.body.len());
-        self.line += self.body[self.offset..start]
+        let mut start = byte.clamp(self.offset, self.body.len());
+        while matches!(self.body.get(start), Some(b'\r' | b'\n')) {
+            start += 1;
+        }
+        let passed = &self.body[self.offset..start];
+        let line_ends = passed
             .iter()
-            .filter(|&&b| b == b'\n')
+            .enumerate()
+            .filter(|&(i, &b)| b == b'\n' || (b == b'\r' && passed.get(i + 1) != Some(&b'\n')))
             .count();
+        self.line += line_ends;
         self.offset = start;
         self.line
     }
@@ -370,7 +417,7 @@ fn check_csv_record(
     Some((site?, reading?))
 }
 
-/// A CSV field's text, trimmed; `None` when empty (or not UTF-8, which is a problem).
+/// A CSV field's text; `None` when empty (or not UTF-8, which is a problem).
 fn csv_field<'r>(
     record: &'r csv::ByteRecord,
     column: usize,
@@ -378,7 +425,13 @@ fn csv_field<'r>(
     name: &str,
     problems: &mut Problems,
 ) -> Option<&'r str> {
-    match std::str::from_utf8(record[column].trim_ascii()) {
+    // A source id is taken as written, spaces and all, as in JSON; the other fields are numbers,
+    // times and units, where surrounding spaces carry nothing.
+    let field = match name {
+        "source_id" => &record[column],
+        _ => record[column].trim_ascii(),
+    };
+    match std::str::from_utf8(field) {
         Ok("") => None,
         Ok(text) => Some(text),
         Err(_) => {
@@ -406,7 +459,9 @@ fn check_all<T: Sync>(
         (readings, chunk_problems)
     };
     let mut readings = Vec::with_capacity(items.len());
-    if items.len() <= PARALLEL_CHUNK {
+    // In parallel only on rayon's own pool (where the caller runs large bodies): from an async
+    // worker, waiting for the pool would block it.
+    if items.len() <= PARALLEL_CHUNK || rayon::current_thread_index().is_none() {
         let (checked, chunk_problems) = check_chunk(items);
         readings = checked;
         problems.append(chunk_problems);

@@ -133,3 +133,62 @@ fn problems_beyond_the_hundredth_are_counted_not_listed() {
         other => panic!("expected too many problems, got {other:?}"),
     }
 }
+
+#[test]
+fn csv_lines_are_counted_across_crlf_blank_lines_and_lone_carriage_returns() {
+    let crlf = "site_id,timestamp,value\r\n1,2026-11-26T10:00:00Z,1\r\n\r\n\r\n1,2026-11-26T11:00:00Z,x\r\n";
+    assert_eq!(paths(BulkFormat::Csv, crlf), ["line 5.value"]);
+    let lf = "site_id,timestamp,value\n\n\n1,2026-11-26T10:00:00Z,x\n";
+    assert_eq!(paths(BulkFormat::Csv, lf), ["line 4.value"]);
+    let cr = "site_id,timestamp,value\r1,2026-11-26T10:00:00Z,1\r1,2026-11-26T11:00:00Z,x\r";
+    assert_eq!(paths(BulkFormat::Csv, cr), ["line 3.value"]);
+    let quoted = "site_id,source_id,timestamp,value\n1,\"two\nlines\",2026-11-26T10:00:00Z,1\n1,a,2026-11-26T11:00:00Z,x\n";
+    // A quoted field spanning two lines (refused: a source id has no control characters).
+    assert_eq!(
+        paths(BulkFormat::Csv, quoted),
+        ["line 2.source_id", "line 4.value"]
+    );
+}
+
+#[test]
+fn a_csv_source_id_is_taken_as_written_like_json() {
+    let csv = parse(
+        BulkFormat::Csv,
+        "site_id,source_id,timestamp,value\n1, pump ,2026-11-26T10:00:00Z, 1 \n",
+    )
+    .unwrap();
+    let json = parse(
+        BulkFormat::Json,
+        r#"{"readings":[{"site_id":1,"source_id":" pump ","timestamp":"2026-11-26T10:00:00Z","value":1}]}"#,
+    )
+    .unwrap();
+    assert_eq!(csv.sites[0].readings[0].source_id, " pump ");
+    assert_eq!(csv.payload_sha256, json.payload_sha256);
+}
+
+#[test]
+fn a_site_is_named_where_it_first_appears_and_a_bom_is_ignored_in_every_format() {
+    let body =
+        "\u{feff}{\"site_id\":3,\"source_id\":\"z\",\"timestamp\":\"2026-11-26T10:00:00Z\",\"value\":1}\n\
+                {\"site_id\":3,\"source_id\":\"a\",\"timestamp\":\"2026-11-26T10:00:00Z\",\"value\":1}\n";
+    let batch = parse(BulkFormat::Ndjson, body).unwrap();
+    assert_eq!(batch.site_origins, [Origin::Line(1)]);
+}
+
+#[test]
+fn a_huge_count_of_tiny_items_is_counted_without_keeping_them() {
+    let items = vec!["1"; MAX_READINGS_PER_BULK + 5].join(",");
+    match parse(BulkFormat::Json, &format!("{{\"readings\":[{items}]}}")) {
+        Err(ApiError::Validation(details)) => {
+            assert_eq!(details[0].message, "must contain 1 to 50000 readings, not 50005")
+        }
+        other => panic!("expected a count problem, got {other:?}"),
+    }
+    let lines = "{}\n".repeat(MAX_READINGS_PER_BULK + 2);
+    assert_eq!(paths(BulkFormat::Ndjson, &lines), ["readings"]);
+    let rows = format!(
+        "site_id,timestamp,value\n{}",
+        "1,x,1\n".repeat(MAX_READINGS_PER_BULK + 1)
+    );
+    assert_eq!(paths(BulkFormat::Csv, &rows), ["readings"]);
+}

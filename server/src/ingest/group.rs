@@ -16,14 +16,17 @@
 //! The workers run apart from the request handlers: a client that hangs up never cuts a group short.
 
 use std::collections::{HashSet, VecDeque};
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
+use futures_util::FutureExt;
 use sqlx::PgPool;
 use tokio::sync::{mpsc, oneshot, Mutex};
 
 use super::processor::{self, IngestError, Outcome};
 use super::store::{self, Path, SiteReadings};
 use super::{BatchReceipt, IngestBatch};
+use crate::error::is_unavailable;
 use crate::metrics::Metrics;
 use crate::outbox;
 
@@ -118,7 +121,15 @@ async fn work(jobs: Arc<Mutex<mpsc::Receiver<Job>>>, pool: PgPool, metrics: Arc<
             }
         }
         drop(queue);
-        run(&pool, &metrics, group).await;
+        // A panic drops the group's reply channels (its requests are answered 503, nothing of the
+        // group committed) and leaves the worker running.
+        if AssertUnwindSafe(run(&pool, &metrics, group))
+            .catch_unwind()
+            .await
+            .is_err()
+        {
+            tracing::error!("storing a group of batches panicked");
+        }
     }
 }
 
@@ -154,6 +165,19 @@ pub async fn store_together(
                     answers[index] = Some(outcome);
                 }
                 return answers.into_iter().map(|a| a.expect("one answer each")).collect();
+            }
+            Err(IngestError::Database(error)) if is_unavailable(&error) => {
+                // Each batch alone would wait for the same database in turn: answer all at once
+                // (503: nothing was stored, a retry is safe).
+                tracing::warn!(%error, batches = batches.len(), "a group failed: the database is unavailable");
+                return batches
+                    .iter()
+                    .map(|_| {
+                        let lost =
+                            std::io::Error::new(std::io::ErrorKind::ConnectionAborted, error.to_string());
+                        Err(IngestError::Database(sqlx::Error::Io(lost)))
+                    })
+                    .collect();
             }
             Err(error) => {
                 tracing::debug!(%error, batches = batches.len(), "a group failed: storing its batches one by one");

@@ -121,6 +121,17 @@ pub async fn retry_dead(pool: &PgPool, which: Requeue) -> Result<u64, sqlx::Erro
         Requeue::Event(id) => Some(id),
         Requeue::All => None,
     };
+    let mut tx = pool.begin().await?;
+    // The streams are locked in ascending site order, as every ingest transaction locks them, so
+    // a re-queue and a batch over several sites never wait on each other in a cycle.
+    sqlx::query!(
+        "select site_id from outbox_streams
+          where site_id in (select site_id from outbox_dead where $1::uuid is null or event_id = $1)
+          order by site_id for update",
+        only,
+    )
+    .fetch_all(&mut *tx)
+    .await?;
     let requeued = sqlx::query!(
         "with requeued as (
              delete from outbox_dead where $1::uuid is null or event_id = $1 returning *
@@ -137,7 +148,8 @@ pub async fn retry_dead(pool: &PgPool, which: Requeue) -> Result<u64, sqlx::Erro
            from requeued r join streams st on st.site_id = r.site_id",
         only,
     )
-    .execute(pool)
+    .execute(&mut *tx)
     .await?;
+    tx.commit().await?;
     Ok(requeued.rows_affected())
 }
