@@ -41,7 +41,9 @@ for shape in "${selected[@]}"; do
     ratio=$(figure 'service/baseline = [0-9]*%' | median)
     replays=$(figure 'replays: [0-9]* requests/s' | median)
     rss=$(figure 'server peak RSS: [0-9]* MB' | median)
-    summary+=("| $shape | $runs | $rate | $p99 | ${ratio}% | $replays | $rss MB |")
+    [ "$ratio" = - ] || ratio="$ratio%"
+    [ "$rss" = - ] || rss="$rss MB"
+    summary+=("| $shape | $runs | $rate | $p99 | $ratio | $replays | $rss |")
     rm -f "$log"
 done
 echo
