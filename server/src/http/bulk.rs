@@ -4,19 +4,17 @@
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, FromRequest, Request, State};
 use axum::http::header::CONTENT_TYPE;
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
 use axum::routing::post;
 use axum::Router;
 use sha2::{Digest, Sha256};
 
-use super::envelope::Envelope;
-use super::ingest::IDEMPOTENT_REPLAY;
 use crate::error::ApiError;
 use crate::ingest::bulk_processor::{self, BulkError, BulkOutcome};
 use crate::ingest::bulk_request::{parse_bulk, BulkFormat};
+use crate::ingest::processor::Outcome;
 use crate::ingest::IdempotencyKey;
-use crate::metrics::IngestOutcome;
 use crate::state::AppState;
 
 /// Bodies at least this large are parsed on rayon's pool, off the async workers.
@@ -64,32 +62,7 @@ async fn ingest(
     body: Result<BulkBody, ApiError>,
 ) -> Response {
     let result = store(&state, &headers, body).await;
-    let outcome = match &result {
-        Ok(BulkOutcome::Stored(_)) => IngestOutcome::Created,
-        Ok(BulkOutcome::Replayed(_)) => IngestOutcome::Replayed,
-        Err(ApiError::IdempotencyKeyReused(_)) => IngestOutcome::Conflict,
-        Err(ApiError::Unavailable(_)) => IngestOutcome::Unavailable,
-        Err(ApiError::Internal(_)) => IngestOutcome::Error,
-        Err(_) => IngestOutcome::Invalid,
-    };
-    state.metrics.ingest_request(outcome);
-    match result {
-        Ok(BulkOutcome::Stored(receipt)) => {
-            state.outbox_wake.notify_one();
-            state
-                .metrics
-                .readings(receipt.readings_accepted, receipt.readings_duplicate);
-            Envelope::with_status(StatusCode::CREATED, receipt).into_response()
-        }
-        Ok(BulkOutcome::Replayed(receipt)) => {
-            let mut response = Envelope::ok(receipt).into_response();
-            response
-                .headers_mut()
-                .insert(IDEMPOTENT_REPLAY.clone(), HeaderValue::from_static("true"));
-            response
-        }
-        Err(error) => error.into_response(),
-    }
+    super::ingest::answer(&state, result)
 }
 
 async fn store(
@@ -115,7 +88,7 @@ async fn store(
         None => None,
     };
     if let Some(receipt) = stored.as_ref().and_then(|s| s.replay_of_body(&body_sha256)) {
-        return Ok(BulkOutcome::Replayed(receipt));
+        return Ok(Outcome::Replayed(receipt));
     }
     let now = chrono::Utc::now();
     let settings = state.settings.clone();

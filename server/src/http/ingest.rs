@@ -5,6 +5,7 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::Router;
+use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use super::envelope::Envelope;
@@ -12,11 +13,12 @@ use super::json::JsonBody;
 use crate::error::ApiError;
 use crate::ingest::processor::{self, IngestError, Outcome};
 use crate::ingest::request::{parse_batch, peek_identity};
+use crate::ingest::Receipt;
 use crate::metrics::IngestOutcome;
 use crate::state::AppState;
 
 /// Set on a `200` that replays an earlier answer.
-pub(super) static IDEMPOTENT_REPLAY: HeaderName = HeaderName::from_static("idempotent-replay");
+static IDEMPOTENT_REPLAY: HeaderName = HeaderName::from_static("idempotent-replay");
 
 /// The ingest route, relative to the API root.
 pub fn router() -> Router<AppState> {
@@ -30,6 +32,15 @@ async fn ingest(
     body: Result<JsonBody, ApiError>,
 ) -> Response {
     let result = store(&state, &headers, body).await;
+    answer(&state, result)
+}
+
+/// Counts an ingest request (v1 or v2) and renders its answer: 201 with the receipt when stored,
+/// 200 with `Idempotent-Replay: true` when replayed, else the error envelope.
+pub(super) fn answer<R: Receipt + Serialize>(
+    state: &AppState,
+    result: Result<Outcome<R>, ApiError>,
+) -> Response {
     let outcome = match &result {
         Ok(Outcome::Stored(_)) => IngestOutcome::Created,
         Ok(Outcome::Replayed(_)) => IngestOutcome::Replayed,
@@ -43,9 +54,8 @@ async fn ingest(
     match result {
         Ok(Outcome::Stored(receipt)) => {
             state.outbox_wake.notify_one();
-            state
-                .metrics
-                .readings(receipt.readings_accepted, receipt.readings_duplicate);
+            let (accepted, duplicate) = receipt.counts();
+            state.metrics.readings(accepted, duplicate);
             Envelope::with_status(StatusCode::CREATED, receipt).into_response()
         }
         Ok(Outcome::Replayed(receipt)) => {

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::store::{SiteOutcome, SiteReadings};
-use super::{IdempotencyKey, Origin, Reading, Replayable};
+use super::{IdempotencyKey, Origin, Reading, Receipt};
 use crate::error::FieldError;
 use crate::quantity::Milligrams;
 use crate::sites::{ComplianceStatus, SiteId};
@@ -177,11 +177,15 @@ impl BulkReceipt {
     }
 }
 
-impl Replayable for BulkReceipt {
+impl Receipt for BulkReceipt {
     fn into_replay(self) -> Self {
         Self {
             replayed: true,
             ..self
         }
+    }
+
+    fn counts(&self) -> (u64, u64) {
+        (self.readings_accepted, self.readings_duplicate)
     }
 }

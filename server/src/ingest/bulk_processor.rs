@@ -16,21 +16,15 @@ use std::sync::Arc;
 use sqlx::PgPool;
 
 use super::bulk::{BulkBatch, BulkReceipt};
-use super::processor::IngestError;
+use super::processor::{IngestError, Outcome};
 use super::store::{self, Path};
-use super::{IdempotencyKey, Replayable, StoredBatch};
+use super::{IdempotencyKey, StoredBatch};
 use crate::error::FieldError;
 use crate::metrics::Metrics;
 use crate::outbox;
 
 /// How a bulk request was answered.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum BulkOutcome {
-    /// Stored now (201).
-    Stored(BulkReceipt),
-    /// Stored by an earlier request with the same key and payload; its receipt (200).
-    Replayed(BulkReceipt),
-}
+pub type BulkOutcome = Outcome<BulkReceipt>;
 
 /// Why a bulk request was not stored.
 #[derive(Debug, thiserror::Error)]
@@ -166,9 +160,8 @@ fn is_key_taken(error: &sqlx::Error) -> bool {
 
 /// The stored receipt for a retry with the same payload; 409 for another payload.
 fn replay(batch: &BulkBatch, stored: StoredBatch<BulkReceipt>) -> Result<BulkOutcome, BulkError> {
-    if stored.payload_sha256 == batch.payload_sha256 {
-        Ok(BulkOutcome::Replayed(stored.receipt.into_replay()))
-    } else {
-        Err(IngestError::KeyReused(batch.key.clone()).into())
-    }
+    stored
+        .replay_of_payload(&batch.payload_sha256)
+        .map(Outcome::Replayed)
+        .ok_or_else(|| IngestError::KeyReused(batch.key.clone()).into())
 }

@@ -140,10 +140,13 @@ fn canonical_hash(site_id: SiteId, sorted_readings: &[Reading]) -> [u8; 32] {
     hasher.finalize().into()
 }
 
-/// A receipt that can be answered again, marked as a replay.
-pub trait Replayable: Clone {
+/// What v1 and v2 receipts have in common: a retry is answered with them again, and a stored
+/// request is counted by them.
+pub trait Receipt: Clone {
     /// The receipt with `replayed` set.
     fn into_replay(self) -> Self;
+    /// `(readings_accepted, readings_duplicate)`.
+    fn counts(&self) -> (u64, u64);
 }
 
 /// A batch stored before under a key: what a retry of it is checked against and answered with.
@@ -157,10 +160,16 @@ pub struct StoredBatch<R> {
     pub receipt: R,
 }
 
-impl<R: Replayable> StoredBatch<R> {
+impl<R: Receipt> StoredBatch<R> {
     /// The receipt as a replay, if `body_sha256` is byte for byte the stored body's hash.
     pub fn replay_of_body(&self, body_sha256: &[u8; 32]) -> Option<R> {
         (self.body_sha256.as_deref() == Some(&body_sha256[..])).then(|| self.receipt.clone().into_replay())
+    }
+
+    /// The receipt as a replay, if `payload_sha256` is the stored canonical payload's hash; `None`
+    /// when the key was used for another payload (409).
+    pub fn replay_of_payload(self, payload_sha256: &[u8; 32]) -> Option<R> {
+        (self.payload_sha256 == payload_sha256[..]).then(|| self.receipt.into_replay())
     }
 }
 
@@ -204,11 +213,15 @@ impl BatchReceipt {
     }
 }
 
-impl Replayable for BatchReceipt {
+impl Receipt for BatchReceipt {
     fn into_replay(self) -> Self {
         Self {
             replayed: true,
             ..self
         }
+    }
+
+    fn counts(&self) -> (u64, u64) {
+        (self.readings_accepted, self.readings_duplicate)
     }
 }

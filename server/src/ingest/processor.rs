@@ -25,19 +25,19 @@ use std::sync::Arc;
 use sqlx::PgPool;
 
 use super::store::{self, Path};
-use super::{BatchReceipt, IdempotencyKey, IngestBatch, Replayable, StoredBatch};
+use super::{BatchReceipt, IdempotencyKey, IngestBatch, StoredBatch};
 use crate::error::FieldError;
 use crate::metrics::Metrics;
 use crate::outbox;
 use crate::sites::SiteId;
 
-/// How a batch was answered.
+/// How a batch (or, with a [`super::bulk::BulkReceipt`], a bulk request) was answered.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Outcome {
+pub enum Outcome<R = BatchReceipt> {
     /// Stored now (201).
-    Stored(BatchReceipt),
+    Stored(R),
     /// Stored by an earlier request with the same key and payload; its receipt (200).
-    Replayed(BatchReceipt),
+    Replayed(R),
 }
 
 /// Why a batch was not stored.
@@ -185,9 +185,8 @@ fn is_key_taken(error: &sqlx::Error) -> bool {
 
 /// The stored receipt for a retry with the same payload; 409 for another payload.
 fn replay(batch: &IngestBatch, stored: StoredBatch<BatchReceipt>) -> Result<Outcome, IngestError> {
-    if stored.payload_sha256 == batch.payload_sha256 {
-        Ok(Outcome::Replayed(stored.receipt.into_replay()))
-    } else {
-        Err(IngestError::KeyReused(batch.key.clone()))
-    }
+    stored
+        .replay_of_payload(&batch.payload_sha256)
+        .map(Outcome::Replayed)
+        .ok_or_else(|| IngestError::KeyReused(batch.key.clone()))
 }
