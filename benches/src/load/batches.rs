@@ -175,19 +175,37 @@ fn timestamp(at: &DateTime<Utc>) -> impl std::fmt::Display {
     )
 }
 
-fn v1_body(site: u64, readings: &[Generated]) -> Bytes {
-    let mut body = format!(r#"{{"site_id":{site},"readings":["#);
-    for (n, r) in readings.iter().enumerate() {
-        let comma = if n == 0 { "" } else { "," };
-        let _ = write!(
-            body,
-            r#"{comma}{{"source_id":"{}","timestamp":"{}","value":"{}"}}"#,
-            r.source,
-            timestamp(&r.at),
-            r.value
-        );
+/// Writes `r` as a JSON reading object, with its `site_id` for v2 (a v1 batch names its site once).
+fn write_object(body: &mut String, r: &Generated, with_site: bool) {
+    body.push('{');
+    if with_site {
+        let _ = write!(body, r#""site_id":{},"#, r.site);
     }
-    body.push_str("]}");
+    let _ = write!(
+        body,
+        r#""source_id":"{}","timestamp":"{}","value":"{}"}}"#,
+        r.source,
+        timestamp(&r.at),
+        r.value
+    );
+}
+
+/// Writes `readings` as a JSON array of reading objects.
+fn write_array(body: &mut String, readings: &[Generated], with_site: bool) {
+    body.push('[');
+    for (n, r) in readings.iter().enumerate() {
+        if n > 0 {
+            body.push(',');
+        }
+        write_object(body, r, with_site);
+    }
+    body.push(']');
+}
+
+fn v1_body(site: u64, readings: &[Generated]) -> Bytes {
+    let mut body = format!(r#"{{"site_id":{site},"readings":"#);
+    write_array(&mut body, readings, false);
+    body.push('}');
     Bytes::from(body)
 }
 
@@ -195,30 +213,14 @@ fn v2_body(format: Format, readings: &[Generated]) -> Bytes {
     let mut body = String::with_capacity(readings.len() * 80);
     match format {
         Format::Json => {
-            body.push_str(r#"{"readings":["#);
-            for (n, r) in readings.iter().enumerate() {
-                let comma = if n == 0 { "" } else { "," };
-                let _ = write!(
-                    body,
-                    r#"{comma}{{"site_id":{},"source_id":"{}","timestamp":"{}","value":"{}"}}"#,
-                    r.site,
-                    r.source,
-                    timestamp(&r.at),
-                    r.value
-                );
-            }
-            body.push_str("]}");
+            body.push_str(r#"{"readings":"#);
+            write_array(&mut body, readings, true);
+            body.push('}');
         }
         Format::Ndjson => {
             for r in readings {
-                let _ = writeln!(
-                    body,
-                    r#"{{"site_id":{},"source_id":"{}","timestamp":"{}","value":"{}"}}"#,
-                    r.site,
-                    r.source,
-                    timestamp(&r.at),
-                    r.value
-                );
+                write_object(&mut body, r, true);
+                body.push('\n');
             }
         }
         Format::Csv => {
