@@ -38,10 +38,10 @@ done
 fresh="$work/sqlx"
 mkdir -p "$fresh"
 # The macros write query data only when they run: touch every crate that has queries.
-touch server/src/lib.rs partitioning/src/lib.rs
+touch server/src/lib.rs partitioning/src/lib.rs seeds/src/lib.rs
 SQLX_OFFLINE=false SQLX_OFFLINE_DIR="$fresh" DATABASE_URL="postgres:///plume?host=$work&user=postgres" \
     cargo check --locked -q --workspace --all-targets
-touch server/src/lib.rs partitioning/src/lib.rs
+touch server/src/lib.rs partitioning/src/lib.rs seeds/src/lib.rs
 
 if $check; then
     if ! diff -r -q "$fresh" .sqlx >/dev/null 2>&1; then

@@ -11,8 +11,10 @@
 //! - [`maintenance`]: the job that keeps months premade, the default partition watched, expired
 //!   months retired and statistics fresh;
 //! - [`status`], [`repair`], [`retention`], [`verify`]: what `plume partitions ...` and
-//!   `plume verify` do for DBAs.
+//!   `plume verify` do for DBAs;
+//! - [`copy`]: the binary `COPY` format rows are written into it with.
 
+pub mod copy;
 pub mod maintenance;
 pub mod repair;
 pub mod retention;

@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use partitioning::maintenance::MaintenanceSettings;
 use partitioning::retention::RetentionPolicy;
@@ -436,16 +437,85 @@ pub struct MigrateArgs {
     pub window: WindowArgs,
 }
 
-/// `plume seed`.
+/// `plume seed`: the demo data, or synthetic data at scale.
 #[derive(Debug, Clone, Args)]
+#[command(group(clap::ArgGroup::new("data").required(true).args(["demo", "synthetic"])))]
 pub struct SeedArgs {
     /// Load the demo sites and their readings (idempotent: sites that exist by name are skipped).
-    #[arg(long, required = true)]
+    #[arg(long)]
     pub demo: bool,
+    /// Generate realistic synthetic sites and readings (a regular cadence per source, a daily
+    /// cycle, noise, leak spikes, about one site in twenty over its limit) and load them by
+    /// parallel binary COPY, with their totals and hourly rollups. Each site is loaded in one
+    /// transaction; sites are named `synthetic-<seed>-<n>`, and a rerun of the same seed adds only
+    /// the ones still missing.
+    #[arg(long)]
+    pub synthetic: bool,
+    #[command(flatten)]
+    pub synthetic_plan: SyntheticArgs,
     #[command(flatten)]
     pub database: DatabaseArgs,
     #[command(flatten)]
     pub window: WindowArgs,
+}
+
+/// The shape of `plume seed --synthetic`.
+#[derive(Debug, Clone, Args)]
+pub struct SyntheticArgs {
+    /// Sites to generate.
+    #[arg(long, default_value_t = 10, requires = "synthetic")]
+    pub sites: u32,
+    /// Readings per site, spread evenly over its sources and the time range.
+    #[arg(long, default_value_t = 10_000, requires = "synthetic")]
+    pub readings_per_site: u64,
+    /// Sources (sensors) per site.
+    #[arg(long, default_value_t = 10, requires = "synthetic")]
+    pub sources: u32,
+    /// First day (UTC) of the readings: YYYY-MM-DD or an RFC 3339 time. Default: 365 days before --to.
+    #[arg(long, value_parser = parse_day_or_time, requires = "synthetic")]
+    pub from: Option<DateTime<Utc>>,
+    /// End of the readings, exclusive: YYYY-MM-DD or an RFC 3339 time. Default: today, 00:00 UTC.
+    #[arg(long, value_parser = parse_day_or_time, requires = "synthetic")]
+    pub to: Option<DateTime<Utc>>,
+    /// Seed: the same seed and shape give the same data, on any machine.
+    #[arg(long, default_value_t = 1, requires = "synthetic")]
+    pub seed: u64,
+    /// Sites loaded at once, each on its own connection. Default: one per CPU.
+    #[arg(long, requires = "synthetic", value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub jobs: Option<u32>,
+}
+
+impl SyntheticArgs {
+    /// The plan these arguments describe, at `now`.
+    pub fn plan(&self, now: DateTime<Utc>) -> seeds::synthetic::Plan {
+        let today = chrono::DurationRound::duration_trunc(now, chrono::Duration::days(1)).unwrap_or(now);
+        let to = self.to.unwrap_or(today);
+        seeds::synthetic::Plan {
+            sites: self.sites,
+            readings_per_site: self.readings_per_site,
+            sources: self.sources,
+            from: self.from.unwrap_or(to - chrono::Duration::days(365)),
+            to,
+            seed: self.seed,
+        }
+    }
+
+    /// Connections loading at once.
+    pub fn jobs(&self) -> usize {
+        self.jobs
+            .map(|jobs| jobs as usize)
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get))
+    }
+}
+
+/// `2026-01-31` (midnight UTC) or an RFC 3339 time.
+fn parse_day_or_time(text: &str) -> Result<DateTime<Utc>, String> {
+    if let Ok(day) = chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d") {
+        return Ok(day.and_time(chrono::NaiveTime::MIN).and_utc());
+    }
+    DateTime::parse_from_rfc3339(text)
+        .map(|at| at.with_timezone(&Utc))
+        .map_err(|_| format!("{text:?} is neither a day (YYYY-MM-DD) nor an RFC 3339 time"))
 }
 
 #[cfg(test)]
@@ -461,5 +531,13 @@ mod tests {
         assert!(parse_duration("0s").is_err());
         assert!(parse_duration("1w").is_err());
         assert!(parse_duration("h").is_err());
+    }
+
+    #[test]
+    fn seed_ranges_take_a_day_or_a_time() {
+        let midnight: DateTime<Utc> = "2026-01-31T00:00:00Z".parse().unwrap();
+        assert_eq!(parse_day_or_time("2026-01-31"), Ok(midnight));
+        assert_eq!(parse_day_or_time("2026-01-31T02:00:00+02:00"), Ok(midnight));
+        assert!(parse_day_or_time("31/01/2026").is_err());
     }
 }

@@ -7,6 +7,7 @@
 //! - [`http`]: the HTTP API, one module per endpoint group, and its JSON envelope;
 //! - [`ingest`]: the batch command, its validation and the transactional processor;
 //! - [`sites`]: sites, their totals and compliance status;
+//! - [`query`]: the read side for data teams: series from the rollups, reading pages, exports;
 //! - [`outbox`]: events for the alerting service, written in the ingest transaction, and their relay;
 //! - [`db`]: the connection pool, the embedded PostgreSQL cluster and migrations;
 //! - [`quantity`]: exact milligram arithmetic, from JSON text to database and back;
@@ -21,6 +22,7 @@ pub mod ingest;
 pub mod metrics;
 pub mod outbox;
 pub mod quantity;
+pub mod query;
 pub mod seed;
 pub mod sites;
 pub mod state;

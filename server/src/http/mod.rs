@@ -2,13 +2,14 @@
 //!
 //! [`app`] assembles them with the middleware every request goes through; [`serve`] runs it until
 //! the shutdown token fires. The v1 routes are also served unversioned, for older sensors; v2 adds
-//! bulk ingestion beside them.
+//! bulk ingestion and the data teams' read side beside them.
 
 pub mod bulk;
 pub mod envelope;
 pub mod health;
 pub mod ingest;
 pub mod json;
+pub mod query;
 pub mod sites;
 
 use axum::extract::DefaultBodyLimit;
@@ -27,9 +28,11 @@ fn v1() -> Router<AppState> {
     Router::new().merge(sites::router()).merge(ingest::router())
 }
 
-/// The v2 API: bulk ingestion.
+/// The v2 API: bulk ingestion, and the read side for data teams.
 fn v2(settings: &Settings) -> Router<AppState> {
-    Router::new().merge(bulk::router(settings.max_bulk_body_bytes))
+    Router::new()
+        .merge(bulk::router(settings.max_bulk_body_bytes))
+        .merge(query::router())
 }
 
 /// The whole service as a router, ready to serve or to test.

@@ -102,7 +102,7 @@ async fn get_metrics(
 
 /// An id that is not an integer is 422; an integer that cannot name a site (0, negative, too
 /// large) is simply not found.
-fn parse_site_id(id: Result<Path<String>, PathRejection>) -> Result<SiteId, ApiError> {
+pub(super) fn parse_site_id(id: Result<Path<String>, PathRejection>) -> Result<SiteId, ApiError> {
     let Ok(Path(text)) = id else {
         return Err(ApiError::invalid("id", "must be a positive integer"));
     };

@@ -1,13 +1,11 @@
 //! Encoding readings for `COPY ... FROM STDIN (FORMAT binary)`.
 //!
-//! The binary format skips PostgreSQL's text parsing of every timestamp and number. Each row is the
-//! staging table's (and `measurements`') four columns: `site_id bigint, source_id text,
-//! measured_at timestamptz, value_mg bigint`.
+//! Each row is the staging table's (and `measurements`') four columns: `site_id bigint,
+//! source_id text, measured_at timestamptz, value_mg bigint`.
+
+use partitioning::copy::BinaryCopy;
 
 use super::fresh::SiteReading;
-
-/// Microseconds between the Unix epoch and PostgreSQL's (2000-01-01T00:00:00Z).
-const POSTGRES_EPOCH_MICROS: i64 = 946_684_800_000_000;
 
 /// A `COPY` the buffer from [`encode`] is written for: into the connection's staging table.
 pub const COPY_STAGING: &str =
@@ -23,24 +21,15 @@ pub fn encode(rows: &[SiteReading<'_>]) -> Vec<u8> {
         .iter()
         .map(|(_, r)| 2 + 4 + 8 + 4 + r.source_id.len() + 4 + 8 + 4 + 8)
         .sum();
-    let mut buffer = Vec::with_capacity(19 + payload + 2);
-    buffer.extend_from_slice(b"PGCOPY\n\xff\r\n\0");
-    buffer.extend_from_slice(&0_i32.to_be_bytes()); // flags: no OIDs
-    buffer.extend_from_slice(&0_i32.to_be_bytes()); // header extension length
+    let mut copy = BinaryCopy::with_capacity(payload);
     for (site_id, reading) in rows {
-        buffer.extend_from_slice(&4_i16.to_be_bytes());
-        buffer.extend_from_slice(&8_i32.to_be_bytes());
-        buffer.extend_from_slice(&site_id.get().to_be_bytes());
-        buffer.extend_from_slice(&(reading.source_id.len() as i32).to_be_bytes());
-        buffer.extend_from_slice(reading.source_id.as_bytes());
-        buffer.extend_from_slice(&8_i32.to_be_bytes());
-        let micros = reading.measured_at.timestamp_micros() - POSTGRES_EPOCH_MICROS;
-        buffer.extend_from_slice(&micros.to_be_bytes());
-        buffer.extend_from_slice(&8_i32.to_be_bytes());
-        buffer.extend_from_slice(&reading.value.mg().to_be_bytes());
+        copy.row(4);
+        copy.bigint(site_id.get());
+        copy.text(&reading.source_id);
+        copy.timestamptz(reading.measured_at.timestamp_micros());
+        copy.bigint(reading.value.mg());
     }
-    buffer.extend_from_slice(&(-1_i16).to_be_bytes());
-    buffer
+    copy.finish()
 }
 
 #[cfg(test)]

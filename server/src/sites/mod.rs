@@ -91,7 +91,7 @@ fn empty_object() -> Box<RawValue> {
 }
 
 /// Timestamps in responses: RFC 3339 in UTC with a `Z`.
-fn rfc3339<S: Serializer>(at: &DateTime<Utc>, serializer: S) -> Result<S::Ok, S::Error> {
+pub(crate) fn rfc3339<S: Serializer>(at: &DateTime<Utc>, serializer: S) -> Result<S::Ok, S::Error> {
     serializer.collect_str(&at.to_rfc3339_opts(SecondsFormat::AutoSi, true))
 }
 

@@ -1,0 +1,121 @@
+//! `/v2/sites/{id}/series`, `/v2/sites/{id}/readings` and `/v2/export`: the data teams' read side.
+
+use axum::body::Body;
+use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::header::{CACHE_CONTROL, CONTENT_DISPOSITION, CONTENT_TYPE};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use serde_json::Value;
+
+use super::envelope::Envelope;
+use super::sites::parse_site_id;
+use crate::error::ApiError;
+use crate::query::params::{ExportFormat, ExportParams, ReadingsParams, SeriesParams};
+use crate::query::readings::{self, StoredReading};
+use crate::query::series::{self, SeriesBucket};
+use crate::query::{export, TimeRange};
+use crate::sites::{self, SiteId};
+use crate::state::AppState;
+
+/// The read routes, relative to `/v2`.
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/sites/{id}/series", get(get_series))
+        .route("/sites/{id}/readings", get(get_readings))
+        .route("/export", get(get_export))
+}
+
+#[tracing::instrument(skip_all)]
+async fn get_series(
+    State(state): State<AppState>,
+    id: Result<Path<String>, PathRejection>,
+    params: Result<Query<SeriesParams>, QueryRejection>,
+) -> Result<Envelope<Vec<SeriesBucket>>, ApiError> {
+    let site = parse_site_id(id)?;
+    let request = query(params)?.check()?;
+    let buckets = series::series(&state.pool, site, request).await?;
+    if buckets.is_empty() {
+        require_site(&state, site).await?;
+    }
+    Ok(Envelope::ok(buckets)
+        .meta("site_id", site.get().into())
+        .meta("bucket", request.bucket.name().into())
+        .meta("from", time(request.range.from))
+        .meta("to", time(request.range.to)))
+}
+
+#[tracing::instrument(skip_all)]
+async fn get_readings(
+    State(state): State<AppState>,
+    id: Result<Path<String>, PathRejection>,
+    params: Result<Query<ReadingsParams>, QueryRejection>,
+) -> Result<Envelope<Vec<StoredReading>>, ApiError> {
+    let site = parse_site_id(id)?;
+    let request = query(params)?.check()?;
+    let (page, next) = readings::page(&state.pool, site, &request).await?;
+    if page.is_empty() && request.after.is_none() {
+        require_site(&state, site).await?;
+    }
+    let next_cursor = next.map_or(Value::Null, |cursor| Value::String(cursor.encode()));
+    Ok(Envelope::ok(page).meta("next_cursor", next_cursor))
+}
+
+#[tracing::instrument(skip_all)]
+async fn get_export(
+    State(state): State<AppState>,
+    params: Result<Query<ExportParams>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let request = query(params)?.check()?;
+    if let Some(site) = request.site {
+        require_site(&state, site).await?;
+    }
+    let chunks = export::start(&state.pool, request).await?;
+    let body = futures_util::stream::unfold(chunks, |mut chunks| async move {
+        chunks.recv().await.map(|chunk| (chunk, chunks))
+    });
+    let extension = match request.format {
+        ExportFormat::Csv => "csv",
+        ExportFormat::Ndjson => "ndjson",
+    };
+    let disposition = format!(
+        "attachment; filename=\"{}.{extension}\"",
+        file_stem(request.site, request.range)
+    );
+    Ok((
+        [
+            (CONTENT_TYPE, export::content_type(request.format).to_owned()),
+            (CONTENT_DISPOSITION, disposition),
+            (CACHE_CONTROL, "no-store".to_owned()),
+        ],
+        Body::from_stream(body),
+    )
+        .into_response())
+}
+
+/// Query strings that do not even decode are refused in the envelope, like every other problem.
+fn query<T>(params: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
+    params
+        .map(|Query(params)| params)
+        .map_err(|rejection| ApiError::invalid("query", rejection.body_text()))
+}
+
+/// An empty answer for a site that does not exist is a 404, not an empty list.
+async fn require_site(state: &AppState, site: SiteId) -> Result<(), ApiError> {
+    match sites::find(&state.pool, site).await? {
+        Some(_) => Ok(()),
+        None => Err(ApiError::SiteNotFound(site.get().to_string())),
+    }
+}
+
+fn time(at: chrono::DateTime<chrono::Utc>) -> Value {
+    Value::String(at.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true))
+}
+
+/// `plume-site-7-20260101T000000Z-20260201T000000Z`, or `plume-all-sites-...`.
+fn file_stem(site: Option<SiteId>, range: TimeRange) -> String {
+    let stamp = |at: chrono::DateTime<chrono::Utc>| at.format("%Y%m%dT%H%M%SZ").to_string();
+    let whose = site.map_or_else(|| "all-sites".to_owned(), |site| format!("site-{}", site.get()));
+    format!("plume-{whose}-{}-{}", stamp(range.from), stamp(range.to))
+}
