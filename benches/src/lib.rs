@@ -1,5 +1,8 @@
 //! What plume's end-to-end benchmarks share: a fresh database on a durable PostgreSQL (a private
-//! temporary cluster unless a URL is given), and a webhook receiver that answers at once.
+//! temporary cluster unless a URL is given), a webhook receiver that answers at once, and the
+//! service itself in-process or as a `plume` child process ([`service`]).
+
+pub mod service;
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -20,13 +20,12 @@ use std::time::{Duration, Instant};
 use anyhow::{ensure, Context};
 use clap::{Parser, ValueEnum};
 use plume::db::PoolSettings;
+use plume_bench::service::Service;
 use plume_bench::{rate, BenchDatabase, Receiver};
 
 use crate::batches::{Batches, Format, Request, Shape};
-use crate::server::Service;
 
 mod batches;
-mod server;
 
 /// Drives plume's ingestion API and verifies what it stored.
 #[derive(Debug, Parser)]

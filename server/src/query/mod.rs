@@ -65,6 +65,22 @@ impl Bucket {
         }
     }
 
+    /// The start of the bucket after the one starting at `start`.
+    pub fn after(self, start: DateTime<Utc>) -> DateTime<Utc> {
+        match self {
+            Self::Hour => start + Duration::hours(1),
+            Self::Day => start + Duration::days(1),
+            Self::Month => partitioning::next_month(start),
+        }
+    }
+
+    /// The starts of the buckets of `range` (both ends on boundaries), in order.
+    pub fn starts(self, range: TimeRange) -> Vec<DateTime<Utc>> {
+        std::iter::successors(Some(range.from), |start| Some(self.after(*start)))
+            .take_while(|start| *start < range.to)
+            .collect()
+    }
+
     /// How many buckets `range` spans (both ends on boundaries).
     pub fn count(self, range: TimeRange) -> i64 {
         match self {
@@ -105,5 +121,11 @@ mod tests {
         assert_eq!(Bucket::Month.count(range), 3);
         assert_eq!(Bucket::Day.count(range), 31 + 31 + 28);
         assert_eq!(Bucket::Hour.count(range), 90 * 24);
+        for bucket in [Bucket::Hour, Bucket::Day, Bucket::Month] {
+            let starts = bucket.starts(range);
+            assert_eq!(starts.len() as i64, bucket.count(range));
+            assert_eq!(bucket.after(*starts.last().unwrap()), range.to);
+        }
+        assert_eq!(Bucket::Month.starts(range)[1], at("2026-01-01T00:00:00Z"));
     }
 }

@@ -6,17 +6,29 @@ use serde::Serialize;
 use sqlx::PgPool;
 
 use super::params::SeriesRequest;
+use super::Bucket;
 use crate::quantity::Milligrams;
 use crate::sites::SiteId;
 
-/// The buckets of site `$1` from `$2` to `$3`, `$4` wide. Checked at run time, not by the query
-/// macros, so that the plan test can `EXPLAIN` this very text.
-pub const SERIES_SQL: &str = "select date_trunc($4, hour, 'UTC') as start, sum(sum_mg)::bigint as sum_mg,
-            sum(readings)::bigint as readings, min(min_mg) as min_mg, max(max_mg) as max_mg
+/// The hours of site `$1` from `$2` to `$3`: rollup rows as stored. Checked at run time, not by
+/// the query macros, so that the plan test can `EXPLAIN` this very text.
+pub const HOURS_SQL: &str = "select hour as start, sum_mg, readings, min_mg, max_mg
        from hourly_rollups
       where site_id = $1 and hour >= $2 and hour < $3
-      group by 1
-      order by 1";
+      order by hour";
+
+/// The buckets of site `$1` starting at `$2[i]` and ending before `$3[i]`: one index range of
+/// rollups added up per bucket. Bucket bounds come from the caller, so no row pays for a time-zone
+/// conversion (`date_trunc(..., 'UTC')` on every rollup made a year of months three times slower).
+pub const BUCKETS_SQL: &str = "select b.start, r.sum_mg, r.readings, r.min_mg, r.max_mg
+       from unnest($2::timestamptz[], $3::timestamptz[]) as b (start, stop)
+      cross join lateral (
+            select sum(sum_mg)::bigint as sum_mg, sum(readings)::bigint as readings,
+                   min(min_mg) as min_mg, max(max_mg) as max_mg
+              from hourly_rollups
+             where site_id = $1 and hour >= b.start and hour < b.stop) r
+      where r.readings is not null
+      order by b.start";
 
 #[derive(sqlx::FromRow)]
 struct SeriesRow {
@@ -51,13 +63,26 @@ pub async fn series(
     site: SiteId,
     request: SeriesRequest,
 ) -> Result<Vec<SeriesBucket>, sqlx::Error> {
-    let rows = sqlx::query_as::<_, SeriesRow>(SERIES_SQL)
-        .bind(site.get())
-        .bind(request.range.from)
-        .bind(request.range.to)
-        .bind(request.bucket.name())
-        .fetch_all(pool)
-        .await?;
+    let rows = match request.bucket {
+        Bucket::Hour => {
+            sqlx::query_as::<_, SeriesRow>(HOURS_SQL)
+                .bind(site.get())
+                .bind(request.range.from)
+                .bind(request.range.to)
+                .fetch_all(pool)
+                .await?
+        }
+        Bucket::Day | Bucket::Month => {
+            let starts = request.bucket.starts(request.range);
+            let stops: Vec<_> = starts.iter().map(|start| request.bucket.after(*start)).collect();
+            sqlx::query_as::<_, SeriesRow>(BUCKETS_SQL)
+                .bind(site.get())
+                .bind(&starts)
+                .bind(&stops)
+                .fetch_all(pool)
+                .await?
+        }
+    };
     Ok(rows
         .into_iter()
         .map(|row| SeriesBucket {

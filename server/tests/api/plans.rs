@@ -149,17 +149,31 @@ async fn series_read_the_rollups_and_never_the_raw_readings() {
         from: utc("2026-01-01T00:00:00Z"),
         to: utc("2026-03-01T00:00:00Z"),
     };
+    let rollups = BTreeSet::from(["hourly_rollups".to_owned()]);
 
     for mode in ["auto", "force_generic_plan"] {
-        let read = relations_read(
-            &mut connection,
-            mode,
-            series::SERIES_SQL,
-            range,
-            &[Bind::Text("day")],
-        )
-        .await;
+        let hours = relations_read(&mut connection, mode, series::HOURS_SQL, range, &[]).await;
+        assert_eq!(hours, rollups, "hours, {mode}");
 
-        assert_eq!(read, BTreeSet::from(["hourly_rollups".to_owned()]), "{mode}");
+        sqlx::query(&format!("set plan_cache_mode = {mode}"))
+            .execute(&mut connection)
+            .await
+            .unwrap();
+        let starts = plume::query::Bucket::Day.starts(range);
+        let stops: Vec<_> = starts
+            .iter()
+            .map(|start| plume::query::Bucket::Day.after(*start))
+            .collect();
+        let text = format!("explain (analyze, format json) {}", series::BUCKETS_SQL);
+        let plan: Value = sqlx::query_scalar(&text)
+            .bind(1_i64)
+            .bind(&starts)
+            .bind(&stops)
+            .fetch_one(&mut connection)
+            .await
+            .unwrap();
+        let mut days = BTreeSet::new();
+        relations(&plan[0]["Plan"], &mut days);
+        assert_eq!(days, rollups, "days, {mode}");
     }
 }

@@ -5,14 +5,14 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use crate::{start_service, BenchDatabase, Receiver, SECRET};
 use anyhow::{ensure, Context};
 use plume::state::{AppState, Settings};
-use plume_bench::{start_service, BenchDatabase, Receiver, SECRET};
 use tokio_util::sync::CancellationToken;
 
 /// A running service.
 #[derive(Debug)]
-pub(crate) enum Service {
+pub enum Service {
     /// Served by this process.
     InProcess {
         /// Its base URL.
@@ -30,7 +30,7 @@ pub(crate) enum Service {
 
 impl Service {
     /// Serves `db` inside this process, its relay delivering to `receiver`.
-    pub(crate) async fn in_process(db: &BenchDatabase, receiver: &Receiver) -> anyhow::Result<Self> {
+    pub async fn in_process(db: &BenchDatabase, receiver: &Receiver) -> anyhow::Result<Self> {
         let state = AppState::new(db.pool.clone(), Settings::default());
         let shutdown = CancellationToken::new();
         let address = start_service(db, &state, receiver, &shutdown).await?;
@@ -41,7 +41,7 @@ impl Service {
     }
 
     /// Starts `binary serve` on `db`, its relay delivering to `receiver`, and waits until it is ready.
-    pub(crate) async fn process(
+    pub async fn process(
         binary: &Path,
         db: &BenchDatabase,
         receiver: &Receiver,
@@ -69,14 +69,14 @@ impl Service {
     }
 
     /// The base URL.
-    pub(crate) fn address(&self) -> &str {
+    pub fn address(&self) -> &str {
         match self {
             Self::InProcess { address, .. } | Self::Process { address, .. } => address,
         }
     }
 
     /// The child's peak resident memory so far, in bytes (`VmHWM`); `None` in process.
-    pub(crate) fn peak_rss(&self) -> anyhow::Result<Option<u64>> {
+    pub fn peak_rss(&self) -> anyhow::Result<Option<u64>> {
         let Self::Process { child, .. } = self else {
             return Ok(None);
         };
