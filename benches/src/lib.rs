@@ -49,6 +49,16 @@ impl BenchDatabase {
     /// private cluster with PostgreSQL's durable defaults (fsync and synchronous commit on) and
     /// [`BENCH_SETTINGS`].
     pub async fn create(server_url: Option<&str>, pool: &PoolSettings) -> anyhow::Result<Self> {
+        Self::create_with(server_url, pool, &[]).await
+    }
+
+    /// [`BenchDatabase::create`], with `overrides` replacing or adding to [`BENCH_SETTINGS`] on a
+    /// private cluster (settings given on the command line, which `alter system` cannot change).
+    pub async fn create_with(
+        server_url: Option<&str>,
+        pool: &PoolSettings,
+        overrides: &[(&str, &str)],
+    ) -> anyhow::Result<Self> {
         let (admin_url, cluster) = match server_url {
             Some(url) => (url.to_owned(), None),
             None => {
@@ -58,6 +68,8 @@ impl BenchDatabase {
                 let options = ClusterOptions {
                     settings: BENCH_SETTINGS
                         .iter()
+                        .filter(|(name, _)| !overrides.iter().any(|(o, _)| o == name))
+                        .chain(overrides)
                         .map(|(name, value)| (name.to_string(), value.to_string()))
                         .collect(),
                     ..ClusterOptions::new(dir.path().join("cluster"))
@@ -79,6 +91,19 @@ impl BenchDatabase {
             .context("migrating the benchmark database")?;
         let pool = db::connect(&url, pool).await?;
         Ok(Self { url, pool, cluster })
+    }
+
+    /// The existing database at `url`, migrated; left in place when closed.
+    pub async fn existing(url: &str, pool: &PoolSettings) -> anyhow::Result<Self> {
+        migrate::run(url)
+            .await
+            .context("migrating the benchmark database")?;
+        let pool = db::connect(url, pool).await?;
+        Ok(Self {
+            url: url.to_owned(),
+            pool,
+            cluster: None,
+        })
     }
 
     /// The URL of another fresh, migrated database on the same server.

@@ -8,8 +8,9 @@
 //! each read endpoint over `--requests` requests on random sites (a first pass warms the caches and
 //! is not counted), next to the same query without HTTP
 //! (plume's query function, or its SQL, called on a pool of this process). Last, it exports sites'
-//! full histories as CSV (and one month of every site), beside PostgreSQL's own `COPY ... TO
-//! STDOUT (FORMAT csv)` of the same rows, reading the server's resident memory before and after.
+//! full histories as CSV (and one month of every site), each once untimed and then timed, beside
+//! PostgreSQL's own `COPY ... TO STDOUT (FORMAT csv)` of the same rows, reading the server's
+//! resident memory before and after.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -32,8 +33,12 @@ use sqlx::postgres::PgPoolCopyExt;
 struct Args {
     /// URL of any database on the PostgreSQL server to use (a fresh database is created there).
     /// Without it, a private cluster with durable settings is started under /tmp and removed after.
-    #[arg(long, env = "BENCH_DATABASE_URL")]
+    #[arg(long, env = "BENCH_DATABASE_URL", conflicts_with = "reuse_database")]
     database_url: Option<String>,
+    /// URL of a database to load into and keep: a later run with the same shape finds the data
+    /// loaded (the seed adds only missing sites) and goes straight to the measurements.
+    #[arg(long)]
+    reuse_database: Option<String>,
     /// The `plume` binary to seed with and serve (build it with `cargo build --release`).
     #[arg(long, default_value = "target/release/plume")]
     plume_binary: PathBuf,
@@ -122,7 +127,15 @@ async fn main() -> anyhow::Result<()> {
         max_connections: 4,
         ..PoolSettings::default()
     };
-    let db = BenchDatabase::create(args.database_url.as_deref(), &pool).await?;
+    // Loading 100M readings writes about 30 GB of WAL: with the bench's usual 16 GB between
+    // checkpoints, the WAL alone would take as much disk as the data.
+    let db = match &args.reuse_database {
+        Some(url) => BenchDatabase::existing(url, &pool).await?,
+        None => {
+            BenchDatabase::create_with(args.database_url.as_deref(), &pool, &[("max_wal_size", "4GB")])
+                .await?
+        }
+    };
     let result = run(&args, &db).await;
     db.close().await;
     result
@@ -130,17 +143,18 @@ async fn main() -> anyhow::Result<()> {
 
 async fn run(args: &Args, db: &BenchDatabase) -> anyhow::Result<()> {
     let (from, to) = (day(&args.from)?, day(&args.to)?);
-    // 100M readings write some 25 GB of WAL: checkpoints must run during the load, or the WAL
-    // alone could fill the disk.
-    sqlx::query("alter system set max_wal_size = '4GB'")
-        .execute(&db.pool)
-        .await?;
-    sqlx::query("select pg_reload_conf()").execute(&db.pool).await?;
 
     println!(
         "## Load: {} sites × {} readings\n",
         args.sites, args.readings_per_site
     );
+    let count = || async {
+        sqlx::query_scalar::<_, Option<i64>>("select sum(reading_count)::bigint from sites")
+            .fetch_one(&db.pool)
+            .await
+            .map(Option::unwrap_or_default)
+    };
+    let before = count().await?;
     let started = Instant::now();
     let seeded = Command::new(&args.plume_binary)
         .args(["seed", "--synthetic", "--database-url", &db.url])
@@ -159,14 +173,17 @@ async fn run(args: &Args, db: &BenchDatabase) -> anyhow::Result<()> {
         .context("running plume seed")?;
     ensure!(seeded.success(), "plume seed failed");
     let load_seconds = started.elapsed().as_secs_f64();
-    let readings: i64 = sqlx::query_scalar("select sum(reading_count)::bigint from sites")
-        .fetch_one(&db.pool)
-        .await?;
-    println!(
-        "plume seed --synthetic: {readings} readings in {load_seconds:.1} s = {:.0} readings/s \
-         (whole command: generation, COPY, totals, rollups, heads, ANALYZE)",
-        readings as f64 / load_seconds
-    );
+    let readings = count().await?;
+    if readings == before {
+        println!("plume seed --synthetic: the {readings} readings were loaded already");
+    } else {
+        println!(
+            "plume seed --synthetic: {} readings in {load_seconds:.1} s = {:.0} readings/s \
+             (whole command: generation, COPY, totals, rollups, heads, ANALYZE)",
+            readings - before,
+            (readings - before) as f64 / load_seconds
+        );
+    }
     ceiling(args, db).await?;
     disk(db, readings).await?;
     verify_command(args, db).await?;
@@ -194,11 +211,13 @@ async fn ceiling(args: &Args, db: &BenchDatabase) -> anyhow::Result<()> {
             stream * args.ceiling_rows_per_stream / args.readings_per_site,
             args.ceiling_rows_per_stream / args.readings_per_site,
         );
-        let mut out = tokio::fs::File::create(&path).await?;
+        // One row per chunk: written through a buffer, not a file write each.
+        let mut out = tokio::io::BufWriter::with_capacity(1 << 20, tokio::fs::File::create(&path).await?);
         let mut copy = db.pool.copy_out_raw(&statement).await?;
         while let Some(chunk) = copy.next().await {
             tokio::io::AsyncWriteExt::write_all(&mut out, &chunk?).await?;
         }
+        tokio::io::AsyncWriteExt::flush(&mut out).await?;
         files.push(path);
     }
     let url = db.on_same_server().await?;
@@ -219,6 +238,13 @@ async fn ceiling(args: &Args, db: &BenchDatabase) -> anyhow::Result<()> {
         ensure!(child.wait()?.success(), "psql \\copy failed");
     }
     let seconds = started.elapsed().as_secs_f64();
+    let name = url
+        .rsplit('/')
+        .next()
+        .context("a database URL names its database")?;
+    sqlx::query(&format!("drop database {name}"))
+        .execute(&db.pool)
+        .await?;
     let rows = 2 * args.ceiling_rows_per_stream;
     println!(
         "ceiling, psql \\copy of {rows} of the same rows into an empty copy of the schema, 2 streams: \
@@ -289,7 +315,6 @@ async fn latencies(
         partitioning::month_start(from),
         partitioning::next_month(partitioning::month_start(to - chrono::Duration::days(1))),
     );
-    let mut picker = Picker(7);
     let mut results = Vec::new();
     for kind in [
         "metrics",
@@ -306,6 +331,8 @@ async fn latencies(
             millis: Vec::new(),
         };
         for pass in 0..2 {
+            // The second pass asks for exactly what the first did, so every request is warm.
+            let mut picker = Picker(7);
             for _ in 0..args.requests {
                 let site = sites[picker.next(sites.len() as u64) as usize];
                 let start = from + chrono::Duration::hours(picker.next(hours.saturating_sub(30 * 24)) as i64);
@@ -418,21 +445,17 @@ async fn exports(
             stamp(month_end)
         ),
     ));
+    let (mut plume_rates, mut postgres_rates) = (Vec::new(), Vec::new());
     for (name, path, filter) in cases {
+        // Untimed first: the timed runs find the rows in memory, as the latency runs do.
+        download(&http, &format!("{}{path}", service.address())).await?;
         let t = Instant::now();
-        let response = http.get(format!("{}{path}", service.address())).send().await?;
-        ensure!(response.status().is_success(), "{path}: {}", response.status());
-        let mut response = response;
-        let (mut bytes, mut lines) = (0_u64, 0_u64);
-        while let Some(chunk) = response.chunk().await? {
-            bytes += chunk.len() as u64;
-            lines += chunk.iter().filter(|b| **b == b'\n').count() as u64;
-        }
+        let (bytes, lines) = download(&http, &format!("{}{path}", service.address())).await?;
         let plume_seconds = t.elapsed().as_secs_f64();
         let rows = lines - 1;
         let statement = format!(
-            "copy (select site_id, source_id, measured_at, value_mg / 1e6 from measurements where {filter}
-                    order by site_id, source_id, measured_at) to stdout (format csv)"
+            "copy (select site_id, source_id, measured_at, value_mg / 1e6 from measurements where {filter})
+               to stdout (format csv)"
         );
         let t = Instant::now();
         let mut copy = db.pool.copy_out_raw(&statement).await?;
@@ -440,13 +463,25 @@ async fn exports(
             chunk?;
         }
         let postgres_seconds = t.elapsed().as_secs_f64();
+        let (plume_rate, postgres_rate) = (rows as f64 / plume_seconds, rows as f64 / postgres_seconds);
+        if name.contains("full history") {
+            plume_rates.push(plume_rate);
+            postgres_rates.push(postgres_rate);
+        }
         println!(
-            "| {name} | {rows} | {:.1} | {:.0} | {:.0} |",
-            bytes as f64 / 1e6,
-            rows as f64 / plume_seconds,
-            rows as f64 / postgres_seconds
+            "| {name} | {rows} | {:.1} | {plume_rate:.0} | {postgres_rate:.0} |",
+            bytes as f64 / 1e6
         );
     }
+    let median = |rates: &mut Vec<f64>| {
+        rates.sort_by(f64::total_cmp);
+        rates.get(rates.len() / 2).copied().unwrap_or(0.0)
+    };
+    println!(
+        "\nfull histories, median: plume {:.0} rows/s, PostgreSQL's own CSV COPY {:.0} rows/s",
+        median(&mut plume_rates),
+        median(&mut postgres_rates)
+    );
     let rss_after = service.peak_rss()?.unwrap_or(0);
     println!(
         "\nplume's peak resident memory (VmHWM): {:.1} MB before the exports (after the latency runs), \
@@ -455,4 +490,16 @@ async fn exports(
         rss_after as f64 / 1e6
     );
     Ok(())
+}
+
+/// Downloads `url` to nowhere; returns its bytes and lines.
+async fn download(http: &reqwest::Client, url: &str) -> anyhow::Result<(u64, u64)> {
+    let mut response = http.get(url).send().await?;
+    ensure!(response.status().is_success(), "{url}: {}", response.status());
+    let (mut bytes, mut lines) = (0_u64, 0_u64);
+    while let Some(chunk) = response.chunk().await? {
+        bytes += chunk.len() as u64;
+        lines += chunk.iter().filter(|b| **b == b'\n').count() as u64;
+    }
+    Ok((bytes, lines))
 }

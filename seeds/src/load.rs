@@ -61,7 +61,7 @@ pub struct LoadReport {
 
 /// Loads every site of `plan` that does not exist yet, on `jobs` connections at once, counting
 /// into `progress` (made by this function from what is missing; `on_start` receives it as soon as
-/// the work is known). Afterwards refreshes the planner statistics of the tables it wrote.
+/// the work is known). Afterwards refreshes the planner statistics of the tables it wrote to.
 pub async fn load(
     pool: &PgPool,
     plan: &Plan,
@@ -150,11 +150,14 @@ async fn load_locked(
     if let Some(error) = first_error {
         return Err(error);
     }
+    progress.loaded();
     let load_time = progress.elapsed();
-    sqlx::query!("analyze sites, source_heads, hourly_rollups, measurements")
-        .execute(pool)
-        .await
-        .context("refreshing planner statistics")?;
+    if !missing.is_empty() {
+        sqlx::query!("analyze sites, source_heads, hourly_rollups, measurements")
+            .execute(pool)
+            .await
+            .context("refreshing planner statistics")?;
+    }
     Ok(LoadReport {
         sites_created: missing.len() as u64,
         sites_present: present.len() as u64,

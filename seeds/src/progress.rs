@@ -18,6 +18,8 @@ pub struct Progress {
     sites: AtomicU64,
     readings: AtomicU64,
     started: Instant,
+    /// Microseconds from the start to the last site loaded; 0 while loading.
+    loaded_after_micros: AtomicU64,
 }
 
 impl Progress {
@@ -29,6 +31,7 @@ impl Progress {
             sites: AtomicU64::new(0),
             readings: AtomicU64::new(0),
             started: Instant::now(),
+            loaded_after_micros: AtomicU64::new(0),
         }
     }
 
@@ -43,9 +46,18 @@ impl Progress {
         self.readings.load(Ordering::Relaxed)
     }
 
-    /// Time since the start.
+    /// Time since the start, or until [`Progress::loaded`] was called.
     pub fn elapsed(&self) -> Duration {
-        self.started.elapsed()
+        match self.loaded_after_micros.load(Ordering::Relaxed) {
+            0 => self.started.elapsed(),
+            micros => Duration::from_micros(micros),
+        }
+    }
+
+    /// Every site is loaded: the clock stops, and the line says what follows.
+    pub fn loaded(&self) {
+        let micros = self.started.elapsed().as_micros().max(1) as u64;
+        self.loaded_after_micros.store(micros, Ordering::Relaxed);
     }
 
     /// E.g. `12.3M of 100.0M readings (12.3%) · 123 of 1000 sites · 205.1k readings/s · ETA 7m 30s`.
@@ -53,6 +65,15 @@ impl Progress {
         let readings = self.readings();
         let seconds = self.elapsed().as_secs_f64().max(1e-3);
         let rate = readings as f64 / seconds;
+        if self.loaded_after_micros.load(Ordering::Relaxed) != 0 {
+            return format!(
+                "{} readings of {} sites loaded in {} ({}/s) · refreshing planner statistics (ANALYZE)",
+                count(readings as f64),
+                self.sites.load(Ordering::Relaxed),
+                minutes_seconds(seconds),
+                count(rate),
+            );
+        }
         let percent = if self.total_readings == 0 {
             100.0
         } else {
@@ -141,6 +162,14 @@ mod tests {
             "{line}"
         );
         assert!(line.contains("ETA "), "{line}");
+        progress.loaded();
+        let elapsed = progress.elapsed();
+        assert_eq!(progress.elapsed(), elapsed, "the clock stops once loaded");
+        assert!(
+            progress.line().contains("refreshing planner statistics"),
+            "{}",
+            progress.line()
+        );
     }
 
     #[test]

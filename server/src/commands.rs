@@ -261,8 +261,14 @@ pub async fn seed(args: SeedArgs) -> anyhow::Result<()> {
 
 /// `plume seed --synthetic`: generates and loads the plan, with progress on stderr.
 async fn seed_synthetic(mut args: SeedArgs) -> anyhow::Result<()> {
-    let plan = args.synthetic_plan.plan(chrono::Utc::now());
+    let now = chrono::Utc::now();
+    let plan = args.synthetic_plan.plan(now);
     plan.check().map_err(anyhow::Error::msg)?;
+    // The same bound as the API's accepted window: a reading may be at most a day ahead.
+    anyhow::ensure!(
+        plan.to <= args.window.window().latest(now),
+        "--to is more than a day ahead: readings cannot come from the future"
+    );
     let jobs = args.synthetic_plan.jobs();
     // One connection per loader, one for the load's lock and one spare for the progress queries.
     args.database.db_max_connections = args.database.db_max_connections.max(jobs as u32 + 2);

@@ -198,6 +198,16 @@ async fn the_command_loads_a_plan_and_explains_what_it_refuses() {
     .await
     .unwrap();
     let without_synthetic = run(vec!["seed", "--sites", "3"]).await.unwrap();
+    let future = run(vec![
+        "seed",
+        "--synthetic",
+        "--from",
+        "2026-01-01",
+        "--to",
+        "2999-01-01",
+    ])
+    .await
+    .unwrap();
 
     let stdout = String::from_utf8_lossy(&loaded.stdout);
     assert!(
@@ -213,6 +223,7 @@ async fn the_command_loads_a_plan_and_explains_what_it_refuses() {
         (backwards, "--from must be before --to"),
         (crowded, "do not fit between --from and --to"),
         (without_synthetic, "--synthetic"),
+        (future, "readings cannot come from the future"),
     ] {
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert!(!output.status.success());
