@@ -4,7 +4,7 @@
 //! Each site is one transaction: its row (with its total, count, first and last times and limit),
 //! its readings, its hourly rollups and its source heads commit together or not at all. So
 //! `plume verify` holds at every moment, an interrupted load leaves only whole sites, and running the
-//! same plan again creates just the sites still missing (they are found by name).
+//! same plan again creates just the sites still missing (found by name, their shape checked).
 //!
 //! Readings go in ordered by month, then source, then time, which fills each monthly partition's
 //! identity index from the right (packed pages, no random page splits).
@@ -102,12 +102,19 @@ async fn load_locked(
         let work: Vec<(u32, i64)> = missing.iter().copied().zip(ids).collect();
         std::thread::spawn(move || {
             let source_ids = plan.source_ids();
-            // Ends early (Err) once the loaders stop taking sites.
-            let _ = work.into_par_iter().try_for_each(|(index, id)| {
-                sender
-                    .blocking_send(ready_site(&plan, &source_ids, index, id))
-                    .map_err(|_| ())
-            });
+            // Sites go out in ascending id order, so that each partition's identity index grows at
+            // its right edge; a few are generated at a time, in parallel.
+            for wave in work.chunks(jobs * 2) {
+                let ready: Vec<ReadySite> = wave
+                    .par_iter()
+                    .map(|(index, id)| ready_site(&plan, &source_ids, *index, *id))
+                    .collect();
+                for site in ready {
+                    if sender.blocking_send(site).is_err() {
+                        return; // the loaders stopped
+                    }
+                }
+            }
         })
     };
     let receiver = Arc::new(Mutex::new(receiver));
@@ -181,17 +188,30 @@ async fn prepare_partitions(pool: &PgPool, plan: &Plan) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Indexes of the plan's sites that exist already.
+/// Indexes of the plan's sites that exist already. A site of the same seed loaded with another
+/// shape (or a site that merely has such a name) stops the load: the data set would mix shapes.
 async fn existing_indexes(pool: &PgPool, plan: &Plan) -> anyhow::Result<HashSet<u32>> {
     let prefix = plan.name_prefix();
-    let names = sqlx::query_scalar!("select name from sites where starts_with(name, $1)", prefix)
-        .fetch_all(pool)
-        .await?;
-    Ok(names
-        .iter()
-        .filter_map(|name| name.strip_prefix(&prefix)?.parse().ok())
-        .filter(|index| *index < plan.sites)
-        .collect())
+    let rows = sqlx::query!(
+        r#"select name, metadata -> 'synthetic' ->> 'plan' as "plan" from sites where starts_with(name, $1)"#,
+        prefix
+    )
+    .fetch_all(pool)
+    .await?;
+    let shape = plan.shape();
+    let mut present = HashSet::new();
+    for row in rows {
+        anyhow::ensure!(
+            row.plan.as_deref() == Some(shape.as_str()),
+            "site {} exists but was not loaded with this shape ({shape}): it has {}; use another --seed",
+            row.name,
+            row.plan.as_deref().unwrap_or("no synthetic plan"),
+        );
+        if let Some(index) = row.name.strip_prefix(&prefix).and_then(|n| n.parse().ok()) {
+            present.insert(index);
+        }
+    }
+    Ok(present)
 }
 
 /// `count` fresh site ids, in ascending order, from the identity sequence of `sites`.
@@ -212,7 +232,9 @@ fn ready_site(plan: &Plan, source_ids: &[String], index: u32, id: i64) -> ReadyS
     let at = |micros: i64| Utc.timestamp_micros(micros).single().unwrap_or_default();
     ReadySite {
         id,
-        metadata: serde_json::json!({ "synthetic": { "seed": plan.seed, "index": index } }).to_string(),
+        metadata:
+            serde_json::json!({ "synthetic": { "seed": plan.seed, "index": index, "plan": plan.shape() } })
+                .to_string(),
         emission_limit_mg: site.emission_limit_mg,
         total_mg: site.total_mg,
         reading_count: site.readings.len() as i64,

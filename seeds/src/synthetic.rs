@@ -7,7 +7,9 @@
 //! up over its limit.
 //!
 //! Randomness comes from SplitMix64 streams keyed by (seed, site, source), so a site's readings do
-//! not depend on which thread made them, in what order, or on the library versions in use.
+//! not depend on which thread made them, in what order, or on the library versions in use. (The
+//! daily cycle uses `f64::sin` from the platform's maths library; across platforms a value could in
+//! rare cases round to a milligram more or less.)
 
 use std::collections::HashMap;
 
@@ -22,6 +24,9 @@ const HOUR_MICROS: i64 = 3_600_000_000;
 const SECOND_MICROS: i64 = 1_000_000;
 /// The most sources one site may have.
 pub const MAX_SOURCES: u32 = 1_000;
+/// The most readings one site may have: a site is generated whole in memory (about 76 bytes a
+/// reading, a few sites at a time), so this bounds the load's memory.
+pub const MAX_READINGS_PER_SITE: u64 = 2_000_000;
 /// The chance that a reading outside a leak starts one.
 const LEAK_CHANCE: f64 = 1.0 / 1_500.0;
 
@@ -50,8 +55,10 @@ impl Plan {
         if self.sites == 0 {
             return Err("--sites must be at least 1".into());
         }
-        if self.readings_per_site == 0 {
-            return Err("--readings-per-site must be at least 1".into());
+        if self.readings_per_site == 0 || self.readings_per_site > MAX_READINGS_PER_SITE {
+            return Err(format!(
+                "--readings-per-site must be from 1 to {MAX_READINGS_PER_SITE}"
+            ));
         }
         if self.sources == 0 || self.sources > MAX_SOURCES {
             return Err(format!("--sources must be from 1 to {MAX_SOURCES}"));
@@ -68,6 +75,19 @@ impl Plan {
             ));
         }
         Ok(())
+    }
+
+    /// The plan but its seed, as recorded with every site it loads: a rerun of the same seed must
+    /// have the same shape.
+    pub fn shape(&self) -> String {
+        format!(
+            "{} sites × {} readings × {} sources, {} to {}",
+            self.sites,
+            self.readings_per_site,
+            self.sources,
+            self.from.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true),
+            self.to.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true),
+        )
     }
 
     /// Every reading, in total.

@@ -62,6 +62,9 @@ pub enum ApiError {
     /// 503: the database cannot be reached now; retrying later is safe.
     #[error("the database is unavailable")]
     Unavailable(#[source] Option<sqlx::Error>),
+    /// 503: the service is at a limit it sets itself (e.g. exports running at once); retry later.
+    #[error("{0}")]
+    Busy(String),
     /// 500: anything else; the client sees no detail, the log sees everything.
     #[error("internal error")]
     Internal(#[source] anyhow::Error),
@@ -85,7 +88,7 @@ impl ApiError {
             Self::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "METHOD_NOT_ALLOWED"),
             Self::IdempotencyKeyReused(_) => (StatusCode::CONFLICT, "IDEMPOTENCY_KEY_REUSED"),
             Self::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "PAYLOAD_TOO_LARGE"),
-            Self::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE"),
+            Self::Unavailable(_) | Self::Busy(_) => (StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE"),
             Self::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL"),
         }
     }

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use partitioning::AcceptedWindow;
 use sqlx::PgPool;
-use tokio::sync::Notify;
+use tokio::sync::{Notify, Semaphore};
 
 use crate::ingest::group::GroupCommitter;
 use crate::metrics::Metrics;
@@ -43,6 +43,8 @@ pub struct AppState {
     pub outbox_wake: Arc<Notify>,
     /// Where v1 batches are stored, several to a transaction when they arrive together.
     pub committer: GroupCommitter,
+    /// Permits for the exports running at once ([`crate::query::export::MAX_CONCURRENT_EXPORTS`]).
+    pub exports: Arc<Semaphore>,
 }
 
 impl AppState {
@@ -56,6 +58,7 @@ impl AppState {
             settings: Arc::new(settings),
             metrics,
             outbox_wake: Arc::new(Notify::new()),
+            exports: Arc::new(Semaphore::new(crate::query::export::MAX_CONCURRENT_EXPORTS)),
         }
     }
 }

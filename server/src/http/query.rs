@@ -12,10 +12,11 @@ use serde_json::Value;
 use super::envelope::Envelope;
 use super::sites::parse_site_id;
 use crate::error::ApiError;
+use crate::query::export::{self, ExportError};
 use crate::query::params::{ExportFormat, ExportParams, ReadingsParams, SeriesParams};
 use crate::query::readings::{self, StoredReading};
 use crate::query::series::{self, SeriesBucket};
-use crate::query::{export, TimeRange};
+use crate::query::TimeRange;
 use crate::sites::{self, SiteId};
 use crate::state::AppState;
 
@@ -71,10 +72,12 @@ async fn get_export(
     if let Some(site) = request.site {
         require_site(&state, site).await?;
     }
-    let chunks = export::start(&state.pool, request).await?;
-    let body = futures_util::stream::unfold(chunks, |mut chunks| async move {
-        chunks.recv().await.map(|chunk| (chunk, chunks))
-    });
+    let export = export::start(&state.pool, &state.exports, request)
+        .await
+        .map_err(|error| match error {
+            ExportError::Busy => ApiError::Busy(error.to_string()),
+            ExportError::Database(error) => ApiError::from(error),
+        })?;
     let extension = match request.format {
         ExportFormat::Csv => "csv",
         ExportFormat::Ndjson => "ndjson",
@@ -89,7 +92,7 @@ async fn get_export(
             (CONTENT_DISPOSITION, disposition),
             (CACHE_CONTROL, "no-store".to_owned()),
         ],
-        Body::from_stream(body),
+        Body::from_stream(export.into_stream()),
     )
         .into_response())
 }

@@ -5,15 +5,21 @@
 //! the database's core) and plume writes CSV or NDJSON from it, the same way the API writes
 //! timestamps and kilograms. A task owns the connection and hands the client chunks of about
 //! 64 KB through a channel of four, so a slow client slows the `COPY` down rather than growing
-//! memory. A client that goes away closes the connection, which ends the `COPY` at once (a
-//! connection returned mid-`COPY` would first have to read the rest).
+//! memory. Whenever an export does not run to its end (the client left or stalled, the data broke
+//! off), its connection is closed rather than handed back to the pool, which would first have to
+//! read the rest of the `COPY`. Exports hold a connection and a snapshot for as long as they run, so
+//! only a few run at once.
 
 use std::io;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
 
 use axum::body::Bytes;
 use chrono::SecondsFormat;
+use futures_util::Stream;
 use sqlx::PgPool;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 
 use super::params::{ExportFormat, ExportRequest};
 
@@ -25,6 +31,46 @@ pub use format::{Row, RowWriter};
 const CHUNK_BYTES: usize = 64 * 1024;
 /// Chunks waiting for the client at most.
 const CHUNKS_IN_FLIGHT: usize = 4;
+/// Exports running at once, at most (each holds a database connection while it runs).
+pub const MAX_CONCURRENT_EXPORTS: usize = 4;
+/// How long a client may take to accept the next chunk before its export is ended.
+const STALLED_CLIENT: Duration = Duration::from_secs(60);
+
+/// Why an export did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ExportError {
+    /// [`MAX_CONCURRENT_EXPORTS`] are running.
+    #[error("{MAX_CONCURRENT_EXPORTS} exports are running already; retry later")]
+    Busy,
+    /// The database refused or failed.
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+}
+
+/// A running export: its chunks, and whether it ran to its end.
+#[derive(Debug)]
+pub struct Export {
+    chunks: mpsc::Receiver<io::Result<Bytes>>,
+    completed: Arc<AtomicBool>,
+}
+
+impl Export {
+    /// The export's body. If the task ends without completing (it panicked), the body ends in an
+    /// error rather than looking complete.
+    pub fn into_stream(self) -> impl Stream<Item = io::Result<Bytes>> {
+        futures_util::stream::unfold(Some(self), |export| async move {
+            let mut export = export?;
+            match export.chunks.recv().await {
+                Some(chunk) => Some((chunk, Some(export))),
+                None if export.completed.load(Ordering::Acquire) => None,
+                None => Some((
+                    Err(io::Error::other("the export ended before its last row")),
+                    None,
+                )),
+            }
+        })
+    }
+}
 
 /// The query an export copies out. `COPY` takes no bind parameters; the only values written into
 /// it are an integer and two timestamps this function formats itself.
@@ -51,14 +97,26 @@ fn copy_statement(request: &ExportRequest) -> String {
     format!("copy ({}) to stdout (format binary)", select_statement(request))
 }
 
-/// Starts the export: answers once the `COPY` has begun (or failed to), with a receiver of the
-/// output's chunks. A chunk that is an error means the export broke off.
+/// Starts an export, one of at most [`MAX_CONCURRENT_EXPORTS`] counted by `running`: answers once
+/// the `COPY` has begun (or failed to).
 pub async fn start(
     pool: &PgPool,
+    running: &Arc<Semaphore>,
     request: ExportRequest,
-) -> Result<mpsc::Receiver<io::Result<Bytes>>, sqlx::Error> {
+) -> Result<Export, ExportError> {
+    let permit = running
+        .clone()
+        .try_acquire_owned()
+        .map_err(|_| ExportError::Busy)?;
     let (chunks, receiver) = mpsc::channel(CHUNKS_IN_FLIGHT);
     let (started, has_started) = oneshot::channel();
+    let completed = Arc::new(AtomicBool::new(false));
+    let task = Task {
+        request,
+        chunks,
+        completed: completed.clone(),
+        _permit: permit,
+    };
     let pool = pool.clone();
     tokio::spawn(async move {
         let mut connection = match pool.acquire().await {
@@ -68,66 +126,89 @@ pub async fn start(
                 return;
             }
         };
-        let finished = stream(&mut connection, &request, started, &chunks).await;
-        if !finished {
-            // Dropped mid-COPY: close the connection rather than return it to the pool.
+        if !task.run(&mut connection, started).await {
             drop(connection.detach());
         }
     });
     match has_started.await {
-        Ok(Ok(())) => Ok(receiver),
-        Ok(Err(error)) => Err(error),
-        Err(_) => Err(sqlx::Error::WorkerCrashed),
+        Ok(Ok(())) => Ok(Export {
+            chunks: receiver,
+            completed,
+        }),
+        Ok(Err(error)) => Err(error.into()),
+        Err(_) => Err(sqlx::Error::WorkerCrashed.into()),
     }
 }
 
-/// Runs the `COPY` on `connection` and sends its output; whether it ran to its end.
-async fn stream(
-    connection: &mut sqlx::PgConnection,
-    request: &ExportRequest,
-    started: oneshot::Sender<Result<(), sqlx::Error>>,
-    chunks: &mpsc::Sender<io::Result<Bytes>>,
-) -> bool {
-    use futures_util::StreamExt;
+/// What the export's task holds while it runs.
+struct Task {
+    request: ExportRequest,
+    chunks: mpsc::Sender<io::Result<Bytes>>,
+    completed: Arc<AtomicBool>,
+    _permit: OwnedSemaphorePermit,
+}
 
-    let statement = copy_statement(request);
-    let mut copy = match connection.copy_out_raw(&statement).await {
-        Ok(copy) => copy,
-        Err(error) => {
-            let _ = started.send(Err(error));
-            return true;
-        }
-    };
-    if started.send(Ok(())).is_err() {
-        return false;
-    }
-    let mut writer = RowWriter::new(request.format, CHUNK_BYTES);
-    loop {
-        let data = match copy.next().await {
-            None => break,
-            Some(Ok(data)) => data,
-            Some(Err(error)) => {
-                tracing::error!(%error, "an export broke off");
-                let _ = chunks.send(Err(io::Error::other(error))).await;
-                return true;
-            }
-        };
-        if let Err(error) = writer.push(&data) {
-            tracing::error!(%error, "an export's COPY data could not be read");
-            let _ = chunks.send(Err(error)).await;
-            return false;
-        }
-        while let Some(chunk) = writer.full_chunk() {
-            if chunks.send(Ok(chunk)).await.is_err() {
+impl Task {
+    /// Runs the `COPY` on `connection` and sends its output; whether the connection may go back to
+    /// the pool (only when the `COPY` ran to its end).
+    async fn run(
+        self,
+        connection: &mut sqlx::PgConnection,
+        started: oneshot::Sender<Result<(), sqlx::Error>>,
+    ) -> bool {
+        use futures_util::StreamExt;
+
+        let statement = copy_statement(&self.request);
+        let mut copy = match connection.copy_out_raw(&statement).await {
+            Ok(copy) => copy,
+            Err(error) => {
+                let _ = started.send(Err(error));
                 return false;
             }
+        };
+        if started.send(Ok(())).is_err() {
+            return false;
+        }
+        let mut writer = RowWriter::new(self.request.format, CHUNK_BYTES);
+        while let Some(data) = copy.next().await {
+            let pushed = data.map_err(io::Error::other).and_then(|data| writer.push(&data));
+            if let Err(error) = pushed {
+                tracing::error!(%error, "an export broke off");
+                let _ = self.chunks.send(Err(error)).await;
+                return false;
+            }
+            while let Some(chunk) = writer.full_chunk() {
+                if !self.send(Ok(chunk)).await {
+                    return false;
+                }
+            }
+        }
+        match writer.finish() {
+            Ok(rest) => {
+                if !rest.is_empty() && !self.send(Ok(rest)).await {
+                    return false;
+                }
+                self.completed.store(true, Ordering::Release);
+                true
+            }
+            Err(error) => {
+                tracing::error!(%error, "an export's COPY data ended early");
+                let _ = self.chunks.send(Err(error)).await;
+                false
+            }
         }
     }
-    let rest = writer.finish();
-    if !rest.is_empty() {
-        let _ = chunks.send(Ok(rest)).await;
+
+    /// Hands the client a chunk; false when it left or has not taken one for [`STALLED_CLIENT`].
+    async fn send(&self, chunk: io::Result<Bytes>) -> bool {
+        match tokio::time::timeout(STALLED_CLIENT, self.chunks.send(chunk)).await {
+            Ok(sent) => sent.is_ok(),
+            Err(_) => {
+                tracing::warn!("an export's client took no data for {STALLED_CLIENT:?}; ending it");
+                false
+            }
+        }
     }
-    true
 }
 
 /// The content type of `format`.

@@ -1,7 +1,7 @@
 //! Query strings of the read endpoints, parsed into checked types once, at the edge. Every problem
 //! is reported at once, each naming its parameter.
 
-use chrono::{DateTime, Duration, Utc};
+use chrono::{DateTime, Datelike, Duration, Utc};
 use serde::Deserialize;
 
 use super::readings::{PageCursor, DEFAULT_PAGE, MAX_PAGE};
@@ -157,10 +157,20 @@ impl ReadingsParams {
         };
         let after = match self.cursor.as_deref() {
             None | Some("") => None,
-            Some(text) => PageCursor::decode(text).or_else(|| {
-                problems.push(FieldError::new("cursor", "is not a cursor this API issued"));
-                None
-            }),
+            Some(text) => match PageCursor::decode(text) {
+                Some(cursor) if cursor.filter == self.source_id => Some(cursor),
+                Some(_) => {
+                    problems.push(FieldError::new(
+                        "cursor",
+                        "belongs to pages with another source_id",
+                    ));
+                    None
+                }
+                None => {
+                    problems.push(FieldError::new("cursor", "is not a cursor this API issued"));
+                    None
+                }
+            },
         };
         match (range, problems.is_empty()) {
             (Some(range), true) => Ok(PageRequest {
@@ -215,16 +225,18 @@ impl ExportParams {
 }
 
 fn parse_time(problems: &mut Vec<FieldError>, name: &str, text: &str) -> Option<DateTime<Utc>> {
-    match DateTime::parse_from_rfc3339(text) {
-        Ok(at) => Some(at.with_timezone(&Utc)),
-        Err(_) => {
-            problems.push(FieldError::new(
-                name,
-                "must be an RFC 3339 time, e.g. 2026-01-31T00:00:00Z",
-            ));
-            None
-        }
+    // Years PostgreSQL and RFC 3339 agree on; chrono would also take year 0.
+    let at = DateTime::parse_from_rfc3339(text)
+        .ok()
+        .map(|at| at.with_timezone(&Utc))
+        .filter(|at| (1..=9999).contains(&at.year()));
+    if at.is_none() {
+        problems.push(FieldError::new(
+            name,
+            "must be an RFC 3339 time from year 0001 to 9999, e.g. 2026-01-31T00:00:00Z",
+        ));
     }
+    at
 }
 
 fn required_time(problems: &mut Vec<FieldError>, name: &str, text: Option<&str>) -> Option<DateTime<Utc>> {
@@ -248,14 +260,14 @@ fn ordered(problems: &mut Vec<FieldError>, from: DateTime<Utc>, to: DateTime<Utc
 
 fn optional_range(problems: &mut Vec<FieldError>, from: Option<&str>, to: Option<&str>) -> Option<TimeRange> {
     let from = match from {
-        Some(text) => parse_time(problems, "from", text)?,
-        None => all_time().from,
+        Some(text) => parse_time(problems, "from", text),
+        None => Some(all_time().from),
     };
     let to = match to {
-        Some(text) => parse_time(problems, "to", text)?,
-        None => all_time().to,
+        Some(text) => parse_time(problems, "to", text),
+        None => Some(all_time().to),
     };
-    ordered(problems, from, to)
+    ordered(problems, from?, to?)
 }
 
 #[cfg(test)]

@@ -98,6 +98,16 @@ fn a_page_takes_a_limit_in_bounds_and_only_its_own_cursors() {
         fields(params(None, Some("c2l0ZTox")).check().unwrap_err())[0].0,
         "cursor"
     );
+    let both_bad = ReadingsParams {
+        from: Some("0000-01-01T00:00:00Z".into()),
+        to: Some("soon".into()),
+        ..params(None, None)
+    };
+    let names: Vec<_> = fields(both_bad.check().unwrap_err())
+        .into_iter()
+        .map(|(name, _)| name)
+        .collect();
+    assert_eq!(names, ["from", "to"]);
 }
 
 #[test]

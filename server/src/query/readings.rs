@@ -36,9 +36,12 @@ pub const SOURCE_PAGE_SQL: &str = "select source_id, measured_at, value_mg from 
      order by measured_at
      limit $6";
 
-/// Where the previous page ended: its last reading's source and time.
+/// Where the previous page ended: its last reading's source and time, and the `source_id` filter
+/// of the pages it belongs to (a cursor sent with another filter is refused, not taken for an end).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PageCursor {
+    /// The `source_id` filter of its pages.
+    pub filter: Option<String>,
     /// The last reading's source.
     pub source_id: String,
     /// The last reading's time.
@@ -48,16 +51,19 @@ pub struct PageCursor {
 impl PageCursor {
     /// The opaque text handed to clients.
     pub fn encode(&self) -> String {
-        let text = serde_json::json!(["readings", self.source_id, self.measured_at.timestamp_micros()]);
+        let micros = self.measured_at.timestamp_micros();
+        let text = serde_json::json!(["readings", self.filter, self.source_id, micros]);
         URL_SAFE_NO_PAD.encode(text.to_string())
     }
 
     /// Reads back what [`PageCursor::encode`] wrote; anything else is `None`.
     pub fn decode(text: &str) -> Option<Self> {
         let bytes = URL_SAFE_NO_PAD.decode(text).ok()?;
-        let (tag, source_id, micros): (String, String, i64) = serde_json::from_slice(&bytes).ok()?;
+        let (tag, filter, source_id, micros): (String, Option<String>, String, i64) =
+            serde_json::from_slice(&bytes).ok()?;
         (tag == "readings").then_some(())?;
         Some(Self {
+            filter,
             source_id,
             measured_at: DateTime::from_timestamp_micros(micros)?,
         })
@@ -66,6 +72,7 @@ impl PageCursor {
     /// Before every reading: the empty source id sorts first, and no time precedes 1900.
     fn start() -> Self {
         Self {
+            filter: None,
             source_id: String::new(),
             measured_at: DateTime::from_timestamp(-2_208_988_800, 0).expect("1900-01-01 is a time"),
         }
@@ -115,6 +122,7 @@ pub async fn page(
     let next = if readings.len() as i64 > request.limit {
         readings.truncate(request.limit as usize);
         readings.last().map(|last| PageCursor {
+            filter: request.source_id.clone(),
             source_id: last.source_id.clone(),
             measured_at: last.measured_at,
         })
@@ -148,6 +156,7 @@ mod tests {
     #[test]
     fn cursors_round_trip_and_foreign_text_is_refused() {
         let cursor = PageCursor {
+            filter: Some("north".into()),
             source_id: "stack \"7\", north".into(),
             measured_at: "2026-01-31T12:00:00.000123Z".parse().unwrap(),
         };

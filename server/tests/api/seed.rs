@@ -73,6 +73,17 @@ async fn a_synthetic_load_keeps_every_figure_exact_and_a_rerun_adds_nothing() {
         (again.sites_created, again.sites_present, again.readings_stored),
         (0, 6, 0)
     );
+    let reshaped = Plan {
+        readings_per_site: 901,
+        ..plan(5)
+    };
+    let refused = seeds::load::load(&app.pool, &reshaped, 2, |_| {})
+        .await
+        .unwrap_err();
+    assert!(
+        refused.to_string().contains("not loaded with this shape"),
+        "{refused:#}"
+    );
     let rows: i64 = sqlx::query_scalar("select count(*) from measurements")
         .fetch_one(&app.pool)
         .await

@@ -36,6 +36,7 @@ pub struct RowWriter {
     /// Input not yet parsed (a partial row at most, once `push` returns).
     pending: Vec<u8>,
     header_read: bool,
+    trailer_read: bool,
     output: Vec<u8>,
 }
 
@@ -51,6 +52,7 @@ impl RowWriter {
             chunk_bytes,
             pending: Vec::new(),
             header_read: false,
+            trailer_read: false,
             output,
         }
     }
@@ -67,8 +69,9 @@ impl RowWriter {
             self.header_read = true;
         }
         while let Some((row, length)) = parse_row(&self.pending[at..])? {
-            if let Some(row) = row {
-                write_row(self.format, &mut self.output, &row);
+            match row {
+                Some(row) => write_row(self.format, &mut self.output, &row),
+                None => self.trailer_read = true,
             }
             at += length;
         }
@@ -84,9 +87,12 @@ impl RowWriter {
         })
     }
 
-    /// The rest of the output.
-    pub fn finish(self) -> Bytes {
-        Bytes::from(self.output)
+    /// The rest of the output; an error unless the data ended with its trailer.
+    pub fn finish(self) -> io::Result<Bytes> {
+        if !self.trailer_read || !self.pending.is_empty() {
+            return Err(malformed("the data ended before its trailer"));
+        }
+        Ok(Bytes::from(self.output))
     }
 }
 

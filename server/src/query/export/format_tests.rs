@@ -24,7 +24,7 @@ fn export(format: ExportFormat, data: &[u8], piece: usize) -> String {
             out.extend_from_slice(&chunk);
         }
     }
-    out.extend_from_slice(&writer.finish());
+    out.extend_from_slice(&writer.finish().unwrap());
     String::from_utf8(out).unwrap()
 }
 
@@ -97,4 +97,9 @@ fn broken_copy_data_is_an_error_not_a_silent_gap() {
     data.extend_from_slice(&3_i16.to_be_bytes());
     let mut writer = RowWriter::new(ExportFormat::Csv, 16);
     assert!(writer.push(&data).is_err());
+    let mut cut = copy_of(&[(1, "a", 0, 1)]);
+    cut.truncate(cut.len() - 2); // no trailer
+    let mut writer = RowWriter::new(ExportFormat::Csv, 16);
+    writer.push(&cut).unwrap();
+    assert!(writer.finish().is_err());
 }
