@@ -270,7 +270,7 @@ async fn seed_synthetic(mut args: SeedArgs) -> anyhow::Result<()> {
         "--to is more than a day ahead: readings cannot come from the future"
     );
     let jobs = args.synthetic_plan.jobs();
-    // One connection per loader, one for the load's lock and one spare for the progress queries.
+    // One connection per loader, and spares for the queries before and after them.
     args.database.db_max_connections = args.database.db_max_connections.max(jobs as u32 + 2);
     let database = open(&args.database, &args.window).await?;
     eprintln!(

@@ -56,7 +56,7 @@ async fn get_readings(
     let site = parse_site_id(id)?;
     let request = query(params)?.check()?;
     let (page, next) = readings::page(&state.pool, site, &request).await?;
-    if page.is_empty() && request.after.is_none() {
+    if page.is_empty() {
         require_site(&state, site).await?;
     }
     let next_cursor = next.map_or(Value::Null, |cursor| Value::String(cursor.encode()));
