@@ -1,0 +1,257 @@
+//! Timing the read endpoints, next to the same queries without HTTP, and the exports, next to
+//! PostgreSQL's own CSV `COPY`.
+
+use std::time::Instant;
+
+use anyhow::ensure;
+use chrono::{DateTime, Utc};
+use futures_util::StreamExt;
+use plume::query::params::SeriesRequest;
+use plume::query::{readings, series, Bucket, TimeRange};
+use plume::sites::SiteId;
+use plume_bench::service::Service;
+use plume_bench::BenchDatabase;
+use sqlx::postgres::PgPoolCopyExt;
+
+use crate::{stamp, Args};
+
+/// Latencies of one kind of request, in milliseconds.
+struct Latencies {
+    name: String,
+    millis: Vec<f64>,
+}
+
+impl Latencies {
+    fn percentile(&self, p: f64) -> f64 {
+        let mut sorted = self.millis.clone();
+        sorted.sort_by(f64::total_cmp);
+        sorted[((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1]
+    }
+
+    fn row(&self) -> String {
+        format!(
+            "| {} | {} | {:.2} | {:.2} |",
+            self.name,
+            self.millis.len(),
+            self.percentile(0.5),
+            self.percentile(0.99)
+        )
+    }
+}
+
+/// A small deterministic generator for picking sites and times.
+struct Picker(u64);
+
+impl Picker {
+    fn next(&mut self, below: u64) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        (self.0 >> 33) % below.max(1)
+    }
+}
+
+/// The request paths of each endpoint, on random sites, and what sends the same query straight
+/// to PostgreSQL.
+pub(crate) async fn latencies(
+    args: &Args,
+    db: &BenchDatabase,
+    service: &Service,
+    sites: &[i64],
+    (from, to): (DateTime<Utc>, DateTime<Utc>),
+) -> anyhow::Result<()> {
+    let http = reqwest::Client::new();
+    let hours = (to - from).num_hours() as u64;
+    let full = (
+        partitioning::month_start(from),
+        partitioning::next_month(partitioning::month_start(to - chrono::Duration::days(1))),
+    );
+    let mut results = Vec::new();
+    for kind in [
+        "metrics",
+        "series, 30 days hourly",
+        "series, full history monthly",
+        "readings page of 1,000",
+    ] {
+        let mut http_times = Latencies {
+            name: format!("`GET` {kind}"),
+            millis: Vec::new(),
+        };
+        let mut sql_times = Latencies {
+            name: format!("the same query without HTTP: {kind}"),
+            millis: Vec::new(),
+        };
+        for pass in 0..2 {
+            // The second pass asks for exactly what the first did, so every request is warm.
+            let mut picker = Picker(7);
+            for _ in 0..args.requests {
+                let site = sites[picker.next(sites.len() as u64) as usize];
+                let start = from + chrono::Duration::hours(picker.next(hours.saturating_sub(30 * 24)) as i64);
+                let (path, sql_elapsed) = match kind {
+                    "metrics" => {
+                        let t = Instant::now();
+                        plume::sites::find(&db.pool, plume::sites::SiteId::new(site).unwrap()).await?;
+                        (format!("/v1/sites/{site}/metrics"), t.elapsed())
+                    }
+                    "readings page of 1,000" => {
+                        let t = Instant::now();
+                        let rows = sqlx::query(readings::PAGE_SQL)
+                            .bind(site)
+                            .bind(start)
+                            .bind(to)
+                            .bind("")
+                            .bind(start)
+                            .bind(1001_i64)
+                            .fetch_all(&db.pool)
+                            .await?;
+                        ensure!(rows.len() == 1001, "a page came back short: {}", rows.len());
+                        (
+                            format!(
+                                "/v2/sites/{site}/readings?from={}&to={}&limit=1000",
+                                stamp(start),
+                                stamp(to)
+                            ),
+                            t.elapsed(),
+                        )
+                    }
+                    _ => {
+                        let (range, bucket) = if kind.contains("30 days") {
+                            ((start, start + chrono::Duration::days(30)), "hour")
+                        } else {
+                            (full, "month")
+                        };
+                        let request = SeriesRequest {
+                            range: TimeRange {
+                                from: range.0,
+                                to: range.1,
+                            },
+                            bucket: Bucket::parse(bucket).expect("a bucket name"),
+                        };
+                        let t = Instant::now();
+                        series::series(&db.pool, SiteId::new(site).expect("a site id"), request).await?;
+                        let path = format!(
+                            "/v2/sites/{site}/series?from={}&to={}&bucket={bucket}",
+                            stamp(range.0),
+                            stamp(range.1)
+                        );
+                        (path, t.elapsed())
+                    }
+                };
+                let t = Instant::now();
+                let response = http.get(format!("{}{path}", service.address())).send().await?;
+                ensure!(response.status().is_success(), "{path}: {}", response.status());
+                response.bytes().await?;
+                if pass == 1 {
+                    http_times.millis.push(t.elapsed().as_secs_f64() * 1e3);
+                    sql_times.millis.push(sql_elapsed.as_secs_f64() * 1e3);
+                }
+            }
+        }
+        results.push(http_times);
+        results.push(sql_times);
+    }
+    println!("| request (one client, warm) | requests | p50 ms | p99 ms |\n| --- | --- | --- | --- |");
+    for result in &results {
+        println!("{}", result.row());
+    }
+    println!();
+    Ok(())
+}
+
+/// Full-history exports of random sites and one month of every site, beside PostgreSQL's own CSV
+/// `COPY` of the same rows.
+pub(crate) async fn exports(
+    args: &Args,
+    db: &BenchDatabase,
+    service: &Service,
+    sites: &[i64],
+    (from, _to): (DateTime<Utc>, DateTime<Utc>),
+    rss_before: u64,
+) -> anyhow::Result<()> {
+    let http = reqwest::Client::new();
+    let mut picker = Picker(11);
+    println!("| export | rows | MB | plume rows/s | PostgreSQL `COPY ... (FORMAT csv)` rows/s |\n| --- | --- | --- | --- | --- |");
+    let month = partitioning::next_month(partitioning::month_start(from));
+    let mut cases: Vec<(String, String, String)> = (0..args.exports)
+        .map(|_| {
+            let site = sites[picker.next(sites.len() as u64) as usize];
+            (
+                format!("site {site}, full history"),
+                format!("/v2/export?site_id={site}&format=csv"),
+                format!("site_id = {site}"),
+            )
+        })
+        .collect();
+    let month_end = partitioning::next_month(month);
+    cases.push((
+        format!("every site, {}", month.format("%B %Y")),
+        format!(
+            "/v2/export?from={}&to={}&format=csv",
+            stamp(month),
+            stamp(month_end)
+        ),
+        format!(
+            "measured_at >= '{}' and measured_at < '{}'",
+            stamp(month),
+            stamp(month_end)
+        ),
+    ));
+    let (mut plume_rates, mut postgres_rates) = (Vec::new(), Vec::new());
+    for (name, path, filter) in cases {
+        // Untimed first: the timed runs find the rows in memory, as the latency runs do.
+        download(&http, &format!("{}{path}", service.address())).await?;
+        let t = Instant::now();
+        let (bytes, lines) = download(&http, &format!("{}{path}", service.address())).await?;
+        let plume_seconds = t.elapsed().as_secs_f64();
+        let rows = lines - 1;
+        let statement = format!(
+            "copy (select site_id, source_id, measured_at, value_mg / 1e6 from measurements where {filter})
+               to stdout (format csv)"
+        );
+        let t = Instant::now();
+        let mut copy = db.pool.copy_out_raw(&statement).await?;
+        while let Some(chunk) = copy.next().await {
+            chunk?;
+        }
+        let postgres_seconds = t.elapsed().as_secs_f64();
+        let (plume_rate, postgres_rate) = (rows as f64 / plume_seconds, rows as f64 / postgres_seconds);
+        if name.contains("full history") {
+            plume_rates.push(plume_rate);
+            postgres_rates.push(postgres_rate);
+        }
+        println!(
+            "| {name} | {rows} | {:.1} | {plume_rate:.0} | {postgres_rate:.0} |",
+            bytes as f64 / 1e6
+        );
+    }
+    let median = |rates: &mut Vec<f64>| {
+        rates.sort_by(f64::total_cmp);
+        rates.get(rates.len() / 2).copied().unwrap_or(0.0)
+    };
+    println!(
+        "\nfull histories, median: plume {:.0} rows/s, PostgreSQL's own CSV COPY {:.0} rows/s",
+        median(&mut plume_rates),
+        median(&mut postgres_rates)
+    );
+    let rss_after = service.peak_rss()?.unwrap_or(0);
+    println!(
+        "\nplume's peak resident memory (VmHWM): {:.1} MB before the exports (after the latency runs), \
+         {:.1} MB after them\n",
+        rss_before as f64 / 1e6,
+        rss_after as f64 / 1e6
+    );
+    Ok(())
+}
+
+/// Downloads `url` to nowhere; returns its bytes and lines.
+async fn download(http: &reqwest::Client, url: &str) -> anyhow::Result<(u64, u64)> {
+    let mut response = http.get(url).send().await?;
+    ensure!(response.status().is_success(), "{url}: {}", response.status());
+    let (mut bytes, mut lines) = (0_u64, 0_u64);
+    while let Some(chunk) = response.chunk().await? {
+        bytes += chunk.len() as u64;
+        lines += chunk.iter().filter(|b| **b == b'\n').count() as u64;
+    }
+    Ok((bytes, lines))
+}
