@@ -275,6 +275,11 @@ pub async fn start_service(
     Ok(address)
 }
 
+/// The nearest-rank `p` percentile (0 < p ≤ 1) of `sorted`, which must not be empty.
+pub fn nearest_rank<T: Copy>(sorted: &[T], p: f64) -> T {
+    sorted[((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1]
+}
+
 /// `count / seconds`, rounded.
 pub fn rate(count: u64, elapsed: Duration) -> u64 {
     (count as f64 / elapsed.as_secs_f64()).round() as u64

@@ -21,7 +21,7 @@ use anyhow::{ensure, Context};
 use clap::{Parser, ValueEnum};
 use plume::db::PoolSettings;
 use plume_bench::service::Service;
-use plume_bench::{rate, BenchDatabase, Receiver};
+use plume_bench::{nearest_rank, rate, BenchDatabase, Receiver};
 
 use crate::batches::{Batches, Format, Request, Shape};
 
@@ -332,10 +332,7 @@ async fn replay(address: String, sent: Vec<Request>, stop: Arc<AtomicBool>) -> a
 
 /// `(p50, p95, p99, max)` in milliseconds of sorted microsecond latencies.
 fn percentiles(sorted: &[u64]) -> (f64, f64, f64, f64) {
-    let at = |p: f64| {
-        let index = ((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1;
-        sorted[index] as f64 / 1000.0
-    };
+    let at = |p: f64| nearest_rank(sorted, p) as f64 / 1000.0;
     (at(0.50), at(0.95), at(0.99), at(1.0))
 }
 

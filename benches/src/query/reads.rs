@@ -10,7 +10,7 @@ use plume::query::params::SeriesRequest;
 use plume::query::{readings, series, Bucket, TimeRange};
 use plume::sites::SiteId;
 use plume_bench::service::Service;
-use plume_bench::BenchDatabase;
+use plume_bench::{nearest_rank, BenchDatabase};
 use sqlx::postgres::PgPoolCopyExt;
 
 use crate::{stamp, Args};
@@ -25,7 +25,7 @@ impl Latencies {
     fn percentile(&self, p: f64) -> f64 {
         let mut sorted = self.millis.clone();
         sorted.sort_by(f64::total_cmp);
-        sorted[((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1]
+        nearest_rank(&sorted, p)
     }
 
     fn row(&self) -> String {

@@ -25,7 +25,7 @@ use super::params::{ExportFormat, ExportRequest};
 
 mod format;
 
-pub use format::{Row, RowWriter};
+use format::RowWriter;
 
 /// Bytes of output gathered before they go to the client.
 const CHUNK_BYTES: usize = 64 * 1024;

@@ -24,6 +24,17 @@ pub struct TimeRange {
     pub to: DateTime<Utc>,
 }
 
+impl TimeRange {
+    /// Every time a reading can have, for a range not given (both ends fit PostgreSQL's
+    /// `timestamptz`).
+    pub fn all() -> Self {
+        Self {
+            from: DateTime::from_timestamp(-2_208_988_800, 0).expect("1900-01-01 is a time"),
+            to: DateTime::from_timestamp(253_402_214_400, 0).expect("9999-12-31 is a time"),
+        }
+    }
+}
+
 /// The width of a series bucket. Buckets are aligned on UTC boundaries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Bucket {

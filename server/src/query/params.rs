@@ -81,14 +81,6 @@ pub struct ExportRequest {
     pub format: ExportFormat,
 }
 
-/// Every time a reading can have, for a range not given (both ends fit PostgreSQL's `timestamptz`).
-fn all_time() -> TimeRange {
-    TimeRange {
-        from: DateTime::from_timestamp(-2_208_988_800, 0).expect("1900-01-01 is a time"),
-        to: DateTime::from_timestamp(253_402_214_400, 0).expect("9999-12-31 is a time"),
-    }
-}
-
 impl SeriesParams {
     /// Both ends are required and must fall on bucket boundaries (UTC), so every bucket answered
     /// is whole; the default bucket is `hour`.
@@ -261,11 +253,11 @@ fn ordered(problems: &mut Vec<FieldError>, from: DateTime<Utc>, to: DateTime<Utc
 fn optional_range(problems: &mut Vec<FieldError>, from: Option<&str>, to: Option<&str>) -> Option<TimeRange> {
     let from = match from {
         Some(text) => parse_time(problems, "from", text),
-        None => Some(all_time().from),
+        None => Some(TimeRange::all().from),
     };
     let to = match to {
         Some(text) => parse_time(problems, "to", text),
-        None => Some(all_time().to),
+        None => Some(TimeRange::all().to),
     };
     ordered(problems, from?, to?)
 }

@@ -12,6 +12,7 @@ use serde::Serialize;
 use sqlx::PgPool;
 
 use super::params::PageRequest;
+use super::TimeRange;
 use crate::quantity::Milligrams;
 use crate::sites::SiteId;
 
@@ -69,12 +70,12 @@ impl PageCursor {
         })
     }
 
-    /// Before every reading: the empty source id sorts first, and no time precedes 1900.
+    /// Before every reading: the empty source id sorts first, and no time precedes all time.
     fn start() -> Self {
         Self {
             filter: None,
             source_id: String::new(),
-            measured_at: DateTime::from_timestamp(-2_208_988_800, 0).expect("1900-01-01 is a time"),
+            measured_at: TimeRange::all().from,
         }
     }
 }

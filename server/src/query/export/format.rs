@@ -17,23 +17,23 @@ const CSV_HEADER: &str = "site_id,source_id,measured_at,value_kg\n";
 
 /// One exported reading.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Row<'a> {
+struct Row<'a> {
     /// Its site.
-    pub site_id: i64,
+    site_id: i64,
     /// Its source.
-    pub source_id: &'a str,
+    source_id: &'a str,
     /// Its time, microseconds since the Unix epoch.
-    pub unix_micros: i64,
+    unix_micros: i64,
     /// Its value, mg.
-    pub value_mg: i64,
+    value_mg: i64,
 }
 
 /// Turns binary `COPY` data, pushed in pieces of any size, into chunks of CSV or NDJSON.
 #[derive(Debug)]
-pub struct RowWriter {
+pub(super) struct RowWriter {
     format: ExportFormat,
     chunk_bytes: usize,
-    /// Input not yet parsed (a partial row at most, once `push` returns).
+    /// Input not yet parsed: a partial header or row, once `push` returns.
     pending: Vec<u8>,
     header_read: bool,
     trailer_read: bool,
@@ -42,7 +42,7 @@ pub struct RowWriter {
 
 impl RowWriter {
     /// A writer of `format` handing out chunks of about `chunk_bytes`; a CSV starts with its header.
-    pub fn new(format: ExportFormat, chunk_bytes: usize) -> Self {
+    pub(super) fn new(format: ExportFormat, chunk_bytes: usize) -> Self {
         let mut output = Vec::with_capacity(chunk_bytes + 1024);
         if format == ExportFormat::Csv {
             output.extend_from_slice(CSV_HEADER.as_bytes());
@@ -57,30 +57,45 @@ impl RowWriter {
         }
     }
 
-    /// Parses `data` and writes every row it completes.
-    pub fn push(&mut self, data: &[u8]) -> io::Result<()> {
-        self.pending.extend_from_slice(data);
+    /// Parses `data` and writes every row it completes; only a row split across pushes is copied
+    /// to be completed by the next one.
+    pub(super) fn push(&mut self, data: &[u8]) -> io::Result<()> {
+        if self.pending.is_empty() {
+            let used = self.write_rows(data)?;
+            self.pending.extend_from_slice(&data[used..]);
+        } else {
+            let mut pending = std::mem::take(&mut self.pending);
+            pending.extend_from_slice(data);
+            let used = self.write_rows(&pending)?;
+            pending.drain(..used);
+            self.pending = pending;
+        }
+        Ok(())
+    }
+
+    /// Writes every complete row of `data` (after the header, if not read yet); returns the bytes
+    /// used.
+    fn write_rows(&mut self, data: &[u8]) -> io::Result<usize> {
         let mut at = 0;
         if !self.header_read {
-            let Some(length) = header_length(&self.pending)? else {
-                return Ok(());
+            let Some(length) = header_length(data)? else {
+                return Ok(0);
             };
             at = length;
             self.header_read = true;
         }
-        while let Some((row, length)) = parse_row(&self.pending[at..])? {
+        while let Some((row, length)) = parse_row(&data[at..])? {
             match row {
                 Some(row) => write_row(self.format, &mut self.output, &row),
                 None => self.trailer_read = true,
             }
             at += length;
         }
-        self.pending.drain(..at);
-        Ok(())
+        Ok(at)
     }
 
     /// The output so far, if it has reached a chunk's size.
-    pub fn full_chunk(&mut self) -> Option<Bytes> {
+    pub(super) fn full_chunk(&mut self) -> Option<Bytes> {
         (self.output.len() >= self.chunk_bytes).then(|| {
             let next = Vec::with_capacity(self.chunk_bytes + 1024);
             Bytes::from(std::mem::replace(&mut self.output, next))
@@ -88,7 +103,7 @@ impl RowWriter {
     }
 
     /// The rest of the output; an error unless the data ended with its trailer.
-    pub fn finish(self) -> io::Result<Bytes> {
+    pub(super) fn finish(self) -> io::Result<Bytes> {
         if !self.trailer_read || !self.pending.is_empty() {
             return Err(malformed("the data ended before its trailer"));
         }
