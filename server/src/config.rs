@@ -477,7 +477,7 @@ pub struct SyntheticArgs {
     /// End of the readings, exclusive: YYYY-MM-DD or an RFC 3339 time. Default: today, 00:00 UTC.
     #[arg(long, value_parser = parse_day_or_time, requires = "synthetic")]
     pub to: Option<DateTime<Utc>>,
-    /// Seed: the same seed and shape give the same data, on any machine.
+    /// Seed: the same seed and shape give the same data.
     #[arg(long, default_value_t = 1, requires = "synthetic")]
     pub seed: u64,
     /// Sites loaded at once, each on its own connection. Default: one per CPU.
