@@ -393,6 +393,10 @@ pub struct ServeArgs {
     /// Largest v2 bulk request body accepted, in bytes (50,000 readings as JSON take about 6 MB).
     #[arg(long, env = "PLUME_MAX_BULK_BODY_BYTES", default_value_t = 32 * 1024 * 1024)]
     pub max_bulk_body_bytes: usize,
+    /// The most long polls (`wait=` on `/v2/changes` and `/v2/sites/{id}/metrics`) waiting at once;
+    /// more are answered 503. Each costs memory only, no database connection.
+    #[arg(long, env = "PLUME_MAX_WAITERS", default_value_t = 10_000)]
+    pub max_waiters: usize,
     /// Do not load the demo data (otherwise loaded when the embedded database has no sites yet).
     #[arg(long, env = "PLUME_NO_DEMO")]
     pub no_demo: bool,
@@ -424,6 +428,7 @@ impl ServeArgs {
             window: self.window.window(),
             max_body_bytes: self.max_body_bytes,
             max_bulk_body_bytes: self.max_bulk_body_bytes,
+            max_waiters: self.max_waiters,
         }
     }
 }

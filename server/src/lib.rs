@@ -7,12 +7,14 @@
 //! - [`http`]: the HTTP API, one module per endpoint group, and its JSON envelope;
 //! - [`ingest`]: the batch command, its validation and the transactional processor;
 //! - [`sites`]: sites, their totals and compliance status;
+//! - [`changes`]: the change feed and long polls that wake across processes;
 //! - [`query`]: the read side for data teams: series from the rollups, reading pages, exports;
 //! - [`outbox`]: events for the alerting service, written in the ingest transaction, and their relay;
 //! - [`db`]: the connection pool, the embedded PostgreSQL cluster and migrations;
 //! - [`quantity`]: exact milligram arithmetic, from JSON text to database and back;
 //! - [`config`], [`commands`], [`seed`], [`metrics`], [`state`], [`error`].
 
+pub mod changes;
 pub mod commands;
 pub mod config;
 pub mod db;

@@ -6,6 +6,7 @@ use partitioning::AcceptedWindow;
 use sqlx::PgPool;
 use tokio::sync::{Notify, Semaphore};
 
+use crate::changes::{ChangeHub, ChangeSignal};
 use crate::ingest::group::GroupCommitter;
 use crate::metrics::Metrics;
 
@@ -18,6 +19,8 @@ pub struct Settings {
     pub max_body_bytes: usize,
     /// The largest v2 bulk body accepted, in bytes.
     pub max_bulk_body_bytes: usize,
+    /// The most long polls waiting at once; more get 503.
+    pub max_waiters: usize,
 }
 
 impl Default for Settings {
@@ -26,6 +29,7 @@ impl Default for Settings {
             window: AcceptedWindow::default(),
             max_body_bytes: 1024 * 1024,
             max_bulk_body_bytes: 32 * 1024 * 1024,
+            max_waiters: 10_000,
         }
     }
 }
@@ -41,19 +45,26 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Woken after a commit that wrote outbox events, so this process's relay sends them at once.
     pub outbox_wake: Arc<Notify>,
+    /// Told after every commit that changed sites.
+    pub change_signal: ChangeSignal,
     /// Where v1 batches are stored, several to a transaction when they arrive together.
     pub committer: GroupCommitter,
+    /// The change feed and its long polls.
+    pub changes: ChangeHub,
     /// Permits for the exports running at once ([`crate::query::export::MAX_CONCURRENT_EXPORTS`]).
     pub exports: Arc<Semaphore>,
 }
 
 impl AppState {
     /// State over `pool` with `settings` and fresh metrics; starts the group committer's workers
-    /// (so it must be called inside a Tokio runtime).
+    /// and the change feed's tasks (so it must be called inside a Tokio runtime).
     pub fn new(pool: PgPool, settings: Settings) -> Self {
         let metrics = Arc::new(Metrics::default());
+        let signal = ChangeSignal::default();
         Self {
-            committer: GroupCommitter::start(pool.clone(), metrics.clone()),
+            changes: ChangeHub::start(pool.clone(), signal.clone(), settings.max_waiters),
+            committer: GroupCommitter::start(pool.clone(), metrics.clone(), signal.clone()),
+            change_signal: signal,
             pool,
             settings: Arc::new(settings),
             metrics,

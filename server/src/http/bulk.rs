@@ -98,12 +98,15 @@ async fn store(
     batch.body_sha256 = Some(body_sha256);
     // The processor runs as its own task: a client that hangs up cancels this handler, never a
     // transaction halfway through its COPY.
-    let task = tokio::spawn(bulk_processor::execute(
-        state.pool.clone(),
-        state.metrics.clone(),
-        batch,
-        stored,
-    ));
+    let execute = bulk_processor::execute(state.pool.clone(), state.metrics.clone(), batch, stored);
+    let changes = state.change_signal.clone();
+    let task = tokio::spawn(async move {
+        let outcome = execute.await;
+        if let Ok(Outcome::Stored(_)) = &outcome {
+            changes.committed();
+        }
+        outcome
+    });
     match task.await.map_err(|e| ApiError::Internal(e.into()))? {
         Ok(outcome) => Ok(outcome),
         Err(BulkError::SitesNotFound(details)) => Err(ApiError::Validation(details)),

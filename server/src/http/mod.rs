@@ -2,9 +2,10 @@
 //!
 //! [`app`] assembles them with the middleware every request goes through; [`serve`] runs it until
 //! the shutdown token fires. The v1 routes are also served unversioned, for older sensors; v2 adds
-//! bulk ingestion and the data teams' read side beside them.
+//! bulk ingestion, the data teams' read side and long polls beside them.
 
 pub mod bulk;
+pub mod changes;
 pub mod envelope;
 pub mod health;
 pub mod ingest;
@@ -28,11 +29,12 @@ fn v1() -> Router<AppState> {
     Router::new().merge(sites::router()).merge(ingest::router())
 }
 
-/// The v2 API: bulk ingestion, and the read side for data teams.
+/// The v2 API: bulk ingestion, the read side for data teams, and long polls.
 fn v2(settings: &Settings) -> Router<AppState> {
     Router::new()
         .merge(bulk::router(settings.max_bulk_body_bytes))
         .merge(query::router())
+        .merge(changes::router())
 }
 
 /// The whole service as a router, ready to serve or to test.
@@ -87,6 +89,13 @@ pub async fn serve(
     state: AppState,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
+    // Long polls would hold a graceful shutdown for up to a minute: they are answered at once.
+    let changes = state.changes.clone();
+    let closing = shutdown.clone();
+    tokio::spawn(async move {
+        closing.cancelled().await;
+        changes.close();
+    });
     serve_router(listener, app(state), shutdown).await
 }
 

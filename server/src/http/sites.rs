@@ -36,6 +36,7 @@ async fn create_site(
 ) -> Result<Envelope<Site>, ApiError> {
     let new_site = request::parse_new_site(&body)?;
     let row = sites::create(&state.pool, &new_site).await?;
+    state.change_signal.committed();
     tracing::info!(site_id = row.id, "site created");
     Ok(Envelope::with_status(StatusCode::CREATED, row.into()))
 }

@@ -26,6 +26,7 @@ use tokio::sync::{mpsc, oneshot, Mutex};
 use super::processor::{self, IngestError, Outcome};
 use super::store::{self, Path, SiteReadings};
 use super::{BatchReceipt, IngestBatch};
+use crate::changes::ChangeSignal;
 use crate::error::is_unavailable;
 use crate::metrics::Metrics;
 use crate::outbox;
@@ -57,11 +58,12 @@ impl std::fmt::Debug for Job {
 
 impl GroupCommitter {
     /// Starts [`WORKERS`] workers storing through `pool`. They stop when every handle is dropped.
-    pub fn start(pool: PgPool, metrics: Arc<Metrics>) -> Self {
+    /// `changes` is told after every commit that stored readings.
+    pub fn start(pool: PgPool, metrics: Arc<Metrics>, changes: ChangeSignal) -> Self {
         let (queue, jobs) = mpsc::channel(4 * MAX_GROUP * WORKERS);
         let jobs = Arc::new(Mutex::new(jobs));
         for _ in 0..WORKERS {
-            tokio::spawn(work(jobs.clone(), pool.clone(), metrics.clone()));
+            tokio::spawn(work(jobs.clone(), pool.clone(), metrics.clone(), changes.clone()));
         }
         Self { queue }
     }
@@ -79,7 +81,12 @@ impl GroupCommitter {
     }
 }
 
-async fn work(jobs: Arc<Mutex<mpsc::Receiver<Job>>>, pool: PgPool, metrics: Arc<Metrics>) {
+async fn work(
+    jobs: Arc<Mutex<mpsc::Receiver<Job>>>,
+    pool: PgPool,
+    metrics: Arc<Metrics>,
+    changes: ChangeSignal,
+) {
     let mut deferred: VecDeque<Job> = VecDeque::new();
     loop {
         let mut group = Vec::new();
@@ -123,7 +130,7 @@ async fn work(jobs: Arc<Mutex<mpsc::Receiver<Job>>>, pool: PgPool, metrics: Arc<
         drop(queue);
         // A panic drops the group's reply channels (its requests are answered 503, nothing of the
         // group committed) and leaves the worker running.
-        if AssertUnwindSafe(run(&pool, &metrics, group))
+        if AssertUnwindSafe(run(&pool, &metrics, &changes, group))
             .catch_unwind()
             .await
             .is_err()
@@ -133,9 +140,15 @@ async fn work(jobs: Arc<Mutex<mpsc::Receiver<Job>>>, pool: PgPool, metrics: Arc<
     }
 }
 
-async fn run(pool: &PgPool, metrics: &Arc<Metrics>, group: Vec<Job>) {
+async fn run(pool: &PgPool, metrics: &Arc<Metrics>, changes: &ChangeSignal, group: Vec<Job>) {
     let (batches, replies): (Vec<_>, Vec<_>) = group.into_iter().map(|job| (job.batch, job.reply)).unzip();
     let outcomes = store_together(pool, metrics, batches).await;
+    if outcomes
+        .iter()
+        .any(|outcome| matches!(outcome, Ok(Outcome::Stored(_))))
+    {
+        changes.committed();
+    }
     for (reply, outcome) in replies.into_iter().zip(outcomes) {
         let _ = reply.send(outcome);
     }

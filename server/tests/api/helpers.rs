@@ -154,6 +154,11 @@ pub async fn spawn_app_on(database_url: &str, app_pool: PgPool, settings: Settin
 }
 
 impl TestApp {
+    /// Starts the server's graceful shutdown, as a signal would.
+    pub fn shut_down(&self) {
+        self.shutdown.cancel();
+    }
+
     /// `GET path`.
     pub async fn get(&self, path: &str) -> Response {
         self.client

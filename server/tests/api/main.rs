@@ -7,6 +7,7 @@
 
 mod bulk;
 mod bulk_concurrency;
+mod changes;
 mod concurrency;
 mod contract;
 mod group_commit;

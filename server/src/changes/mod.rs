@@ -1,0 +1,395 @@
+//! The change feed: which sites changed since a client last looked, and long polls that answer the
+//! moment one does, in every plume process behind a load balancer.
+//!
+//! - Every site row carries the id of the transaction that last changed it (`change_xid`, stamped by
+//!   a trigger). A client's cursor is a [`Snapshot`]; the sites changed since it are the ones whose
+//!   transaction it did not see. That follows commit order, so no change is ever skipped.
+//! - After a commit that changed sites, the process sends one `NOTIFY` (see [`ChangeSignal`]). Each
+//!   process LISTENs on one connection of its own and, on a notification, reads the changed sites
+//!   once into a [`Head`] that every waiting request checks in memory: a thousand waiters cost one
+//!   query, and none of them holds a database connection while it waits.
+//! - After the listener reconnects, the process reads a new head whatever was missed, which wakes
+//!   every waiter; waiters are bounded, and all are released at once when the process shuts down.
+
+pub mod snapshot;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
+use sqlx::{PgPool, Row};
+use tokio::sync::{watch, Notify, OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+pub use snapshot::Snapshot;
+
+use crate::sites::{SiteId, SiteMetrics, SiteRow};
+
+/// The channel plume's processes notify and listen on.
+const CHANNEL: &str = "plume_changes";
+
+/// The longest wait a client may ask for.
+pub const MAX_WAIT: Duration = Duration::from_secs(60);
+
+/// Tells this process's notifier that a transaction which changed sites has committed. Cheap to
+/// clone; a burst of commits becomes one `NOTIFY`.
+#[derive(Debug, Clone, Default)]
+pub struct ChangeSignal(Arc<Notify>);
+
+impl ChangeSignal {
+    /// Call after the commit (never before: a notification must find the change committed).
+    pub fn committed(&self) {
+        self.0.notify_one();
+    }
+}
+
+/// One site's metrics and the transaction that last changed it.
+#[derive(Debug)]
+struct Changed {
+    xid: u64,
+    metrics: SiteMetrics,
+}
+
+/// The sites read at one snapshot: every site whose last change has an id at or above `horizon`.
+#[derive(Debug)]
+pub struct Head {
+    snapshot: Snapshot,
+    horizon: u64,
+    sites: Vec<Changed>,
+}
+
+impl Head {
+    /// The snapshot this was read at: the cursor for what it holds.
+    pub fn snapshot(&self) -> &Snapshot {
+        &self.snapshot
+    }
+
+    /// The sites this head shows changed since `seen`, if it can tell: it can when it holds every
+    /// site that can have changed since (every transaction `seen` did not see has an id at or above
+    /// `seen.xmin()`).
+    pub fn changed_since<'a>(&'a self, seen: &'a Snapshot) -> Option<impl Iterator<Item = &'a SiteMetrics>> {
+        (seen.xmin() >= self.horizon).then(|| {
+            self.sites
+                .iter()
+                .filter(|site| !seen.saw(site.xid))
+                .map(|site| &site.metrics)
+        })
+    }
+}
+
+/// Why a wait did not start or did not finish.
+#[derive(Debug, thiserror::Error)]
+pub enum WaitError {
+    /// As many requests are waiting as the process allows.
+    #[error("{0} requests are already waiting")]
+    TooManyWaiters(usize),
+    /// Reading the database failed.
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+}
+
+/// The process's view of the change feed. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct ChangeHub {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    pool: PgPool,
+    heads: watch::Sender<Option<Arc<Head>>>,
+    refresh: Notify,
+    waiters: Arc<Semaphore>,
+    max_waiters: usize,
+    closing: CancellationToken,
+}
+
+impl ChangeHub {
+    /// Starts the listener, the head reader and the notifier for `signal` (so it must be called
+    /// inside a Tokio runtime). They hold two connections of their own, apart from `pool`, and stop
+    /// on [`Self::close`].
+    pub fn start(pool: PgPool, signal: ChangeSignal, max_waiters: usize) -> Self {
+        let own = PgPoolOptions::new()
+            .max_connections(2)
+            .min_connections(0)
+            .connect_lazy_with(own_connections(pool.connect_options().as_ref()));
+        let hub = Self {
+            inner: Arc::new(Inner {
+                pool,
+                heads: watch::Sender::new(None),
+                refresh: Notify::new(),
+                waiters: Arc::new(Semaphore::new(max_waiters)),
+                max_waiters,
+                closing: CancellationToken::new(),
+            }),
+        };
+        hub.inner.refresh.notify_one();
+        tokio::spawn(hub.clone().listen(own.clone()));
+        tokio::spawn(hub.clone().read_heads());
+        tokio::spawn(hub.clone().notify(own, signal));
+        hub
+    }
+
+    /// Releases every waiter at once (each answers as on a timeout) and stops the background tasks.
+    pub fn close(&self) {
+        self.inner.closing.cancel();
+    }
+
+    /// Requests waiting now.
+    pub fn waiting(&self) -> usize {
+        self.inner.max_waiters - self.inner.waiters.available_permits()
+    }
+
+    /// Reads from the database the sites changed since `since` (all sites for
+    /// [`Snapshot::origin`]), only `site` if given.
+    pub async fn read(&self, since: &Snapshot, site: Option<SiteId>) -> Result<Head, sqlx::Error> {
+        read_head(&self.inner.pool, Some(since.xmin()), site).await
+    }
+
+    /// Waits until a site (only `site` if given) that `accept`s has changed since `seen`, and
+    /// answers with those sites and the snapshot to use as the next cursor; `None` when `wait`
+    /// passed or the process is shutting down first.
+    pub async fn wait(
+        &self,
+        mut seen: Snapshot,
+        site: Option<SiteId>,
+        accept: impl Fn(&SiteMetrics) -> bool,
+        wait: Duration,
+    ) -> Result<Option<(Vec<SiteMetrics>, Snapshot)>, WaitError> {
+        let _permit = self.enter()?;
+        let deadline = Instant::now() + wait;
+        let mut heads = self.inner.heads.subscribe();
+        // The head already published may be newer than `seen`: check it before waiting for the next.
+        let mut head = heads.borrow_and_update().clone();
+        loop {
+            if let Some(head) = head.take() {
+                let found = match head.changed_since(&seen) {
+                    Some(changed) => pick(changed, site, &accept, &head),
+                    // Not enough in memory to tell (a head was missed): read the database.
+                    None => {
+                        let fresh = self.read(&seen, site).await?;
+                        let changed = fresh.changed_since(&seen).expect("read from seen's horizon");
+                        pick(changed, site, &accept, &fresh)
+                    }
+                };
+                match found {
+                    Ok(answer) => return Ok(Some(answer)),
+                    // Nothing changed between `seen` and this head: a later head is as good a
+                    // cursor, and the next head covers it. (An earlier one is not: it would show
+                    // again what `seen` had seen.)
+                    Err(snapshot) if snapshot.saw_all_of(&seen) => seen = snapshot,
+                    Err(_) => {}
+                }
+            }
+            tokio::select! {
+                changed = heads.changed() => {
+                    if changed.is_err() {
+                        return Ok(None);
+                    }
+                    head = heads.borrow_and_update().clone();
+                }
+                () = tokio::time::sleep_until(deadline) => return Ok(None),
+                () = self.inner.closing.cancelled() => return Ok(None),
+            }
+        }
+    }
+
+    fn enter(&self) -> Result<OwnedSemaphorePermit, WaitError> {
+        self.inner
+            .waiters
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| WaitError::TooManyWaiters(self.inner.max_waiters))
+    }
+
+    /// LISTENs on a connection of its own; asks for a new head on every notification and after
+    /// every reconnect (notifications sent meanwhile are lost, the head is not).
+    async fn listen(self, own: PgPool) {
+        let closing = self.inner.closing.clone();
+        let mut backoff = Duration::from_millis(100);
+        'connect: while !closing.is_cancelled() {
+            let listener = async {
+                let mut listener = PgListener::connect_with(&own).await?;
+                listener.listen(CHANNEL).await?;
+                Ok::<_, sqlx::Error>(listener)
+            };
+            let mut listener = tokio::select! {
+                listener = listener => match listener {
+                    Ok(listener) => listener,
+                    Err(error) => {
+                        tracing::warn!(%error, "change listener cannot connect; retrying");
+                        tokio::select! {
+                            () = tokio::time::sleep(backoff) => {}
+                            () = closing.cancelled() => return,
+                        }
+                        backoff = (backoff * 2).min(Duration::from_secs(5));
+                        continue 'connect;
+                    }
+                },
+                () = closing.cancelled() => return,
+            };
+            backoff = Duration::from_millis(100);
+            // Connected (again): whatever happened meanwhile, a new head wakes every waiter.
+            self.inner.refresh.notify_one();
+            loop {
+                tokio::select! {
+                    received = listener.try_recv() => match received {
+                        Ok(Some(_)) => self.inner.refresh.notify_one(),
+                        Ok(None) => {
+                            tracing::warn!("change listener reconnected");
+                            self.inner.refresh.notify_one();
+                        }
+                        Err(error) => {
+                            tracing::warn!(%error, "change listener lost its connection");
+                            continue 'connect;
+                        }
+                    },
+                    () = closing.cancelled() => return,
+                }
+            }
+        }
+    }
+
+    /// Reads a new head whenever asked; requests made during a read are served by one more read.
+    async fn read_heads(self) {
+        let closing = self.inner.closing.clone();
+        loop {
+            tokio::select! {
+                () = self.inner.refresh.notified() => {}
+                () = closing.cancelled() => return,
+            }
+            let horizon = self
+                .inner
+                .heads
+                .borrow()
+                .as_ref()
+                .map(|head| head.snapshot.xmin());
+            match read_head(&self.inner.pool, horizon, None).await {
+                Ok(head) => {
+                    self.inner.heads.send_replace(Some(Arc::new(head)));
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "reading changed sites failed; retrying");
+                    tokio::select! {
+                        () = tokio::time::sleep(Duration::from_millis(500)) => {}
+                        () = closing.cancelled() => return,
+                    }
+                    self.inner.refresh.notify_one();
+                }
+            }
+        }
+    }
+
+    /// Sends one `NOTIFY` per burst of commits signalled, on a connection of its own.
+    async fn notify(self, own: PgPool, signal: ChangeSignal) {
+        let closing = self.inner.closing.clone();
+        loop {
+            tokio::select! {
+                () = signal.0.notified() => {}
+                () = closing.cancelled() => return,
+            }
+            if let Err(error) = sqlx::query("select pg_notify($1, '')")
+                .bind(CHANNEL)
+                .execute(&own)
+                .await
+            {
+                // Nothing is lost: waiters elsewhere see the change at their next head or poll.
+                tracing::warn!(%error, "notifying other processes of a change failed; retrying");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                signal.committed();
+            }
+        }
+    }
+}
+
+/// The listener's and notifier's connections: named, and not waiting for the disk to confirm a
+/// notification (it carries no data; the commit it announces was confirmed already).
+fn own_connections(app: &PgConnectOptions) -> PgConnectOptions {
+    app.clone()
+        .application_name("plume-changes")
+        .options([("synchronous_commit", "off")])
+}
+
+/// The sites `accept`ed among `changed` (only `site` if given), with `head`'s snapshot as the next
+/// cursor; `Err(head's snapshot)` when there are none.
+fn pick<'a>(
+    changed: impl Iterator<Item = &'a SiteMetrics>,
+    site: Option<SiteId>,
+    accept: &impl Fn(&SiteMetrics) -> bool,
+    head: &Head,
+) -> Result<(Vec<SiteMetrics>, Snapshot), Snapshot> {
+    let found: Vec<SiteMetrics> = changed
+        .filter(|metrics| site.is_none_or(|site| metrics.site_id == site.get()))
+        .filter(|metrics| accept(metrics))
+        .cloned()
+        .collect();
+    if found.is_empty() {
+        Err(head.snapshot.clone())
+    } else {
+        Ok((found, head.snapshot.clone()))
+    }
+}
+
+/// The sites whose last change has an id at or above `horizon` (the snapshot's own xmin if none),
+/// only `site` if given, read in one statement with the snapshot it saw.
+async fn read_head(pool: &PgPool, horizon: Option<u64>, site: Option<SiteId>) -> Result<Head, sqlx::Error> {
+    let rows = sqlx::query(
+        r#"with now as (select pg_current_snapshot() as snapshot)
+           select now.snapshot::text as snapshot, pg_snapshot_xmin(now.snapshot)::text as own_xmin,
+                  s.id, s.name, s.emission_limit_mg, s.metadata::text as metadata, s.total_emissions_mg,
+                  s.reading_count, s.first_reading_at, s.last_reading_at, s.version, s.created_at,
+                  s.change_xid::text as change_xid
+             from now
+             left join sites s
+               on s.change_xid >= coalesce($1::text::xid8, pg_snapshot_xmin(now.snapshot))
+              and ($2::bigint is null or s.id = $2)
+            order by s.id"#,
+    )
+    .bind(horizon.map(|xid| xid.to_string()))
+    .bind(site.map(SiteId::get))
+    .fetch_all(pool)
+    .await?;
+    let first = rows.first().ok_or(sqlx::Error::RowNotFound)?;
+    let snapshot_text: String = first.try_get("snapshot")?;
+    let snapshot = Snapshot::parse(&snapshot_text)
+        .ok_or_else(|| sqlx::Error::Protocol(format!("not a snapshot: {snapshot_text}")))?;
+    let own_xmin: String = first.try_get("own_xmin")?;
+    let horizon = match horizon {
+        Some(horizon) => horizon,
+        None => parse_xid(&own_xmin)?,
+    };
+    let mut sites = Vec::with_capacity(rows.len());
+    for row in rows {
+        let Some(id) = row.try_get::<Option<i64>, _>("id")? else {
+            continue;
+        };
+        let xid: String = row.try_get("change_xid")?;
+        let stored = SiteRow {
+            id,
+            name: row.try_get("name")?,
+            emission_limit_mg: row.try_get("emission_limit_mg")?,
+            metadata: row.try_get("metadata")?,
+            total_emissions_mg: row.try_get("total_emissions_mg")?,
+            reading_count: row.try_get("reading_count")?,
+            first_reading_at: row.try_get("first_reading_at")?,
+            last_reading_at: row.try_get("last_reading_at")?,
+            version: row.try_get("version")?,
+            created_at: row.try_get("created_at")?,
+        };
+        sites.push(Changed {
+            xid: parse_xid(&xid)?,
+            metrics: stored.into(),
+        });
+    }
+    Ok(Head {
+        snapshot,
+        horizon,
+        sites,
+    })
+}
+
+fn parse_xid(text: &str) -> Result<u64, sqlx::Error> {
+    text.parse()
+        .map_err(|_| sqlx::Error::Protocol(format!("not a transaction id: {text}")))
+}
