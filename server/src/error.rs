@@ -11,7 +11,7 @@ use serde::Serialize;
 use crate::http::envelope;
 
 /// One problem with one field of a request.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ts_rs::TS)]
 pub struct FieldError {
     /// Where the problem is, e.g. `readings[3].timestamp`.
     pub path: String,
@@ -129,11 +129,15 @@ pub fn is_unavailable(error: &sqlx::Error) -> bool {
     }
 }
 
-#[derive(Serialize)]
-struct ErrorBody<'a> {
-    code: &'a str,
-    message: String,
-    details: &'a [FieldError],
+/// The `error` member of an error envelope.
+#[derive(Debug, Serialize, ts_rs::TS)]
+pub struct ErrorBody {
+    /// A stable machine code, e.g. `VALIDATION_ERROR`.
+    pub code: String,
+    /// What went wrong, in plain words.
+    pub message: String,
+    /// One entry per bad field (validation errors only).
+    pub details: Vec<FieldError>,
 }
 
 impl IntoResponse for ApiError {
@@ -145,8 +149,8 @@ impl IntoResponse for ApiError {
             _ => {}
         }
         let details = match &self {
-            Self::Validation(details) | Self::TooManyProblems(details, _) => details.as_slice(),
-            _ => &[],
+            Self::Validation(details) | Self::TooManyProblems(details, _) => details.clone(),
+            _ => Vec::new(),
         };
         let message = match &self {
             Self::Validation(details) if details.len() == 1 => {
@@ -156,7 +160,7 @@ impl IntoResponse for ApiError {
             other => other.to_string(),
         };
         let body = ErrorBody {
-            code,
+            code: code.to_owned(),
             message,
             details,
         };

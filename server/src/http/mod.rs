@@ -6,12 +6,14 @@
 
 pub mod bulk;
 pub mod changes;
+pub mod dashboard;
 pub mod envelope;
 pub mod health;
 pub mod ingest;
 pub mod json;
 pub mod query;
 pub mod sites;
+pub mod typescript;
 
 use axum::extract::DefaultBodyLimit;
 use axum::http::Uri;
@@ -42,6 +44,7 @@ pub fn app(state: AppState) -> Router {
     let body_limit = state.settings.max_body_bytes;
     Router::new()
         .merge(health::router())
+        .merge(dashboard::router())
         .nest("/v1", v1())
         .nest("/v2", v2(&state.settings))
         .merge(v1())

@@ -174,7 +174,7 @@ impl<R: Receipt> StoredBatch<R> {
 }
 
 /// The outcome of a batch, exactly as answered to the client and stored for its retries.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ts_rs::TS)]
 pub struct BatchReceipt {
     /// The idempotency key.
     pub batch_id: String,
@@ -187,8 +187,10 @@ pub struct BatchReceipt {
     /// `readings_submitted - readings_accepted`: repeats within the batch and readings stored before.
     pub readings_duplicate: u64,
     /// The sum of the newly stored readings.
+    #[ts(type = "string")]
     pub accepted_emissions: Milligrams,
     /// The site's total right after this batch.
+    #[ts(type = "string")]
     pub total_emissions_to_date: Milligrams,
     /// The site's status right after this batch.
     pub compliance_status: ComplianceStatus,

@@ -40,18 +40,22 @@ struct SeriesRow {
 }
 
 /// One bucket that has readings.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ts_rs::TS)]
 pub struct SeriesBucket {
     /// The bucket's first instant (UTC).
     #[serde(serialize_with = "crate::sites::rfc3339")]
+    #[ts(type = "string")]
     pub start: DateTime<Utc>,
     /// Sum of its readings, kg with six decimals.
+    #[ts(type = "string")]
     pub sum: Milligrams,
     /// How many readings.
     pub count: i64,
     /// Smallest reading.
+    #[ts(type = "string")]
     pub min: Milligrams,
     /// Largest reading.
+    #[ts(type = "string")]
     pub max: Milligrams,
 }
 

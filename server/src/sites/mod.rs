@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize, Serializer};
 use sqlx::PgPool;
 
 use serde_json::value::RawValue;
+use ts_rs::TS;
 
 use crate::quantity::Milligrams;
 
@@ -30,13 +31,15 @@ impl SiteId {
 }
 
 /// Whether a site's total is over its limit. Exactly at the limit is still within it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, TS)]
 pub enum ComplianceStatus {
     /// total ≤ limit.
     #[serde(rename = "Within Limit")]
+    #[ts(rename = "Within Limit")]
     WithinLimit,
     /// total > limit.
     #[serde(rename = "Limit Exceeded")]
+    #[ts(rename = "Limit Exceeded")]
     LimitExceeded,
 }
 
@@ -103,22 +106,26 @@ fn rfc3339_opt<S: Serializer>(at: &Option<DateTime<Utc>>, serializer: S) -> Resu
 }
 
 /// A site as the API shows it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, TS)]
 pub struct Site {
     /// The id.
     pub id: i64,
     /// The name.
     pub name: String,
     /// The limit, kg with 6 decimals.
+    #[ts(type = "string")]
     pub emission_limit: Milligrams,
     /// Free-form metadata, written out as stored.
+    #[ts(type = "Record<string, unknown>")]
     pub metadata: Box<RawValue>,
     /// The running total, kg with 6 decimals.
+    #[ts(type = "string")]
     pub total_emissions_to_date: Milligrams,
     /// Over the limit or not.
     pub compliance_status: ComplianceStatus,
     /// When it was created.
     #[serde(serialize_with = "rfc3339")]
+    #[ts(type = "string")]
     pub created_at: DateTime<Utc>,
 }
 
@@ -137,15 +144,17 @@ impl From<SiteRow> for Site {
 }
 
 /// A site's metrics as the API shows them.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, TS)]
 pub struct SiteMetrics {
     /// The site.
     pub site_id: i64,
     /// Its name.
     pub name: String,
     /// The limit.
+    #[ts(type = "string")]
     pub emission_limit: Milligrams,
     /// The running total.
+    #[ts(type = "string")]
     pub total_emissions_to_date: Milligrams,
     /// Over the limit or not.
     pub compliance_status: ComplianceStatus,
@@ -155,9 +164,11 @@ pub struct SiteMetrics {
     pub reading_count: i64,
     /// Earliest reading time, or null.
     #[serde(serialize_with = "rfc3339_opt")]
+    #[ts(type = "string | null")]
     pub first_reading_at: Option<DateTime<Utc>>,
     /// Latest reading time, or null.
     #[serde(serialize_with = "rfc3339_opt")]
+    #[ts(type = "string | null")]
     pub last_reading_at: Option<DateTime<Utc>>,
     /// Increases on every change.
     pub version: i64,

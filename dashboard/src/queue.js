@@ -1,0 +1,189 @@
+// @ts-check
+// The delivery queue: every batch entered here is first written to IndexedDB under a fresh
+// idempotency key, then sent; it is retried under the same key until the server stores it (201) or
+// answers a retry from the stored result (200), and only then removed. It survives reloads.
+
+import { ApiError, ingest } from './api.js';
+import { backoff } from './backoff.js';
+
+/** @typedef {import('./api-types').BatchReceipt} BatchReceipt */
+/** @typedef {import('./api-types').FieldError} FieldError */
+/**
+ * @typedef {object} QueuedBatch
+ * @property {string} key the idempotency key, fixed for every attempt
+ * @property {number} siteId
+ * @property {{ site_id: number, readings: object[] }} batch the request body
+ * @property {'form' | 'sensor'} origin
+ * @property {'queued' | 'sending' | 'retrying' | 'rejected'} state
+ * @property {number} attempts
+ * @property {number} nextAt when the next attempt is due (ms since the epoch)
+ * @property {string | null} lastError
+ * @property {FieldError[]} details
+ * @property {number} createdAt
+ */
+
+const DATABASE = 'plume-dashboard';
+const STORE = 'batches';
+
+/** @returns {Promise<IDBDatabase>} */
+function openDatabase() {
+  return new Promise((resolve, reject) => {
+    const opening = indexedDB.open(DATABASE, 1);
+    opening.onupgradeneeded = () => opening.result.createObjectStore(STORE, { keyPath: 'key' });
+    opening.onsuccess = () => resolve(opening.result);
+    opening.onerror = () => reject(opening.error);
+  });
+}
+
+/**
+ * Runs one request on the store and resolves with its result once the transaction is durable.
+ * @template T
+ * @param {IDBDatabase} database
+ * @param {IDBTransactionMode} mode
+ * @param {(store: IDBObjectStore) => IDBRequest<T>} operation
+ * @returns {Promise<T>}
+ */
+function inStore(database, mode, operation) {
+  return new Promise((resolve, reject) => {
+    const transaction = database.transaction(STORE, mode, { durability: 'strict' });
+    const request = operation(transaction.objectStore(STORE));
+    transaction.oncomplete = () => resolve(request.result);
+    transaction.onerror = () => reject(transaction.error);
+    transaction.onabort = () => reject(transaction.error);
+  });
+}
+
+export class Queue {
+  constructor() {
+    /** @type {Promise<IDBDatabase>} */
+    this.database = openDatabase();
+    /** Discard the first answer to each batch, as if the network had lost it. */
+    this.dropFirstResponse = false;
+    /** @type {Set<() => void>} */
+    this.changeListeners = new Set();
+    /** @type {Set<(batch: QueuedBatch, status: number, receipt: BatchReceipt) => void>} */
+    this.deliveredListeners = new Set();
+    /** @type {Set<(batch: QueuedBatch, error: ApiError) => void>} */
+    this.rejectedListeners = new Set();
+    this.running = false;
+    this.again = false;
+    /** @type {ReturnType<typeof setTimeout> | undefined} */
+    this.timer = undefined;
+  }
+
+  start() {
+    window.addEventListener('online', () => this.retryNow());
+    this.kick();
+  }
+
+  /**
+   * Queues a batch under a fresh key and starts sending it.
+   * @param {number} siteId
+   * @param {object[]} readings
+   * @param {'form' | 'sensor'} origin
+   * @returns {Promise<string>} the key
+   */
+  async add(siteId, readings, origin) {
+    /** @type {QueuedBatch} */
+    const entry = {
+      key: crypto.randomUUID(),
+      siteId,
+      batch: { site_id: siteId, readings },
+      origin,
+      state: 'queued',
+      attempts: 0,
+      nextAt: 0,
+      lastError: null,
+      details: [],
+      createdAt: Date.now(),
+    };
+    await this.put(entry);
+    this.kick();
+    return entry.key;
+  }
+
+  /** @returns {Promise<QueuedBatch[]>} oldest first */
+  async all() {
+    const database = await this.database;
+    /** @type {QueuedBatch[]} */
+    const entries = await inStore(database, 'readonly', (store) => store.getAll());
+    return entries.sort((a, b) => a.createdAt - b.createdAt);
+  }
+
+  /** Drops a batch the server refused (nothing of it was stored). @param {string} key */
+  async discard(key) {
+    const database = await this.database;
+    await inStore(database, 'readwrite', (store) => store.delete(key));
+    this.changed();
+  }
+
+  /** @param {QueuedBatch} entry */
+  async put(entry) {
+    const database = await this.database;
+    await inStore(database, 'readwrite', (store) => store.put(entry));
+    this.changed();
+  }
+
+  changed() {
+    for (const listener of this.changeListeners) listener();
+  }
+
+  /** Every waiting batch is due now (the browser is back online). */
+  async retryNow() {
+    for (const entry of await this.all()) {
+      if (entry.state === 'retrying') await this.put({ ...entry, nextAt: 0 });
+    }
+    this.kick();
+  }
+
+  /** Sends every due batch, one at a time, then sleeps until the next is due. */
+  async kick() {
+    if (this.running) {
+      this.again = true;
+      return;
+    }
+    this.running = true;
+    clearTimeout(this.timer);
+    try {
+      do {
+        this.again = false;
+        for (const entry of await this.all()) {
+          if (entry.state !== 'rejected' && entry.nextAt <= Date.now()) await this.send(entry);
+        }
+      } while (this.again);
+      const due = (await this.all()).filter((entry) => entry.state === 'retrying').map((entry) => entry.nextAt);
+      if (due.length > 0) {
+        this.timer = setTimeout(() => this.kick(), Math.max(0, Math.min(...due) - Date.now()));
+      }
+    } finally {
+      this.running = false;
+    }
+  }
+
+  /** @param {QueuedBatch} entry */
+  async send(entry) {
+    const attempt = { ...entry, state: /** @type {const} */ ('sending'), attempts: entry.attempts + 1 };
+    await this.put(attempt);
+    try {
+      const { status, receipt } = await ingest(attempt.key, attempt.batch);
+      if (this.dropFirstResponse && attempt.attempts === 1) {
+        throw new ApiError(0, 'DROPPED', 'the answer was lost on the way (simulated)', []);
+      }
+      await this.discard(attempt.key);
+      for (const listener of this.deliveredListeners) listener(attempt, status, receipt);
+    } catch (caught) {
+      const error = caught instanceof ApiError ? caught : new ApiError(0, 'NETWORK', String(caught), []);
+      if (error.retryable) {
+        await this.put({
+          ...attempt,
+          state: 'retrying',
+          nextAt: Date.now() + backoff(attempt.attempts),
+          lastError: error.message,
+        });
+      } else {
+        await this.put({ ...attempt, state: 'rejected', lastError: error.message, details: error.details });
+        for (const listener of this.rejectedListeners) listener(attempt, error);
+      }
+    }
+  }
+}

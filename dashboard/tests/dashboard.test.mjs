@@ -1,0 +1,139 @@
+// The dashboard in a real browser (Debian's Chromium, headless) against two real plume processes
+// and their database.
+
+import assert from 'node:assert/strict';
+import { after, before, test } from 'node:test';
+import { createSite, ingest, metrics, startAll } from './harness.mjs';
+
+let env;
+before(async () => {
+  env = await startAll();
+});
+after(async () => {
+  await env?.stop();
+});
+
+/** A page in a fresh browser context (its own IndexedDB), opened at `url`, its feed live. */
+async function open(url) {
+  const context = await env.browser.newContext();
+  const page = await context.newPage();
+  page.on('pageerror', (error) => console.error('page error:', error));
+  await page.goto(url);
+  await page.locator('#connection[data-state="live"]').waitFor({ timeout: 10_000 });
+  return { context, page };
+}
+
+/** The total shown for `siteId` on the overview. */
+function overviewTotal(page, siteId) {
+  return page.locator(`tr[data-site-id="${siteId}"] td.total`);
+}
+
+test('the overview updates within a second of an ingest made by another client', async () => {
+  const site = await createSite(env.one, 'Overview site');
+  const { context, page } = await open(`${env.one}/`);
+  await assert.doesNotReject(overviewTotal(page, site).filter({ hasText: '0.000000' }).waitFor());
+  const started = Date.now();
+  const { status } = await ingest(env.one, site, '4.25');
+  assert.equal(status, 201);
+  await overviewTotal(page, site).filter({ hasText: '4.250000' }).waitFor({ timeout: 1000 });
+  assert.ok(Date.now() - started <= 1000, `${Date.now() - started} ms`);
+  await context.close();
+});
+
+test('an ingest through one plume process wakes a dashboard served by the other', async () => {
+  const site = await createSite(env.one, 'Two instances');
+  const { context, page } = await open(`${env.two}/`);
+  await overviewTotal(page, site).filter({ hasText: '0.000000' }).waitFor({ timeout: 5000 });
+  const started = Date.now();
+  assert.equal((await ingest(env.one, site, '1.5')).status, 201);
+  await overviewTotal(page, site).filter({ hasText: '1.500000' }).waitFor({ timeout: 1000 });
+  assert.ok(Date.now() - started <= 1000, `${Date.now() - started} ms`);
+  await context.close();
+});
+
+test('a reading entered offline is queued, survives a reload, and is delivered once when back online', async () => {
+  const site = await createSite(env.one, 'Offline entry');
+  const { context, page } = await open(`${env.one}/#/sites/${site}`);
+  await context.setOffline(true);
+  await page.locator('#connection[data-state="offline"]').waitFor();
+  await page.fill('#field-value', '2.5');
+  await page.click('#ingest-form button[type="submit"]');
+  const row = page.locator('#queue-table tbody tr');
+  await row.filter({ hasText: String(site) }).waitFor();
+  assert.equal(await row.count(), 1);
+
+  // Reload while the server still cannot be reached (the page itself must load, so the network is
+  // back but every ingest request fails).
+  await page.route('**/v1/ingest', (route) => route.abort('internetdisconnected'));
+  await context.setOffline(false);
+  await page.reload();
+  await row.first().waitFor();
+  assert.equal(await row.count(), 1, 'still queued after the reload');
+  await page.waitForFunction(() => Number(document.querySelector('#queue-table .attempts')?.textContent) >= 2);
+  assert.equal((await metrics(env.one, site)).reading_count, 0, 'nothing stored yet');
+
+  // Back online for real.
+  await page.unroute('**/v1/ingest');
+  await context.setOffline(true);
+  await context.setOffline(false);
+  await page.locator('#queue-empty').waitFor({ state: 'visible', timeout: 15_000 });
+  const stored = await metrics(env.one, site);
+  assert.equal(stored.reading_count, 1);
+  assert.equal(stored.total_emissions_to_date, '2.500000');
+  await page.locator('#site-total', { hasText: '2.500000' }).waitFor({ timeout: 5000 });
+  await context.close();
+});
+
+test('a dropped response is retried under the same key and counted once', async () => {
+  const site = await createSite(env.one, 'Dropped response');
+  const { context, page } = await open(`${env.one}/#/sites/${site}`);
+  const keys = [];
+  page.on('request', (request) => {
+    if (request.url().endsWith('/v1/ingest')) keys.push(request.headers()['idempotency-key']);
+  });
+  await page.check('#drop-responses');
+  await page.fill('#field-value', '1.25');
+  await page.click('#ingest-form button[type="submit"]');
+  await page.locator('#queue-table tr[data-state="retrying"]').waitFor();
+  await page.locator('#queue-empty').waitFor({ state: 'visible', timeout: 15_000 });
+  await page.locator('[role="status"]', { hasText: 'already stored' }).waitFor();
+  assert.equal(keys.length, 2, 'sent twice');
+  assert.equal(keys[0], keys[1], 'under the same key');
+  const stored = await metrics(env.one, site);
+  assert.equal(stored.reading_count, 1);
+  assert.equal(stored.total_emissions_to_date, '1.250000');
+  await context.close();
+});
+
+test('a validation error is shown beside its field', async () => {
+  const site = await createSite(env.one, 'Refused entry');
+  const { context, page } = await open(`${env.one}/#/sites/${site}`);
+  await page.fill('#field-value', 'twelve');
+  await page.click('#ingest-form button[type="submit"]');
+  const error = page.locator('#field-value-error');
+  await error.waitFor({ state: 'visible' });
+  assert.match(await error.textContent(), /number/);
+  assert.equal(await page.getAttribute('#field-value', 'aria-invalid'), 'true');
+  assert.equal((await metrics(env.one, site)).reading_count, 0);
+
+  // The create-site form places its errors the same way.
+  await page.goto(`${env.one}/#/new`);
+  await page.fill('#field-emission_limit', '-3');
+  await page.click('#site-form button[type="submit"]');
+  await page.locator('#field-name-error').waitFor({ state: 'visible' });
+  await page.locator('#field-emission_limit-error').waitFor({ state: 'visible' });
+  await context.close();
+});
+
+test('a site created with the form opens its page, with a chart of its series', async () => {
+  const { context, page } = await open(`${env.one}/#/new`);
+  await page.fill('#field-name', 'Created in the browser');
+  await page.fill('#field-emission_limit', '50');
+  await page.click('#site-form button[type="submit"]');
+  await page.waitForURL(/#\/sites\/\d+$/);
+  await page.fill('#field-sensor_count', '30');
+  await page.click('#sensor-form button[type="submit"]');
+  await page.locator('#site-readings', { hasText: '30' }).waitFor({ timeout: 10_000 });
+  await page.locator('#chart .uplot').waitFor();
+  await context.close();
+});

@@ -1,0 +1,101 @@
+// Starts what the browser tests need: two plume processes sharing one PostgreSQL (the first starts
+// its embedded cluster, the second finds it running), and Debian's Chromium driven by
+// playwright-core.
+
+import { spawn } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { chromium } from 'playwright-core';
+
+const PLUME = process.env.PLUME_BIN ?? new URL('../../target/debug/plume', import.meta.url).pathname;
+const CHROMIUM = process.env.CHROMIUM_BIN ?? '/usr/bin/chromium';
+
+/** A free loopback port. */
+function freePort() {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.listen(0, '127.0.0.1', () => {
+      const { port } = server.address();
+      server.close(() => resolve(port));
+    });
+    server.on('error', reject);
+  });
+}
+
+/** Starts `plume serve` on a free port over the embedded cluster in `dataDir`; resolves when ready. */
+async function startPlume(dataDir) {
+  const port = await freePort();
+  const child = spawn(PLUME, ['serve', '--no-demo', '--no-relay'], {
+    env: { ...process.env, PLUME_DATA_DIR: dataDir, PLUME_LISTEN: `127.0.0.1:${port}`, RUST_LOG: 'warn', DATABASE_URL: '' },
+    stdio: ['ignore', 'inherit', 'inherit'],
+  });
+  const address = `http://127.0.0.1:${port}`;
+  const deadline = Date.now() + 120_000;
+  for (;;) {
+    if (child.exitCode !== null) throw new Error(`plume exited with ${child.exitCode}`);
+    try {
+      const response = await fetch(`${address}/ready`);
+      if (response.ok) break;
+    } catch {
+      // Not listening yet.
+    }
+    if (Date.now() > deadline) throw new Error('plume did not become ready');
+    await new Promise((resolve) => setTimeout(resolve, 200));
+  }
+  return { address, child };
+}
+
+async function stopPlume({ child }) {
+  if (child.exitCode !== null) return;
+  const exited = new Promise((resolve) => child.once('exit', resolve));
+  child.kill('SIGTERM');
+  await exited;
+}
+
+/** Two plume processes on one database, and a browser. */
+export async function startAll() {
+  // Under /tmp: the embedded PostgreSQL runs as the postgres user, which must reach it.
+  const dataDir = mkdtempSync(join(tmpdir(), 'plume-dashboard-'));
+  const one = await startPlume(dataDir);
+  const two = await startPlume(dataDir);
+  const browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: ['--no-sandbox'] });
+  return {
+    one: one.address,
+    two: two.address,
+    browser,
+    async stop() {
+      await browser.close();
+      await stopPlume(two);
+      await stopPlume(one);
+      rmSync(dataDir, { recursive: true, force: true });
+    },
+  };
+}
+
+/** `POST` JSON through the API (as another client would); returns the parsed envelope. */
+export async function post(address, path, body, headers = {}) {
+  const response = await fetch(`${address}${path}`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', ...headers },
+    body: JSON.stringify(body),
+  });
+  return { status: response.status, body: await response.json() };
+}
+
+export async function createSite(address, name, limit = '100') {
+  const { status, body } = await post(address, '/v1/sites', { name, emission_limit: limit });
+  if (status !== 201) throw new Error(`creating a site: ${status} ${JSON.stringify(body)}`);
+  return body.data.id;
+}
+
+export async function ingest(address, siteId, value, key = crypto.randomUUID()) {
+  const timestamp = new Date(Math.floor(Date.now() / 1000) * 1000 - 60_000).toISOString().replace('.000Z', 'Z');
+  return post(address, '/v1/ingest', { site_id: siteId, readings: [{ source_id: 'api', timestamp, value }] }, { 'idempotency-key': key });
+}
+
+export async function metrics(address, siteId) {
+  const response = await fetch(`${address}/v1/sites/${siteId}/metrics`);
+  return (await response.json()).data;
+}

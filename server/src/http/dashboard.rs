@@ -1,0 +1,95 @@
+//! The dashboard, served at `/` from files embedded in the binary (`dashboard/` in the repository:
+//! plain ES modules, nothing to build).
+
+use axum::extract::Path;
+use axum::http::header::{CACHE_CONTROL, CONTENT_SECURITY_POLICY, CONTENT_TYPE};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+
+use crate::error::ApiError;
+use crate::state::AppState;
+
+const HTML: &str = "text/html; charset=utf-8";
+const JS: &str = "text/javascript; charset=utf-8";
+const CSS: &str = "text/css; charset=utf-8";
+
+/// Each asset's path under `/assets/`, content type and bytes.
+const ASSETS: [(&str, &str, &[u8]); 9] = [
+    (
+        "src/main.js",
+        JS,
+        include_bytes!("../../../dashboard/src/main.js"),
+    ),
+    ("src/api.js", JS, include_bytes!("../../../dashboard/src/api.js")),
+    (
+        "src/backoff.js",
+        JS,
+        include_bytes!("../../../dashboard/src/backoff.js"),
+    ),
+    (
+        "src/live.js",
+        JS,
+        include_bytes!("../../../dashboard/src/live.js"),
+    ),
+    (
+        "src/queue.js",
+        JS,
+        include_bytes!("../../../dashboard/src/queue.js"),
+    ),
+    (
+        "src/chart.js",
+        JS,
+        include_bytes!("../../../dashboard/src/chart.js"),
+    ),
+    (
+        "src/style.css",
+        CSS,
+        include_bytes!("../../../dashboard/src/style.css"),
+    ),
+    (
+        "vendor/uPlot.esm.js",
+        JS,
+        include_bytes!("../../../dashboard/vendor/uPlot.esm.js"),
+    ),
+    (
+        "vendor/uPlot.min.css",
+        CSS,
+        include_bytes!("../../../dashboard/vendor/uPlot.min.css"),
+    ),
+];
+
+/// Only the page's own files; uPlot sets inline styles.
+const POLICY: &str = "default-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:";
+
+/// `/` and `/assets/...`.
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/", get(index))
+        .route("/assets/{*path}", get(asset))
+}
+
+async fn index() -> Response {
+    file(HTML, include_bytes!("../../../dashboard/index.html"))
+}
+
+async fn asset(Path(path): Path<String>) -> Result<Response, ApiError> {
+    ASSETS
+        .iter()
+        .find(|(name, _, _)| *name == path)
+        .map(|(_, content_type, bytes)| file(content_type, bytes))
+        .ok_or_else(|| ApiError::NotFound(format!("/assets/{path}")))
+}
+
+fn file(content_type: &'static str, bytes: &'static [u8]) -> Response {
+    (
+        [
+            (CONTENT_TYPE, content_type),
+            // Revalidated on every load: a new binary's dashboard is used at once.
+            (CACHE_CONTROL, "no-cache"),
+            (CONTENT_SECURITY_POLICY, POLICY),
+        ],
+        bytes,
+    )
+        .into_response()
+}
