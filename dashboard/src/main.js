@@ -68,7 +68,7 @@ function overview() {
       h('tr', {}, [
         h('th', { scope: 'col' }, ['Site']),
         h('th', { scope: 'col' }, ['Total vs limit']),
-        h('th', { scope: 'col' }, ['Total (kg)']),
+        h('th', { scope: 'col', class: 'hide-narrow' }, ['Total (kg)']),
         h('th', { scope: 'col', class: 'hide-narrow' }, ['Limit (kg)']),
         h('th', { scope: 'col' }, ['Status']),
         h('th', { scope: 'col', class: 'hide-narrow' }, ['Last reading']),
@@ -84,7 +84,7 @@ function overview() {
         h('tr', { 'data-site-id': String(site.site_id) }, [
           h('th', { scope: 'row' }, [h('a', { href: `#/sites/${site.site_id}` }, [site.name])]),
           h('td', {}, [bar(site)]),
-          h('td', { class: 'total' }, [site.total_emissions_to_date]),
+          h('td', { class: 'total hide-narrow' }, [site.total_emissions_to_date]),
           h('td', { class: 'hide-narrow' }, [site.emission_limit]),
           h('td', {}, [badge(site)]),
           h('td', { class: 'hide-narrow' }, [when(site.last_reading_at)]),
@@ -94,7 +94,7 @@ function overview() {
     empty.hidden = sites.length > 0 || feed.cursor === null;
     table.hidden = sites.length === 0;
   };
-  view.replaceChildren(h('h1', {}, ['Sites']), empty, table);
+  view.replaceChildren(h('h1', {}, ['Sites']), empty, h('div', { class: 'scroll' }, [table]));
   render();
   leaveView = feed.subscribe(render);
 }
