@@ -13,6 +13,8 @@
 
 pub mod snapshot;
 
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -103,6 +105,8 @@ struct Inner {
     waiters: Arc<Semaphore>,
     max_waiters: usize,
     closing: CancellationToken,
+    heads_read: AtomicU64,
+    listener_connects: AtomicU64,
 }
 
 impl ChangeHub {
@@ -122,6 +126,8 @@ impl ChangeHub {
                 waiters: Arc::new(Semaphore::new(max_waiters)),
                 max_waiters,
                 closing: CancellationToken::new(),
+                heads_read: AtomicU64::new(0),
+                listener_connects: AtomicU64::new(0),
             }),
         };
         hub.inner.refresh.notify_one();
@@ -139,6 +145,34 @@ impl ChangeHub {
     /// Requests waiting now.
     pub fn waiting(&self) -> usize {
         self.inner.max_waiters - self.inner.waiters.available_permits()
+    }
+
+    /// The feed's gauges and counters, in the Prometheus text format.
+    pub fn render_metrics(&self, out: &mut String) {
+        let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        let lines = [
+            (
+                "plume_changes_waiting",
+                "gauge",
+                "Long polls waiting now.",
+                self.waiting() as u64,
+            ),
+            (
+                "plume_changes_heads_read_total",
+                "counter",
+                "Reads of the changed sites after a notification or a reconnect (one serves every waiter).",
+                load(&self.inner.heads_read),
+            ),
+            (
+                "plume_changes_listener_connects_total",
+                "counter",
+                "Connections of the change listener (more than one: it reconnected).",
+                load(&self.inner.listener_connects),
+            ),
+        ];
+        for (name, kind, help, value) in lines {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");
+        }
     }
 
     /// Reads from the database the sites changed since `since` (all sites for
@@ -230,6 +264,7 @@ impl ChangeHub {
                 () = closing.cancelled() => return,
             };
             backoff = Duration::from_millis(100);
+            self.inner.listener_connects.fetch_add(1, Ordering::Relaxed);
             // Connected (again): whatever happened meanwhile, a new head wakes every waiter.
             self.inner.refresh.notify_one();
             loop {
@@ -238,6 +273,7 @@ impl ChangeHub {
                         Ok(Some(_)) => self.inner.refresh.notify_one(),
                         Ok(None) => {
                             tracing::warn!("change listener reconnected");
+                            self.inner.listener_connects.fetch_add(1, Ordering::Relaxed);
                             self.inner.refresh.notify_one();
                         }
                         Err(error) => {
@@ -267,6 +303,7 @@ impl ChangeHub {
                 .map(|head| head.snapshot.xmin());
             match read_head(&self.inner.pool, horizon, None).await {
                 Ok(head) => {
+                    self.inner.heads_read.fetch_add(1, Ordering::Relaxed);
                     self.inner.heads.send_replace(Some(Arc::new(head)));
                 }
                 Err(error) => {

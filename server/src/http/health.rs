@@ -45,6 +45,7 @@ async fn ready(State(state): State<AppState>) -> Result<Envelope<serde_json::Val
 /// instance); when the database does not answer, the gauges are left out rather than the page.
 async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     let mut page = state.metrics.render();
+    state.changes.render_metrics(&mut page);
     match outbox::admin::status(&state.pool).await {
         Ok(status) => render_outbox_gauges(&mut page, &status),
         Err(error) => tracing::warn!(%error, "reading the outbox status for /metrics failed"),

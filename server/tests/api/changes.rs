@@ -238,6 +238,7 @@ async fn waiters_beyond_the_maximum_are_refused_with_503() {
         .collect();
     tokio::time::sleep(Duration::from_millis(300)).await;
 
+    assert_eq!(app.metric("plume_changes_waiting").await, 2.0);
     let (status, body) =
         status_and_body(app.get(&format!("/v2/changes?cursor={cursor}&wait=30")).await).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
@@ -254,6 +255,7 @@ async fn waiters_beyond_the_maximum_are_refused_with_503() {
     for waiter in waiters {
         assert_eq!(waiter.await.unwrap(), StatusCode::OK);
     }
+    assert_eq!(app.metric("plume_changes_waiting").await, 0.0);
     // Their places are free again.
     let (status, _) = status_and_body(app.get(&format!("/v2/changes?cursor={cursor}&wait=1")).await).await;
     assert_eq!(status, StatusCode::OK);
@@ -452,6 +454,7 @@ async fn after_the_listener_reconnects_every_waiter_looks_again() {
         .expect("woken by the reconnect")
         .unwrap();
     assert_eq!(ids(body["data"].as_array().unwrap()), vec![site]);
+    assert!(app.metric("plume_changes_listener_connects_total").await >= 2.0);
 }
 
 /// Many writers on many sites while a client follows the feed: at the end, the client has seen
