@@ -8,7 +8,8 @@
 alter table sites add column change_xid xid8 not null default '0';
 alter table sites alter column change_xid set default pg_current_xact_id();
 
--- Stamped by a trigger, so that every writer is seen by the feed, plume or not.
+-- Stamped by a trigger on every insert and update, whatever the statement supplies, so that every
+-- writer is seen by the feed, plume or not (a restored dump's ids from another cluster included).
 create function sites_stamp_change() returns trigger language plpgsql as $$
 begin
     new.change_xid := pg_current_xact_id();
@@ -16,5 +17,5 @@ begin
 end
 $$;
 
-create trigger sites_stamp_change before update on sites
+create trigger sites_stamp_change before insert or update on sites
     for each row execute function sites_stamp_change();

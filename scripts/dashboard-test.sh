@@ -32,4 +32,4 @@ for file in uPlot.esm.js uPlot.min.css; do
 done
 cargo build --locked -p plume
 cd dashboard
-PLUME_BIN=../target/debug/plume node --test --test-concurrency=1 "$@" tests/
+PLUME_BIN=../target/debug/plume node --test "$@" tests/

@@ -1,7 +1,7 @@
 // @ts-check
 // Follows /v2/changes with a long poll: every site at first, then each change the moment it commits.
 
-import { changes } from './api.js';
+import { ApiError, changes } from './api.js';
 import { backoff } from './backoff.js';
 
 /** @typedef {import('./api-types').SiteMetrics} SiteMetrics */
@@ -69,6 +69,9 @@ export class Feed {
           for (const listener of this.listeners) listener(sites);
         }
       } catch (error) {
+        // A refused cursor (another database's, or an older format) will never be accepted: start
+        // again from every site.
+        if (error instanceof ApiError && !error.retryable) this.cursor = null;
         this.failures += 1;
         const delay = backoff(this.failures);
         this.retryAt = Date.now() + delay;

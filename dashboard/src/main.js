@@ -77,20 +77,33 @@ function overview() {
     body,
   ]);
   const empty = h('p', {}, ['No sites yet. ', h('a', { href: '#/new' }, ['Create one.'])]);
+  /** @type {Map<number, HTMLElement>} each site's row, updated in place so focus stays put */
+  const rows = new Map();
   const render = () => {
     const sites = [...feed.sites.values()].sort((a, b) => a.site_id - b.site_id);
-    body.replaceChildren(
-      ...sites.map((site) =>
-        h('tr', { 'data-site-id': String(site.site_id) }, [
-          h('th', { scope: 'row' }, [h('a', { href: `#/sites/${site.site_id}` }, [site.name])]),
-          h('td', {}, [bar(site)]),
-          h('td', { class: 'total hide-narrow' }, [site.total_emissions_to_date]),
-          h('td', { class: 'hide-narrow' }, [site.emission_limit]),
-          h('td', {}, [badge(site)]),
-          h('td', { class: 'hide-narrow' }, [when(site.last_reading_at)]),
-        ]),
-      ),
-    );
+    for (const site of sites) {
+      let row = rows.get(site.site_id);
+      if (!row) {
+        row = h('tr', { 'data-site-id': String(site.site_id) }, [
+          h('th', { scope: 'row' }, [h('a', { href: `#/sites/${site.site_id}` })]),
+          h('td', { class: 'bar-cell' }),
+          h('td', { class: 'total hide-narrow' }),
+          h('td', { class: 'limit hide-narrow' }),
+          h('td', { class: 'status' }),
+          h('td', { class: 'last hide-narrow' }),
+        ]);
+        // Ids only grow: a new site goes last, and no existing row moves.
+        body.append(row);
+        rows.set(site.site_id, row);
+      }
+      const cell = (/** @type {string} */ selector) => /** @type {HTMLElement} */ (row.querySelector(selector));
+      cell('a').textContent = site.name;
+      cell('.bar-cell').replaceChildren(bar(site));
+      cell('.total').textContent = site.total_emissions_to_date;
+      cell('.limit').textContent = site.emission_limit;
+      cell('.status').replaceChildren(badge(site));
+      cell('.last').textContent = when(site.last_reading_at);
+    }
     empty.hidden = sites.length > 0 || feed.cursor === null;
     table.hidden = sites.length === 0;
   };
@@ -131,9 +144,9 @@ function field(name, label, attributes, hint) {
   const id = `field-${name}`;
   const input = attributes.tag === 'select' ? h('select', { id, name }) : h('input', { id, name, ...attributes });
   const error = h('p', { class: 'field-error', id: `${id}-error`, hidden: '' });
-  input.setAttribute('aria-describedby', `${id}-error`);
+  input.setAttribute('aria-describedby', hint ? `${id}-hint ${id}-error` : `${id}-error`);
   const children = [h('label', { for: id }, [label]), input, error];
-  if (hint) children.splice(2, 0, h('small', {}, [hint]));
+  if (hint) children.splice(2, 0, h('small', { id: `${id}-hint` }, [hint]));
   return { element: h('div', { class: 'field' }, children), input, error };
 }
 
@@ -159,7 +172,6 @@ function showErrors(fields, notice, error, fieldOf) {
   }
   if (error.details.length === 0 || unplaced.length > 0) {
     notice.textContent = unplaced.length > 0 ? unplaced.join('; ') : error.message;
-    notice.hidden = false;
   }
   const first = Object.values(fields).find((f) => f.input.getAttribute('aria-invalid') === 'true');
   first?.input.focus();
@@ -172,15 +184,16 @@ function clearErrors(fields, notice) {
     error.textContent = '';
     input.removeAttribute('aria-invalid');
   }
-  notice.hidden = true;
+  notice.textContent = '';
 }
 
 /** @param {number} siteId */
 function sitePage(siteId) {
   const heading = h('h1', {}, [`Site ${siteId}`]);
   const stats = h('dl', { class: 'stats' });
-  const status = h('p', { class: 'notice', role: 'status', hidden: '' });
-  const chart = h('div', { class: 'chart', id: 'chart' });
+  // Live regions are in the page from the start (empty), so their first message is announced.
+  const status = h('p', { class: 'notice', role: 'status' });
+  const chart = h('div', { class: 'chart', id: 'chart', role: 'img', 'aria-label': 'Chart of the emissions per bucket', 'aria-describedby': 'chart-note' });
   const bucket = /** @type {HTMLSelectElement} */ (h('select', { id: 'bucket' }, ['hour', 'day', 'month'].map((b) => h('option', { value: b }, [b]))));
   const chartNote = h('p', { id: 'chart-note' });
 
@@ -227,7 +240,7 @@ function sitePage(siteId) {
     unit: field('unit', 'Unit', { tag: 'select' }),
   };
   fields.unit.input.append(...['kg', 'g', 't'].map((unit) => h('option', { value: unit }, [unit])));
-  const formNotice = h('p', { class: 'notice error', role: 'alert', hidden: '' });
+  const formNotice = h('p', { class: 'notice error', role: 'alert' });
   const form = h('form', { id: 'ingest-form', novalidate: '' }, [
     h('h2', {}, ['Enter a reading']),
     formNotice,
@@ -274,7 +287,6 @@ function sitePage(siteId) {
   /** @param {string} text */
   const say = (text) => {
     status.textContent = text;
-    status.hidden = false;
   };
 
   view.replaceChildren(
@@ -335,7 +347,7 @@ function newSite() {
     name: field('name', 'Name', { required: '', maxlength: '200', autocomplete: 'off' }),
     emission_limit: field('emission_limit', 'Emission limit (kg)', { inputmode: 'decimal', required: '', autocomplete: 'off' }),
   };
-  const notice = h('p', { class: 'notice error', role: 'alert', hidden: '' });
+  const notice = h('p', { class: 'notice error', role: 'alert' });
   const form = h('form', { id: 'site-form', novalidate: '' }, [
     notice,
     ...Object.values(fields).map((f) => f.element),
@@ -370,7 +382,7 @@ async function showQueue() {
       : entry.state === 'rejected' ? `refused: ${entry.lastError}` : entry.state;
     const actions = h('td');
     if (entry.state === 'rejected') {
-      const discard = h('button', { type: 'button', class: 'secondary' }, ['Discard']);
+      const discard = h('button', { type: 'button', class: 'secondary', 'aria-label': `Discard batch ${entry.key.slice(0, 8)}` }, ['Discard']);
       discard.addEventListener('click', () => queue.discard(entry.key));
       actions.append(discard);
     }

@@ -67,12 +67,19 @@ export class Queue {
     this.rejectedListeners = new Set();
     this.running = false;
     this.again = false;
+    /** Whether the next pass sends every waiting batch, due or not (back online). */
+    this.retryAll = false;
     /** @type {ReturnType<typeof setTimeout> | undefined} */
     this.timer = undefined;
   }
 
   start() {
-    window.addEventListener('online', () => this.retryNow());
+    window.addEventListener('online', () => {
+      this.retryAll = true;
+      this.kick();
+    });
+    // Ask the browser not to evict the queue under storage pressure (it may still refuse).
+    navigator.storage?.persist?.().catch(() => {});
     this.kick();
   }
 
@@ -128,15 +135,10 @@ export class Queue {
     for (const listener of this.changeListeners) listener();
   }
 
-  /** Every waiting batch is due now (the browser is back online). */
-  async retryNow() {
-    for (const entry of await this.all()) {
-      if (entry.state === 'retrying') await this.put({ ...entry, nextAt: 0 });
-    }
-    this.kick();
-  }
-
-  /** Sends every due batch, one at a time, then sleeps until the next is due. */
+  /**
+   * Sends every due batch, one at a time, then sleeps until the next is due. One pass runs at a
+   * time in this page, and, through a Web Lock, in all of this origin's tabs.
+   */
   async kick() {
     if (this.running) {
       this.again = true;
@@ -144,20 +146,37 @@ export class Queue {
     }
     this.running = true;
     clearTimeout(this.timer);
+    /** @type {number | null} */
+    let nextDue = null;
     try {
-      do {
-        this.again = false;
-        for (const entry of await this.all()) {
-          if (entry.state !== 'rejected' && entry.nextAt <= Date.now()) await this.send(entry);
-        }
-      } while (this.again);
-      const due = (await this.all()).filter((entry) => entry.state === 'retrying').map((entry) => entry.nextAt);
-      if (due.length > 0) {
-        this.timer = setTimeout(() => this.kick(), Math.max(0, Math.min(...due) - Date.now()));
-      }
+      const pass = () => this.pass();
+      nextDue = navigator.locks ? await navigator.locks.request('plume-delivery-queue', pass) : await pass();
+    } catch (error) {
+      // IndexedDB failed: try again shortly rather than stall.
+      console.error('the delivery queue failed; retrying', error);
+      nextDue = Date.now() + 5000;
     } finally {
       this.running = false;
     }
+    if (this.again) {
+      this.kick();
+    } else if (nextDue !== null) {
+      this.timer = setTimeout(() => this.kick(), Math.max(0, nextDue - Date.now()));
+    }
+  }
+
+  /** @returns {Promise<number | null>} when the next waiting batch is due */
+  async pass() {
+    do {
+      this.again = false;
+      const all = this.retryAll;
+      this.retryAll = false;
+      for (const entry of await this.all()) {
+        if (entry.state !== 'rejected' && (all || entry.nextAt <= Date.now())) await this.send(entry);
+      }
+    } while (this.again);
+    const due = (await this.all()).filter((entry) => entry.state === 'retrying').map((entry) => entry.nextAt);
+    return due.length > 0 ? Math.min(...due) : null;
   }
 
   /** @param {QueuedBatch} entry */

@@ -69,14 +69,15 @@ test('a reading entered offline is queued, survives a reload, and is delivered o
   await page.reload();
   await row.first().waitFor();
   assert.equal(await row.count(), 1, 'still queued after the reload');
-  await page.waitForFunction(() => Number(document.querySelector('#queue-table .attempts')?.textContent) >= 2);
+  // Three failed attempts: the next is scheduled 2 to 4 s later.
+  await page.waitForFunction(() => Number(document.querySelector('#queue-table .attempts')?.textContent) >= 3);
   assert.equal((await metrics(env.one, site)).reading_count, 0, 'nothing stored yet');
 
-  // Back online for real.
+  // Back online for real: the browser's "online" event sends the batch at once, not at its backoff.
   await page.unroute('**/v1/ingest');
   await context.setOffline(true);
   await context.setOffline(false);
-  await page.locator('#queue-empty').waitFor({ state: 'visible', timeout: 15_000 });
+  await page.locator('#queue-empty').waitFor({ state: 'visible', timeout: 1500 });
   const stored = await metrics(env.one, site);
   assert.equal(stored.reading_count, 1);
   assert.equal(stored.total_emissions_to_date, '2.500000');

@@ -3,6 +3,7 @@
 // playwright-core.
 
 import { spawn } from 'node:child_process';
+import { randomUUID } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -90,7 +91,7 @@ export async function createSite(address, name, limit = '100') {
   return body.data.id;
 }
 
-export async function ingest(address, siteId, value, key = crypto.randomUUID()) {
+export async function ingest(address, siteId, value, key = randomUUID()) {
   const timestamp = new Date(Math.floor(Date.now() / 1000) * 1000 - 60_000).toISOString().replace('.000Z', 'Z');
   return post(address, '/v1/ingest', { site_id: siteId, readings: [{ source_id: 'api', timestamp, value }] }, { 'idempotency-key': key });
 }

@@ -21,7 +21,7 @@ use crate::outbox::housekeeping::Housekeeping;
 use crate::outbox::relay::Relay;
 use crate::outbox::sink::LogSink;
 use crate::state::{AppState, Settings};
-use crate::{http, outbox, seed};
+use crate::{changes, http, outbox, seed};
 
 /// Time between outbox housekeeping passes (premaking days ahead, dropping delivered days).
 const HOUSEKEEPING_INTERVAL: Duration = Duration::from_secs(15 * 60);
@@ -171,6 +171,8 @@ async fn relay_on(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let state = AppState::new(database.pool.clone(), Settings::default());
+    // This process serves no long polls.
+    state.changes.close();
     let listener = match args.listen {
         Some(address) => Some(
             TcpListener::bind(address)
@@ -250,6 +252,7 @@ pub async fn seed(args: SeedArgs) -> anyhow::Result<()> {
     }
     let database = open(&args.database, &args.window).await?;
     let result = seed::seed_demo(&database.pool, chrono::Utc::now()).await;
+    announce_changes(&database.pool).await;
     database.close().await;
     let report = result?;
     println!(
@@ -257,6 +260,14 @@ pub async fn seed(args: SeedArgs) -> anyhow::Result<()> {
         report.sites_created, report.sites_skipped, report.readings_stored
     );
     Ok(())
+}
+
+/// Wakes the long polls of running plume processes, which would otherwise see the new sites only at
+/// their next notification or timeout.
+async fn announce_changes(pool: &PgPool) {
+    if let Err(error) = changes::announce(pool).await {
+        tracing::warn!(%error, "could not notify running plume processes of the new data");
+    }
 }
 
 /// `plume seed --synthetic`: generates and loads the plan, with progress on stderr.
@@ -286,6 +297,7 @@ async fn seed_synthetic(mut args: SeedArgs) -> anyhow::Result<()> {
         task.abort();
         progress.finish_line();
     }
+    announce_changes(&database.pool).await;
     database.close().await;
     let report = result.context("loading synthetic data (sites already committed are whole; run the same command again to add the rest)")?;
     let seconds = report.load_time.as_secs_f64().max(1e-3);

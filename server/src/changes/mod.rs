@@ -13,6 +13,7 @@
 
 pub mod snapshot;
 
+use std::collections::VecDeque;
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -30,6 +31,18 @@ use crate::sites::{SiteId, SiteMetrics, SiteRow};
 
 /// The channel plume's processes notify and listen on.
 const CHANNEL: &str = "plume_changes";
+
+/// The payload of the notifier's heartbeat, which asks for no new head.
+const HEARTBEAT: &str = "heartbeat";
+
+/// How often each process's notifier sends a heartbeat.
+const HEARTBEAT_EVERY: Duration = Duration::from_secs(10);
+
+/// A listener that hears nothing for this long reconnects (its connection may be half-open).
+const SILENCE: Duration = Duration::from_secs(35);
+
+/// How many heads back a head's horizon reaches.
+const HEADS_KEPT: usize = 4;
 
 /// The longest wait a client may ask for.
 pub const MAX_WAIT: Duration = Duration::from_secs(60);
@@ -237,73 +250,78 @@ impl ChangeHub {
             .map_err(|_| WaitError::TooManyWaiters(self.inner.max_waiters))
     }
 
-    /// LISTENs on a connection of its own; asks for a new head on every notification and after
-    /// every reconnect (notifications sent meanwhile are lost, the head is not).
+    /// LISTENs on a connection of its own; asks for a new head on every change notification and
+    /// after every (re)connection, since notifications sent while it was away are lost. A listener
+    /// that hears nothing, not even the heartbeat, for [`SILENCE`] is taken for a dead connection.
     async fn listen(self, own: PgPool) {
         let closing = self.inner.closing.clone();
         let mut backoff = Duration::from_millis(100);
-        'connect: while !closing.is_cancelled() {
-            let listener = async {
-                let mut listener = PgListener::connect_with(&own).await?;
-                listener.listen(CHANNEL).await?;
-                Ok::<_, sqlx::Error>(listener)
-            };
-            let mut listener = tokio::select! {
-                listener = listener => match listener {
-                    Ok(listener) => listener,
-                    Err(error) => {
-                        tracing::warn!(%error, "change listener cannot connect; retrying");
-                        tokio::select! {
-                            () = tokio::time::sleep(backoff) => {}
-                            () = closing.cancelled() => return,
-                        }
-                        backoff = (backoff * 2).min(Duration::from_secs(5));
-                        continue 'connect;
-                    }
-                },
+        while !closing.is_cancelled() {
+            let connected = tokio::select! {
+                connected = connect_listener(&own) => connected,
                 () = closing.cancelled() => return,
             };
-            backoff = Duration::from_millis(100);
-            self.inner.listener_connects.fetch_add(1, Ordering::Relaxed);
-            // Connected (again): whatever happened meanwhile, a new head wakes every waiter.
-            self.inner.refresh.notify_one();
-            loop {
+            let started = Instant::now();
+            match connected {
+                Ok(mut listener) => {
+                    self.inner.listener_connects.fetch_add(1, Ordering::Relaxed);
+                    self.inner.refresh.notify_one();
+                    let lost = tokio::select! {
+                        lost = self.hear(&mut listener) => lost,
+                        () = closing.cancelled() => return,
+                    };
+                    tracing::warn!(reason = %lost, "the change listener lost its connection; reconnecting");
+                }
+                Err(error) => tracing::warn!(%error, "the change listener cannot connect; retrying"),
+            }
+            // A connection that failed at once is retried with growing pauses, not in a tight loop.
+            if started.elapsed() > Duration::from_secs(10) {
+                backoff = Duration::from_millis(100);
+            } else {
                 tokio::select! {
-                    received = listener.try_recv() => match received {
-                        Ok(Some(_)) => self.inner.refresh.notify_one(),
-                        Ok(None) => {
-                            tracing::warn!("change listener reconnected");
-                            self.inner.listener_connects.fetch_add(1, Ordering::Relaxed);
-                            self.inner.refresh.notify_one();
-                        }
-                        Err(error) => {
-                            tracing::warn!(%error, "change listener lost its connection");
-                            continue 'connect;
-                        }
-                    },
+                    () = tokio::time::sleep(backoff) => {}
                     () = closing.cancelled() => return,
                 }
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+
+    /// Passes notifications on until the connection is lost; returns why.
+    async fn hear(&self, listener: &mut PgListener) -> String {
+        loop {
+            match tokio::time::timeout(SILENCE, listener.try_recv()).await {
+                Ok(Ok(Some(notification))) => {
+                    if notification.payload() != HEARTBEAT {
+                        self.inner.refresh.notify_one();
+                    }
+                }
+                Ok(Ok(None)) => return "connection closed".to_owned(),
+                Ok(Err(error)) => return error.to_string(),
+                Err(_) => return format!("nothing heard for {} s", SILENCE.as_secs()),
             }
         }
     }
 
     /// Reads a new head whenever asked; requests made during a read are served by one more read.
+    /// Each head holds the sites changed since the head [`HEADS_KEPT`] reads before it, so a waiter
+    /// that missed a few heads can still tell from memory.
     async fn read_heads(self) {
         let closing = self.inner.closing.clone();
+        let mut recent_xmins: VecDeque<u64> = VecDeque::with_capacity(HEADS_KEPT);
         loop {
             tokio::select! {
                 () = self.inner.refresh.notified() => {}
                 () = closing.cancelled() => return,
             }
-            let horizon = self
-                .inner
-                .heads
-                .borrow()
-                .as_ref()
-                .map(|head| head.snapshot.xmin());
+            let horizon = recent_xmins.iter().copied().min();
             match read_head(&self.inner.pool, horizon, None).await {
                 Ok(head) => {
                     self.inner.heads_read.fetch_add(1, Ordering::Relaxed);
+                    if recent_xmins.len() == HEADS_KEPT {
+                        recent_xmins.pop_front();
+                    }
+                    recent_xmins.push_back(head.snapshot.xmin());
                     self.inner.heads.send_replace(Some(Arc::new(head)));
                 }
                 Err(error) => {
@@ -318,26 +336,50 @@ impl ChangeHub {
         }
     }
 
-    /// Sends one `NOTIFY` per burst of commits signalled, on a connection of its own.
+    /// Sends one `NOTIFY` per burst of commits signalled, and a heartbeat every [`HEARTBEAT_EVERY`],
+    /// on a connection of its own.
     async fn notify(self, own: PgPool, signal: ChangeSignal) {
         let closing = self.inner.closing.clone();
+        let mut heartbeat = tokio::time::interval(HEARTBEAT_EVERY);
         loop {
-            tokio::select! {
-                () = signal.0.notified() => {}
+            let payload = tokio::select! {
+                () = signal.0.notified() => "",
+                _ = heartbeat.tick() => HEARTBEAT,
                 () = closing.cancelled() => return,
-            }
-            if let Err(error) = sqlx::query("select pg_notify($1, '')")
+            };
+            let sent = sqlx::query("select pg_notify($1, $2)")
                 .bind(CHANNEL)
+                .bind(payload)
                 .execute(&own)
-                .await
-            {
+                .await;
+            if let Err(error) = sent {
                 // Nothing is lost: waiters elsewhere see the change at their next head or poll.
-                tracing::warn!(%error, "notifying other processes of a change failed; retrying");
+                tracing::warn!(%error, "notifying other processes failed; retrying");
                 tokio::time::sleep(Duration::from_millis(500)).await;
-                signal.committed();
+                if payload.is_empty() {
+                    signal.committed();
+                }
             }
         }
     }
+}
+
+/// Tells every plume process listening on `pool`'s database that sites may have changed (for
+/// writers outside `plume serve`, such as `plume seed`).
+pub async fn announce(pool: &PgPool) -> Result<(), sqlx::Error> {
+    sqlx::query("select pg_notify($1, '')")
+        .bind(CHANNEL)
+        .execute(pool)
+        .await
+        .map(|_| ())
+}
+
+async fn connect_listener(own: &PgPool) -> Result<PgListener, sqlx::Error> {
+    let mut listener = PgListener::connect_with(own).await?;
+    // A lost connection is reported (and handled above) rather than silently replaced.
+    listener.eager_reconnect(false);
+    listener.listen(CHANNEL).await?;
+    Ok(listener)
 }
 
 /// The listener's and notifier's connections: named, and not waiting for the disk to confirm a
@@ -429,4 +471,57 @@ async fn read_head(pool: &PgPool, horizon: Option<u64>, site: Option<SiteId>) ->
 fn parse_xid(text: &str) -> Result<u64, sqlx::Error> {
     text.parse()
         .map_err(|_| sqlx::Error::Protocol(format!("not a transaction id: {text}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn site(id: i64, xid: u64) -> Changed {
+        let row = SiteRow {
+            id,
+            name: format!("site {id}"),
+            emission_limit_mg: 1,
+            metadata: "{}".to_owned(),
+            total_emissions_mg: 0,
+            reading_count: 0,
+            first_reading_at: None,
+            last_reading_at: None,
+            version: 1,
+            created_at: chrono::Utc::now(),
+        };
+        Changed {
+            xid,
+            metrics: row.into(),
+        }
+    }
+
+    fn snapshot(text: &str) -> Snapshot {
+        Snapshot::parse(text).unwrap()
+    }
+
+    fn ids<'a>(changed: impl Iterator<Item = &'a SiteMetrics>) -> Vec<i64> {
+        changed.map(|metrics| metrics.site_id).collect()
+    }
+
+    #[test]
+    fn a_head_answers_for_cursors_it_covers_and_only_those() {
+        // Read at 120:125:122, holding every site changed by a transaction from 110 on.
+        let head = Head {
+            snapshot: snapshot("120:125:122"),
+            horizon: 110,
+            sites: vec![site(1, 111), site(2, 118), site(3, 121), site(4, 124)],
+        };
+        // A cursor that saw up to 118 (119 still running then): 121 and 124 are new to it.
+        assert_eq!(ids(head.changed_since(&snapshot("119:119:")).unwrap()), [3, 4]);
+        // One that had seen 121 but not 118 (a late committer): 118 is reported.
+        assert_eq!(ids(head.changed_since(&snapshot("118:122:118")).unwrap()), [2, 4]);
+        // A cursor from before the horizon may have missed sites the head no longer holds.
+        assert!(head.changed_since(&snapshot("105:109:")).is_none());
+        // The head's own snapshot: nothing new.
+        assert_eq!(
+            ids(head.changed_since(head.snapshot()).unwrap()),
+            Vec::<i64>::new()
+        );
+    }
 }

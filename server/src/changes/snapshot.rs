@@ -71,6 +71,12 @@ impl Snapshot {
         self.xmax >= other.xmax && self.in_progress.iter().all(|xid| !other.saw(*xid))
     }
 
+    /// Whether this names transactions that had not started when `now` was taken: a cursor from
+    /// another database, or from one restored to an earlier state, which must not be trusted.
+    pub fn is_ahead_of(&self, now: &Snapshot) -> bool {
+        self.xmax > now.xmax
+    }
+
     /// The opaque cursor clients hold.
     pub fn to_cursor(&self) -> String {
         URL_SAFE_NO_PAD.encode(format!("{CURSOR_TAG}{self}"))
@@ -134,6 +140,8 @@ mod tests {
         assert!(!still_running.saw_all_of(&later));
         assert!(later.saw_all_of(&Snapshot::origin()));
         assert!(!Snapshot::origin().saw_all_of(&later));
+        assert!(later.is_ahead_of(&Snapshot::parse("700:700:").unwrap()));
+        assert!(!earlier.is_ahead_of(&later));
     }
 
     #[test]

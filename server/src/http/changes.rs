@@ -53,6 +53,13 @@ async fn get_changes(
     }
     let since = cursor.clone().unwrap_or_else(Snapshot::origin);
     let head = state.changes.read(&since, None).await?;
+    if since.is_ahead_of(head.snapshot()) {
+        return Err(ApiError::invalid(
+            "cursor",
+            "was issued by another database, or by this one before it was restored to an earlier \
+             state; start again without a cursor",
+        ));
+    }
     let changed: Vec<SiteMetrics> = head
         .changed_since(&since)
         .expect("read from the cursor's own horizon")

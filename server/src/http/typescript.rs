@@ -51,7 +51,92 @@ pub fn declarations() -> String {
 mod tests {
     use std::path::Path;
 
+    use serde::Serialize;
+
     use super::*;
+    use crate::quantity::Milligrams;
+    use crate::sites::SiteRow;
+
+    /// The field names a declaration lists, sorted.
+    fn declared(declaration: &str) -> Vec<String> {
+        declaration
+            .lines()
+            .filter_map(|line| line.split_once(": ").map(|(name, _)| name))
+            .filter(|name| !name.is_empty() && name.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'))
+            .map(str::to_owned)
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect()
+    }
+
+    /// The member names serde writes for `value`, sorted (serde_json's map is ordered by key).
+    fn serialised(value: &impl Serialize) -> Vec<String> {
+        match serde_json::to_value(value).unwrap() {
+            serde_json::Value::Object(members) => members.keys().cloned().collect(),
+            other => panic!("not an object: {other}"),
+        }
+    }
+
+    fn row() -> SiteRow {
+        SiteRow {
+            id: 7,
+            name: "Pad".to_owned(),
+            emission_limit_mg: 5,
+            metadata: "{}".to_owned(),
+            total_emissions_mg: 6,
+            reading_count: 1,
+            first_reading_at: None,
+            last_reading_at: Some(chrono::Utc::now()),
+            version: 2,
+            created_at: chrono::Utc::now(),
+        }
+    }
+
+    /// ts-rs reads the Rust fields, serde writes the JSON: both must name the same members.
+    #[test]
+    fn the_declarations_name_exactly_what_serde_writes() {
+        let config = Config::new().with_large_int("number");
+        let mg = Milligrams::from_mg(1);
+        let receipt = BatchReceipt {
+            batch_id: "k".to_owned(),
+            site_id: 7,
+            readings_submitted: 1,
+            readings_accepted: 1,
+            readings_duplicate: 0,
+            accepted_emissions: mg,
+            total_emissions_to_date: mg,
+            compliance_status: ComplianceStatus::WithinLimit,
+            replayed: false,
+        };
+        let bucket = SeriesBucket {
+            start: chrono::Utc::now(),
+            sum: mg,
+            count: 1,
+            min: mg,
+            max: mg,
+        };
+        let error = ErrorBody {
+            code: "VALIDATION_ERROR".to_owned(),
+            message: "m".to_owned(),
+            details: vec![FieldError::new("value", "is required")],
+        };
+        let cases = [
+            (serialised(&SiteMetrics::from(row())), SiteMetrics::decl(&config)),
+            (serialised(&Site::from(row())), Site::decl(&config)),
+            (serialised(&receipt), BatchReceipt::decl(&config)),
+            (serialised(&bucket), SeriesBucket::decl(&config)),
+            (serialised(&error), ErrorBody::decl(&config)),
+            (serialised(&error.details[0]), FieldError::decl(&config)),
+        ];
+        for (written, declaration) in cases {
+            assert_eq!(declared(&declaration), written, "{declaration}");
+        }
+        let statuses = ComplianceStatus::decl(&config);
+        for status in [ComplianceStatus::WithinLimit, ComplianceStatus::LimitExceeded] {
+            let written = serde_json::to_string(&status).unwrap();
+            assert!(statuses.contains(&written), "{statuses} lacks {written}");
+        }
+    }
 
     #[test]
     fn the_committed_typescript_declarations_are_current() {

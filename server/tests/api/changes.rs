@@ -44,14 +44,9 @@ async fn ingest_one(app: &TestApp, site: i64, key: &str, minutes_ago: i64) {
 /// would still see the change at its timeout): tests that time a wake-up wait for it first.
 async fn listening(app: &TestApp) {
     for _ in 0..200 {
-        let listeners: i64 = sqlx::query_scalar(
-            "select count(*) from pg_stat_activity
-              where datname = current_database() and application_name = 'plume-changes' and query ilike 'listen%'",
-        )
-        .fetch_one(&app.pool)
-        .await
-        .unwrap();
-        if listeners > 0 {
+        if app.metric("plume_changes_heads_read_total").await >= 1.0
+            && app.metric("plume_changes_listener_connects_total").await >= 1.0
+        {
             return;
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
@@ -349,6 +344,13 @@ async fn bad_parameters_are_named_and_unknown_sites_are_404() {
     assert_eq!(fields, ["version", "wait"]);
     let (status, _) = status_and_body(app.get("/v2/sites/999/metrics?version=1&wait=5").await).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
+    // A well-formed cursor naming transactions this database has not reached: another database's.
+    let foreign = plume::changes::Snapshot::parse("4000000000:4000000000:")
+        .unwrap()
+        .to_cursor();
+    let (status, body) = status_and_body(app.get(&format!("/v2/changes?cursor={foreign}")).await).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(body["error"]["details"][0]["path"], "cursor");
 }
 
 #[tokio::test]
