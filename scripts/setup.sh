@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# Makes sure what plume needs is installed: PostgreSQL 15 and pg_partman (Debian packages).
+# Makes sure what plume needs is installed: PostgreSQL 15 and pg_partman (Debian packages), and
+# any further packages named as arguments (one counts as present when installed or when a command
+# of its name is on PATH, e.g. a Node.js that bundles npm).
 # As root it installs what is missing with apt; otherwise it prints the exact command and fails.
 # It never upgrades a package that is already installed: an upgrade of the server under a running
 # cluster breaks that cluster's new sessions.
 set -euo pipefail
 
-packages=(postgresql-15 postgresql-15-partman)
+packages=(postgresql-15 postgresql-15-partman "$@")
 
 installed() {
     dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"
@@ -13,7 +15,7 @@ installed() {
 
 missing=()
 for package in "${packages[@]}"; do
-    installed "$package" || missing+=("$package")
+    installed "$package" || command -v "$package" >/dev/null 2>&1 || missing+=("$package")
 done
 
 if [ ${#missing[@]} -gt 0 ]; then

@@ -13,6 +13,11 @@ after(async () => {
   await env?.stop();
 });
 
+const UNAVAILABLE = JSON.stringify({
+  error: { code: 'UNAVAILABLE', message: 'the service is unavailable', details: [] },
+  meta: { request_id: 'gateway' },
+});
+
 /** A page in a fresh browser context (its own IndexedDB), opened at `url`, its feed live. */
 async function open(url) {
   const context = await env.browser.newContext();
@@ -62,19 +67,36 @@ test('a reading entered offline is queued, survives a reload, and is delivered o
   await row.filter({ hasText: String(site) }).waitFor();
   assert.equal(await row.count(), 1);
 
-  // Reload while the server still cannot be reached (the page itself must load, so the network is
-  // back but every ingest request fails).
-  await page.route('**/v1/ingest', (route) => route.abort('internetdisconnected'));
+  // The network comes back but the service still cannot be reached: every ingest request is
+  // answered 503, as a load balancer without a backend would. The "online" event sends the batch
+  // at once, and it fails again.
+  const attempts = () => page.evaluate(() => Number(document.querySelector('#queue-table .attempts')?.textContent));
+  const state = () => page.getAttribute('#queue-table tbody tr', 'data-state');
+  await context.route('**/v1/ingest', (route) =>
+    route.fulfill({ status: 503, contentType: 'application/json', body: UNAVAILABLE }),
+  );
+  const offlineAttempts = await attempts();
   await context.setOffline(false);
+  await page.waitForFunction(
+    (n) => Number(document.querySelector('#queue-table .attempts')?.textContent) > n
+      && document.querySelector('#queue-table tbody tr')?.getAttribute('data-state') === 'retrying',
+    offlineAttempts,
+  );
+  // A reload (between attempts) keeps the batch, and the reloaded page goes on retrying it.
+  const beforeReload = await attempts();
   await page.reload();
   await row.first().waitFor();
   assert.equal(await row.count(), 1, 'still queued after the reload');
-  // Three failed attempts: the next is scheduled 2 to 4 s later.
-  await page.waitForFunction(() => Number(document.querySelector('#queue-table .attempts')?.textContent) >= 3);
+  await page.waitForFunction(
+    (n) => Number(document.querySelector('#queue-table .attempts')?.textContent) > n
+      && document.querySelector('#queue-table tbody tr')?.getAttribute('data-state') === 'retrying',
+    beforeReload,
+  );
+  assert.equal(await state(), 'retrying');
   assert.equal((await metrics(env.one, site)).reading_count, 0, 'nothing stored yet');
 
   // Back online for real: the browser's "online" event sends the batch at once, not at its backoff.
-  await page.unroute('**/v1/ingest');
+  await context.unroute('**/v1/ingest');
   await context.setOffline(true);
   await context.setOffline(false);
   await page.locator('#queue-empty').waitFor({ state: 'visible', timeout: 1500 });

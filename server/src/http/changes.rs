@@ -11,6 +11,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::envelope::Envelope;
+use super::query::query;
 use super::sites::parse_site_id;
 use crate::changes::{Snapshot, WaitError, MAX_WAIT};
 use crate::error::{ApiError, FieldError};
@@ -37,7 +38,7 @@ async fn get_changes(
     State(state): State<AppState>,
     params: Result<Query<ChangesParams>, QueryRejection>,
 ) -> Result<Envelope<Vec<SiteMetrics>>, ApiError> {
-    let Query(params) = params.map_err(|rejection| ApiError::invalid("query", rejection.body_text()))?;
+    let params = query(params)?;
     let mut problems = Vec::new();
     let cursor = match params.cursor.as_deref() {
         None | Some("") => Some(None),
@@ -103,7 +104,7 @@ async fn get_metrics(
     params: Result<Query<MetricsParams>, QueryRejection>,
 ) -> Result<Envelope<SiteMetrics>, ApiError> {
     let site = parse_site_id(id)?;
-    let Query(params) = params.map_err(|rejection| ApiError::invalid("query", rejection.body_text()))?;
+    let params = query(params)?;
     let mut problems = Vec::new();
     let version = match params.version.as_deref() {
         None => None,

@@ -98,7 +98,7 @@ async fn get_export(
 }
 
 /// Query strings that do not even decode are refused in the envelope, like every other problem.
-fn query<T>(params: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
+pub(super) fn query<T>(params: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
     params
         .map(|Query(params)| params)
         .map_err(|rejection| ApiError::invalid("query", rejection.body_text()))

@@ -25,6 +25,12 @@ async fn changes(app: &TestApp, cursor: Option<&str>, wait: f64) -> (Vec<Value>,
     (body["data"].as_array().unwrap().clone(), cursor)
 }
 
+/// Sends `GET path` in the background (a waiting long poll); the task ends with its JSON body.
+fn in_background(app: &TestApp, path: String) -> tokio::task::JoinHandle<Value> {
+    let (client, url) = (app.client.clone(), format!("{}{path}", app.address));
+    tokio::spawn(async move { client.get(url).send().await.unwrap().json().await.unwrap() })
+}
+
 fn ids(sites: &[Value]) -> Vec<i64> {
     sites
         .iter()
@@ -85,22 +91,7 @@ async fn a_waiting_request_answers_when_a_change_commits() {
     let (_, cursor) = changes(&app, None, 0.0).await;
 
     let started = Instant::now();
-    let waiter = {
-        let (client, url) = (
-            app.client.clone(),
-            format!("{}/v2/changes?cursor={cursor}&wait=30", app.address),
-        );
-        tokio::spawn(async move {
-            client
-                .get(url)
-                .send()
-                .await
-                .unwrap()
-                .json::<Value>()
-                .await
-                .unwrap()
-        })
-    };
+    let waiter = in_background(&app, format!("/v2/changes?cursor={cursor}&wait=30"));
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(!waiter.is_finished(), "nothing changed yet");
     ingest_one(&app, site, "waited-1", 3).await;
@@ -139,22 +130,7 @@ async fn a_transaction_that_commits_late_is_not_skipped() {
 
     // A long poll from that cursor is waiting when the early transaction commits (and, as another
     // plume process would after its commit, notifies).
-    let waiter = {
-        let (client, url) = (
-            app.client.clone(),
-            format!("{}/v2/changes?cursor={after_late}&wait=30", app.address),
-        );
-        tokio::spawn(async move {
-            client
-                .get(url)
-                .send()
-                .await
-                .unwrap()
-                .json::<Value>()
-                .await
-                .unwrap()
-        })
-    };
+    let waiter = in_background(&app, format!("/v2/changes?cursor={after_late}&wait=30"));
     tokio::time::sleep(Duration::from_millis(300)).await;
     open.execute("commit").await.unwrap();
     sqlx::query("select pg_notify('plume_changes', '')")
@@ -275,25 +251,10 @@ async fn metrics_answer_at_once_when_newer_else_when_the_site_changes() {
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body["data"]["version"], version, "newer than asked: at once");
 
-    let waiter = {
-        let (client, url) = (
-            app.client.clone(),
-            format!(
-                "{}/v2/sites/{site}/metrics?version={version}&wait=30",
-                app.address
-            ),
-        );
-        tokio::spawn(async move {
-            client
-                .get(url)
-                .send()
-                .await
-                .unwrap()
-                .json::<Value>()
-                .await
-                .unwrap()
-        })
-    };
+    let waiter = in_background(
+        &app,
+        format!("/v2/sites/{site}/metrics?version={version}&wait=30"),
+    );
     tokio::time::sleep(Duration::from_millis(300)).await;
     ingest_one(&app, other, "versioned-other", 2).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -366,41 +327,11 @@ async fn a_commit_through_one_process_wakes_waiters_on_another() {
     let version = two.metrics(site).await["version"].as_i64().unwrap();
 
     let started = Instant::now();
-    let feed = {
-        let (client, url) = (
-            two.client.clone(),
-            format!("{}/v2/changes?cursor={cursor}&wait=30", two.address),
-        );
-        tokio::spawn(async move {
-            client
-                .get(url)
-                .send()
-                .await
-                .unwrap()
-                .json::<Value>()
-                .await
-                .unwrap()
-        })
-    };
-    let metrics = {
-        let (client, url) = (
-            two.client.clone(),
-            format!(
-                "{}/v2/sites/{site}/metrics?version={version}&wait=30",
-                two.address
-            ),
-        );
-        tokio::spawn(async move {
-            client
-                .get(url)
-                .send()
-                .await
-                .unwrap()
-                .json::<Value>()
-                .await
-                .unwrap()
-        })
-    };
+    let feed = in_background(&two, format!("/v2/changes?cursor={cursor}&wait=30"));
+    let metrics = in_background(
+        &two,
+        format!("/v2/sites/{site}/metrics?version={version}&wait=30"),
+    );
     tokio::time::sleep(Duration::from_millis(300)).await;
     ingest_one(&one, site, "shared-1", 2).await;
     assert_eq!(ids(feed.await.unwrap()["data"].as_array().unwrap()), vec![site]);
@@ -419,22 +350,7 @@ async fn after_the_listener_reconnects_every_waiter_looks_again() {
     let site = app.create_site("Reconnected", "100").await;
     listening(&app).await;
     let (_, cursor) = changes(&app, None, 0.0).await;
-    let waiter = {
-        let (client, url) = (
-            app.client.clone(),
-            format!("{}/v2/changes?cursor={cursor}&wait=30", app.address),
-        );
-        tokio::spawn(async move {
-            client
-                .get(url)
-                .send()
-                .await
-                .unwrap()
-                .json::<Value>()
-                .await
-                .unwrap()
-        })
-    };
+    let waiter = in_background(&app, format!("/v2/changes?cursor={cursor}&wait=30"));
     tokio::time::sleep(Duration::from_millis(300)).await;
     // A change that notifies nobody, then the listener's connection is cut.
     sqlx::query("update sites set version = version + 1 where id = $1")
