@@ -47,6 +47,17 @@ impl Service {
         receiver: &Receiver,
         pool: u32,
     ) -> anyhow::Result<Self> {
+        Self::process_with(binary, db, receiver, pool, &[]).await
+    }
+
+    /// [`Service::process`] with `extra` arguments for `plume serve`.
+    pub async fn process_with(
+        binary: &Path,
+        db: &BenchDatabase,
+        receiver: &Receiver,
+        pool: u32,
+        extra: &[&str],
+    ) -> anyhow::Result<Self> {
         let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
         let address = format!("http://127.0.0.1:{port}");
         let child = Command::new(binary)
@@ -55,6 +66,7 @@ impl Service {
             .args(["--database-url", &db.url])
             .args(["--db-max-connections", &pool.to_string()])
             .args(["--alert-webhook-url", receiver.url.as_str()])
+            .args(extra)
             .env(
                 "PLUME_ALERT_WEBHOOK_SECRET",
                 String::from_utf8_lossy(SECRET).as_ref(),
@@ -77,15 +89,24 @@ impl Service {
 
     /// The child's peak resident memory so far, in bytes (`VmHWM`); `None` in process.
     pub fn peak_rss(&self) -> anyhow::Result<Option<u64>> {
+        self.memory("VmHWM")
+    }
+
+    /// The child's resident memory now, in bytes (`VmRSS`); `None` in process.
+    pub fn rss(&self) -> anyhow::Result<Option<u64>> {
+        self.memory("VmRSS")
+    }
+
+    fn memory(&self, field: &str) -> anyhow::Result<Option<u64>> {
         let Self::Process { child, .. } = self else {
             return Ok(None);
         };
         let status = std::fs::read_to_string(format!("/proc/{}/status", child.id()))?;
         let kib = status
             .lines()
-            .find_map(|line| line.strip_prefix("VmHWM:"))
+            .find_map(|line| line.strip_prefix(field)?.strip_prefix(':'))
             .and_then(|value| value.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-            .context("no VmHWM in the server's /proc status")?;
+            .with_context(|| format!("no {field} in the server's /proc status"))?;
         Ok(Some(kib * 1024))
     }
 
