@@ -16,9 +16,10 @@ pub mod snapshot;
 use std::collections::VecDeque;
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use serde_json::value::RawValue;
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
 use sqlx::{PgPool, Row};
 use tokio::sync::{watch, Notify, OwnedSemaphorePermit, Semaphore};
@@ -72,12 +73,89 @@ pub struct Head {
     snapshot: Snapshot,
     horizon: u64,
     sites: Vec<Changed>,
+    /// Answers already built from this head: waiters that ask the same question (most hold the
+    /// same cursor) share one, serialised once.
+    answers: Mutex<Vec<Asked>>,
 }
+
+/// A question a head answered (what the waiter had seen, what it waits for) and its answer.
+type Asked = (Snapshot, Watch, Option<Arc<Answer>>);
+
+/// What a waiter waits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Watch {
+    /// Any site's change.
+    Every,
+    /// A change of `site` that takes its version above `version`.
+    Site {
+        /// The site.
+        site: SiteId,
+        /// The version the client has.
+        version: i64,
+    },
+}
+
+impl Watch {
+    fn site(self) -> Option<SiteId> {
+        match self {
+            Self::Every => None,
+            Self::Site { site, .. } => Some(site),
+        }
+    }
+
+    fn accepts(self, metrics: &SiteMetrics) -> bool {
+        match self {
+            Self::Every => true,
+            Self::Site { site, version } => metrics.site_id == site.get() && metrics.version > version,
+        }
+    }
+}
+
+/// A long poll's answer: the metrics as JSON (an array of sites for [`Watch::Every`], the one
+/// site's object for [`Watch::Site`]) and the cursor to send next.
+#[derive(Debug)]
+pub struct Answer {
+    /// Serialised once, written into every response as is.
+    pub data: Box<RawValue>,
+    /// The next cursor.
+    pub cursor: String,
+}
+
+/// The most distinct questions a head remembers answers to.
+const ANSWERS_KEPT: usize = 8;
 
 impl Head {
     /// The snapshot this was read at: the cursor for what it holds.
     pub fn snapshot(&self) -> &Snapshot {
         &self.snapshot
+    }
+
+    /// What `watch` has to answer, given that the client saw `seen`: `None` if this head cannot
+    /// tell (see [`Self::changed_since`]); `Some(None)` if nothing it waits for changed.
+    pub fn answer(&self, seen: &Snapshot, watch: Watch) -> Option<Option<Arc<Answer>>> {
+        let mut answers = self
+            .answers
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some((_, _, answer)) = answers.iter().find(|(s, w, _)| s == seen && *w == watch) {
+            return Some(answer.clone());
+        }
+        let changed: Vec<&SiteMetrics> = self.changed_since(seen)?.filter(|m| watch.accepts(m)).collect();
+        let data = match watch {
+            _ if changed.is_empty() => None,
+            Watch::Every => serde_json::value::to_raw_value(&changed).ok(),
+            Watch::Site { .. } => serde_json::value::to_raw_value(changed[0]).ok(),
+        };
+        let answer = data.map(|data| {
+            Arc::new(Answer {
+                data,
+                cursor: self.snapshot.to_cursor(),
+            })
+        });
+        if answers.len() < ANSWERS_KEPT {
+            answers.push((seen.clone(), watch, answer.clone()));
+        }
+        Some(answer)
     }
 
     /// The sites this head shows changed since `seen`, if it can tell: it can when it holds every
@@ -119,6 +197,7 @@ struct Inner {
     max_waiters: usize,
     closing: CancellationToken,
     heads_read: AtomicU64,
+    requests_read: AtomicU64,
     listener_connects: AtomicU64,
 }
 
@@ -140,6 +219,7 @@ impl ChangeHub {
                 max_waiters,
                 closing: CancellationToken::new(),
                 heads_read: AtomicU64::new(0),
+                requests_read: AtomicU64::new(0),
                 listener_connects: AtomicU64::new(0),
             }),
         };
@@ -177,6 +257,12 @@ impl ChangeHub {
                 load(&self.inner.heads_read),
             ),
             (
+                "plume_changes_request_reads_total",
+                "counter",
+                "Reads of the changed sites for one request (a poll without a cursor or that will not wait, a cursor the head cannot answer).",
+                load(&self.inner.requests_read),
+            ),
+            (
                 "plume_changes_listener_connects_total",
                 "counter",
                 "Connections of the change listener (more than one: it reconnected).",
@@ -188,45 +274,48 @@ impl ChangeHub {
         }
     }
 
+    /// The latest head, once one has been read.
+    pub fn latest(&self) -> Option<Arc<Head>> {
+        self.inner.heads.borrow().clone()
+    }
+
     /// Reads from the database the sites changed since `since` (all sites for
     /// [`Snapshot::origin`]), only `site` if given.
     pub async fn read(&self, since: &Snapshot, site: Option<SiteId>) -> Result<Head, sqlx::Error> {
+        self.inner.requests_read.fetch_add(1, Ordering::Relaxed);
         read_head(&self.inner.pool, Some(since.xmin()), site).await
     }
 
-    /// Waits until a site (only `site` if given) that `accept`s has changed since `seen`, and
-    /// answers with those sites and the snapshot to use as the next cursor; `None` when `wait`
-    /// passed or the process is shutting down first.
+    /// Waits until something `watch` waits for has changed since `seen`, and answers with it and
+    /// the next cursor; `None` when `wait` passed or the process is shutting down first.
     pub async fn wait(
         &self,
         mut seen: Snapshot,
-        site: Option<SiteId>,
-        accept: impl Fn(&SiteMetrics) -> bool,
+        watch: Watch,
         wait: Duration,
-    ) -> Result<Option<(Vec<SiteMetrics>, Snapshot)>, WaitError> {
+    ) -> Result<Option<Arc<Answer>>, WaitError> {
         let _permit = self.enter()?;
         let deadline = Instant::now() + wait;
         let mut heads = self.inner.heads.subscribe();
         // The head already published may be newer than `seen`: check it before waiting for the next.
         let mut head = heads.borrow_and_update().clone();
         loop {
-            if let Some(head) = head.take() {
-                let found = match head.changed_since(&seen) {
-                    Some(changed) => pick(changed, site, &accept, &head),
+            if let Some(mut head) = head.take() {
+                let found = match head.answer(&seen, watch) {
+                    Some(found) => found,
                     // Not enough in memory to tell (a head was missed): read the database.
                     None => {
-                        let fresh = self.read(&seen, site).await?;
-                        let changed = fresh.changed_since(&seen).expect("read from seen's horizon");
-                        pick(changed, site, &accept, &fresh)
+                        head = Arc::new(self.read(&seen, watch.site()).await?);
+                        head.answer(&seen, watch).expect("read from seen's horizon")
                     }
                 };
                 match found {
-                    Ok(answer) => return Ok(Some(answer)),
+                    Some(answer) => return Ok(Some(answer)),
                     // Nothing changed between `seen` and this head: a later head is as good a
                     // cursor, and the next head covers it. (An earlier one is not: it would show
                     // again what `seen` had seen.)
-                    Err(snapshot) if snapshot.saw_all_of(&seen) => seen = snapshot,
-                    Err(_) => {}
+                    None if head.snapshot.saw_all_of(&seen) => seen = head.snapshot.clone(),
+                    None => {}
                 }
             }
             tokio::select! {
@@ -390,26 +479,6 @@ fn own_connections(app: &PgConnectOptions) -> PgConnectOptions {
         .options([("synchronous_commit", "off")])
 }
 
-/// The sites `accept`ed among `changed` (only `site` if given), with `head`'s snapshot as the next
-/// cursor; `Err(head's snapshot)` when there are none.
-fn pick<'a>(
-    changed: impl Iterator<Item = &'a SiteMetrics>,
-    site: Option<SiteId>,
-    accept: &impl Fn(&SiteMetrics) -> bool,
-    head: &Head,
-) -> Result<(Vec<SiteMetrics>, Snapshot), Snapshot> {
-    let found: Vec<SiteMetrics> = changed
-        .filter(|metrics| site.is_none_or(|site| metrics.site_id == site.get()))
-        .filter(|metrics| accept(metrics))
-        .cloned()
-        .collect();
-    if found.is_empty() {
-        Err(head.snapshot.clone())
-    } else {
-        Ok((found, head.snapshot.clone()))
-    }
-}
-
 /// The sites whose last change has an id at or above `horizon` (the snapshot's own xmin if none),
 /// only `site` if given, read in one statement with the snapshot it saw.
 async fn read_head(pool: &PgPool, horizon: Option<u64>, site: Option<SiteId>) -> Result<Head, sqlx::Error> {
@@ -465,6 +534,7 @@ async fn read_head(pool: &PgPool, horizon: Option<u64>, site: Option<SiteId>) ->
         snapshot,
         horizon,
         sites,
+        answers: Mutex::new(Vec::new()),
     })
 }
 
@@ -511,6 +581,7 @@ mod tests {
             snapshot: snapshot("120:125:122"),
             horizon: 110,
             sites: vec![site(1, 111), site(2, 118), site(3, 121), site(4, 124)],
+            answers: Mutex::new(Vec::new()),
         };
         // A cursor that saw up to 118 (119 still running then): 121 and 124 are new to it.
         assert_eq!(ids(head.changed_since(&snapshot("119:119:")).unwrap()), [3, 4]);
@@ -522,6 +593,53 @@ mod tests {
         assert_eq!(
             ids(head.changed_since(head.snapshot()).unwrap()),
             Vec::<i64>::new()
+        );
+    }
+
+    #[test]
+    fn waiters_asking_the_same_question_share_one_answer() {
+        let head = Head {
+            snapshot: snapshot("120:125:122"),
+            horizon: 110,
+            sites: vec![site(1, 111), site(3, 121)],
+            answers: Mutex::new(Vec::new()),
+        };
+        let seen = snapshot("119:119:");
+        let first = head.answer(&seen, Watch::Every).unwrap().unwrap();
+        let second = head.answer(&seen, Watch::Every).unwrap().unwrap();
+        assert!(Arc::ptr_eq(&first, &second), "serialised once");
+        let sites: Vec<serde_json::Value> = serde_json::from_str(first.data.get()).unwrap();
+        assert_eq!(sites.len(), 1);
+        assert_eq!(sites[0]["site_id"], 3);
+        assert_eq!(
+            Snapshot::from_cursor(&first.cursor).as_ref(),
+            Some(head.snapshot())
+        );
+
+        let site_3 = SiteId::new(3).unwrap();
+        let newer = head
+            .answer(
+                &seen,
+                Watch::Site {
+                    site: site_3,
+                    version: 0,
+                },
+            )
+            .unwrap()
+            .unwrap();
+        let object: serde_json::Value = serde_json::from_str(newer.data.get()).unwrap();
+        assert_eq!(object["site_id"], 3, "one site's object");
+        let known = Watch::Site {
+            site: site_3,
+            version: 1,
+        };
+        assert!(
+            head.answer(&seen, known).unwrap().is_none(),
+            "not above the version held"
+        );
+        assert!(
+            head.answer(&snapshot("100:100:"), Watch::Every).is_none(),
+            "cannot tell"
         );
     }
 }

@@ -1,21 +1,23 @@
 //! `/v2/changes` and `/v2/sites/{id}/metrics`: long polls over the change feed ([`crate::changes`]).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use rand::Rng;
 use serde::Deserialize;
+use serde_json::value::RawValue;
 use serde_json::Value;
 
 use super::envelope::Envelope;
 use super::query::query;
 use super::sites::parse_site_id;
-use crate::changes::{Snapshot, WaitError, MAX_WAIT};
+use crate::changes::{Snapshot, WaitError, Watch, MAX_WAIT};
 use crate::error::{ApiError, FieldError};
-use crate::sites::SiteMetrics;
 use crate::state::AppState;
 
 /// The long-poll routes, relative to `/v2`.
@@ -37,7 +39,7 @@ struct ChangesParams {
 async fn get_changes(
     State(state): State<AppState>,
     params: Result<Query<ChangesParams>, QueryRejection>,
-) -> Result<Envelope<Vec<SiteMetrics>>, ApiError> {
+) -> Result<Response, ApiError> {
     let params = query(params)?;
     let mut problems = Vec::new();
     let cursor = match params.cursor.as_deref() {
@@ -53,40 +55,70 @@ async fn get_changes(
         return Err(ApiError::Validation(problems));
     }
     let since = cursor.clone().unwrap_or_else(Snapshot::origin);
-    let head = state.changes.read(&since, None).await?;
-    if since.is_ahead_of(head.snapshot()) {
-        return Err(ApiError::invalid(
-            "cursor",
-            "was issued by another database, or by this one before it was restored to an earlier \
-             state; start again without a cursor",
-        ));
+    // Most long polls come back with the cursor the last answer gave, which this process's latest
+    // head answers from memory (a change it does not hold yet wakes the poll when it does). Any
+    // other (none, an older one, one newer than the head) and every poll that will not wait, which
+    // must see the latest commits, are read from the database.
+    let from_memory = cursor.as_ref().filter(|_| !wait.is_zero()).and_then(|since| {
+        let head = state.changes.latest()?;
+        if since.is_ahead_of(head.snapshot()) {
+            return None;
+        }
+        Some((head.answer(since, Watch::Every)?, head))
+    });
+    let (found, head) = match from_memory {
+        Some(known) => known,
+        None => {
+            let head = Arc::new(state.changes.read(&since, None).await?);
+            if since.is_ahead_of(head.snapshot()) {
+                return Err(ApiError::invalid(
+                    "cursor",
+                    "was issued by another database, or by this one before it was restored to an \
+                     earlier state; start again without a cursor",
+                ));
+            }
+            let found = head
+                .answer(&since, Watch::Every)
+                .expect("read from the cursor's own horizon");
+            (found, head)
+        }
+    };
+    if let Some(found) = found {
+        return Ok(answer(&found.data, &found.cursor));
     }
-    let changed: Vec<SiteMetrics> = head
-        .changed_since(&since)
-        .expect("read from the cursor's own horizon")
-        .cloned()
-        .collect();
-    // Without a cursor the answer is every site, at once.
-    if !changed.is_empty() || cursor.is_none() {
-        return Ok(answer(changed, head.snapshot()));
+    // Without a cursor the answer is every site (here: none), at once.
+    if cursor.is_none() {
+        return Ok(answer(empty(), &head.snapshot().to_cursor()));
     }
     if wait.is_zero() {
-        return Ok(answer(changed, &since));
+        return Ok(answer(empty(), &since.to_cursor()));
     }
+    // Nothing changed between the cursor and the head: wait from the later of the two.
+    let seen = if head.snapshot().saw_all_of(&since) {
+        head.snapshot().clone()
+    } else {
+        since.clone()
+    };
     let waited = state
         .changes
-        .wait(head.snapshot().clone(), None, |_| true, jitter(wait))
+        .wait(seen, Watch::Every, jitter(wait))
         .await
         .map_err(wait_error)?;
     Ok(match waited {
-        Some((changed, snapshot)) => answer(changed, &snapshot),
+        Some(found) => answer(&found.data, &found.cursor),
         // Nothing changed: the same cursor again.
-        None => answer(Vec::new(), &since),
+        None => answer(empty(), &since.to_cursor()),
     })
 }
 
-fn answer(changed: Vec<SiteMetrics>, next: &Snapshot) -> Envelope<Vec<SiteMetrics>> {
-    Envelope::ok(changed).meta("cursor", Value::String(next.to_cursor()))
+fn empty() -> &'static RawValue {
+    serde_json::from_str("[]").expect("[] is JSON")
+}
+
+fn answer(changed: &RawValue, next: &str) -> Response {
+    Envelope::ok(changed)
+        .meta("cursor", Value::String(next.to_owned()))
+        .into_response()
 }
 
 #[derive(Debug, Deserialize)]
@@ -102,7 +134,7 @@ async fn get_metrics(
     State(state): State<AppState>,
     id: Result<Path<String>, PathRejection>,
     params: Result<Query<MetricsParams>, QueryRejection>,
-) -> Result<Envelope<SiteMetrics>, ApiError> {
+) -> Result<Response, ApiError> {
     let site = parse_site_id(id)?;
     let params = query(params)?;
     let mut problems = Vec::new();
@@ -128,22 +160,18 @@ async fn get_metrics(
         .cloned()
         .ok_or_else(|| ApiError::SiteNotFound(site.get().to_string()))?;
     let Some(known) = version.filter(|known| current.version <= *known && !wait.is_zero()) else {
-        return Ok(Envelope::ok(current));
+        return Ok(Envelope::ok(current).into_response());
     };
+    let watch = Watch::Site { site, version: known };
     let waited = state
         .changes
-        .wait(
-            head.snapshot().clone(),
-            Some(site),
-            |metrics| metrics.version > known,
-            jitter(wait),
-        )
+        .wait(head.snapshot().clone(), watch, jitter(wait))
         .await
         .map_err(wait_error)?;
-    Ok(Envelope::ok(match waited {
-        Some((mut changed, _)) => changed.swap_remove(0),
-        None => current,
-    }))
+    Ok(match waited {
+        Some(found) => Envelope::ok(&*found.data).into_response(),
+        None => Envelope::ok(current).into_response(),
+    })
 }
 
 /// `wait`: seconds, 0 when absent, at most [`MAX_WAIT`] (longer asks are shortened to it).

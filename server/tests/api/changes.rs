@@ -101,6 +101,14 @@ async fn a_waiting_request_answers_when_a_change_commits() {
         started.elapsed() < Duration::from_secs(10),
         "woken by the commit, not the timeout"
     );
+
+    // Polling again with the cursor just given is answered from memory: no database read.
+    let next = body["meta"]["cursor"].as_str().unwrap();
+    let reads = app.metric("plume_changes_request_reads_total").await;
+    let (none, same) = changes(&app, Some(next), 0.3).await;
+    assert!(none.is_empty());
+    assert_eq!(same, next);
+    assert_eq!(app.metric("plume_changes_request_reads_total").await, reads);
 }
 
 /// The heart of "no change is skipped": a transaction that took its id first and commits last.

@@ -15,7 +15,10 @@
 //! `--waiters` at once, for what an HTTP round trip and a burst of answers cost on this machine;
 //! how long re-arming every waiter takes; and each server's resident memory before any waiter,
 //! with all of them waiting and after the last round. The client shares the machine's cores with
-//! the servers and PostgreSQL: its own work is in every figure.
+//! the servers and PostgreSQL: its own work is in every figure, so the waiters speak plain HTTP/1.1
+//! on connections of their own ([`wire`]) and their answers are parsed after each round.
+
+mod wire;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -28,6 +31,7 @@ use plume_bench::{nearest_rank, BenchDatabase, Receiver};
 use reqwest::StatusCode;
 use serde_json::Value;
 use tokio::time::Instant;
+use wire::Connection;
 
 /// Times the wake-up of long polls on `GET /v2/changes` when a batch is committed.
 #[derive(Debug, Parser)]
@@ -66,14 +70,10 @@ const POOL: u32 = 16;
 /// Longest wait for every waiter to be in place before a round's batch.
 const ARMING_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// A waiter's answer.
+/// One waiting client: its connection and the cursor it holds.
 #[derive(Debug)]
-struct Answer {
-    /// When its body had been read.
-    arrived: Instant,
-    /// The sites it said changed.
-    sites: Vec<i64>,
-    /// The cursor it gave for the next poll.
+struct Waiter {
+    connection: Connection,
     cursor: String,
 }
 
@@ -214,14 +214,20 @@ async fn run(args: &Args, db: &BenchDatabase) -> anyhow::Result<()> {
     let cursor = first["meta"]["cursor"]
         .as_str()
         .context("GET /v2/changes gave no cursor")?;
-    let mut cursors = vec![cursor.to_owned(); args.waiters];
+    let mut waiters = Vec::with_capacity(args.waiters);
+    for waiter in 0..args.waiters {
+        waiters.push(Waiter {
+            connection: Connection::open(&feed.addresses[waiter % instances]).await?,
+            cursor: cursor.to_owned(),
+        });
+    }
     let mut tally = Tally::default();
     let mut rss_waiting = Vec::new();
     // Ten minutes back, a second apart: inside the accepted window, and each reading new.
     let first_reading = chrono::Utc::now() - chrono::Duration::minutes(10);
     for round in 0..args.rounds {
         let reading_at = first_reading + chrono::Duration::seconds(round as i64);
-        feed.round(&mut cursors, reading_at, &mut tally, || {
+        feed.round(&mut waiters, reading_at, &mut tally, || {
             if round == 0 {
                 rss_waiting = resident(&servers)?;
             }
@@ -331,37 +337,45 @@ struct Feed {
 }
 
 impl Feed {
-    /// Arms a long poll for each of `cursors` (waiter `i` on server `i % servers`), calls
-    /// `all_armed` once all wait, posts one reading taken at `reading_at` through the first server,
-    /// and collects every answer into `tally`, keeping each waiter's next cursor.
+    /// Arms a long poll for each waiter (waiter `i` on server `i % servers`), calls `all_armed`
+    /// once all wait, posts one reading taken at `reading_at` through the first server, and
+    /// collects every answer into `tally`, keeping each waiter's next cursor.
     async fn round(
         &self,
-        cursors: &mut [String],
+        waiters: &mut Vec<Waiter>,
         reading_at: chrono::DateTime<chrono::Utc>,
         tally: &mut Tally,
         all_armed: impl FnOnce() -> anyhow::Result<()>,
     ) -> anyhow::Result<()> {
         let servers = self.addresses.len();
         let arming = Instant::now();
-        let polls: Vec<_> = cursors
-            .iter()
-            .enumerate()
-            .map(|(waiter, cursor)| {
-                let url = format!("{}/v2/changes", self.addresses[waiter % servers]);
-                tokio::spawn(long_poll(self.http.clone(), url, cursor.clone(), self.wait))
+        let wait = self.wait;
+        let probe_cursor = waiters[0].cursor.clone();
+        let polls: Vec<_> = waiters
+            .drain(..)
+            .map(|mut waiter| {
+                tokio::spawn(async move {
+                    let answer = long_poll(&mut waiter, wait).await;
+                    (waiter, answer)
+                })
             })
             .collect();
-        for (server, address) in self.addresses.iter().enumerate() {
-            all_waiting(&self.http, address, &cursors[server]).await?;
+        for address in &self.addresses {
+            all_waiting(&self.http, address, &probe_cursor).await?;
         }
         tally.arming.push(arming, Instant::now());
         all_armed()?;
         let (sent, acked) = self.post(reading_at).await?;
         tally.posts.push(sent, acked);
+        // Every answer is in before any is parsed: parsing is the client's work, not the wake-up's.
+        let mut answers = Vec::with_capacity(polls.len());
+        for poll in polls {
+            let (waiter, answer) = poll.await?;
+            answers.push((waiter, answer?));
+        }
         let (mut first, mut last) = (None::<Instant>, None::<Instant>);
-        for (waiter, poll) in polls.into_iter().enumerate() {
-            let answer = poll.await??;
-            let latencies = if waiter % servers == 0 {
+        for (index, (mut waiter, answer)) in answers.into_iter().enumerate() {
+            let latencies = if index % servers == 0 {
                 &mut tally.same
             } else {
                 &mut tally.other
@@ -370,9 +384,11 @@ impl Feed {
             tally.from_send.push(sent, answer.arrived);
             first = Some(first.map_or(answer.arrived, |first| first.min(answer.arrived)));
             last = Some(last.map_or(answer.arrived, |last| last.max(answer.arrived)));
-            tally.empty += usize::from(answer.sites.is_empty());
-            tally.missing += usize::from(!answer.sites.is_empty() && !answer.sites.contains(&self.site));
-            cursors[waiter] = answer.cursor;
+            let (sites, cursor) = read_answer(&answer.body)?;
+            tally.empty += usize::from(sites.is_empty());
+            tally.missing += usize::from(!sites.is_empty() && !sites.contains(&self.site));
+            waiter.cursor = cursor;
+            waiters.push(waiter);
         }
         if let (Some(first), Some(last)) = (first, last) {
             tally.firsts.push(acked, first);
@@ -413,36 +429,34 @@ impl Feed {
 }
 
 /// One long poll, sent again while its server is full (before the batch only: a probe of
-/// [`all_waiting`] held the last place for a moment); its answer once read.
-async fn long_poll(http: reqwest::Client, url: String, cursor: String, wait: u64) -> anyhow::Result<Answer> {
-    let query = [("cursor", cursor), ("wait", wait.to_string())];
+/// [`all_waiting`] held the last place for a moment); its answer, unparsed.
+async fn long_poll(waiter: &mut Waiter, wait: u64) -> anyhow::Result<wire::Response> {
+    let path = format!("/v2/changes?cursor={}&wait={wait}", waiter.cursor);
     loop {
-        let response = http.get(&url).query(&query).send().await?;
-        let status = response.status();
-        let body = response.bytes().await?;
-        let arrived = Instant::now();
-        if status == StatusCode::SERVICE_UNAVAILABLE {
+        let response = waiter.connection.get(&path).await?;
+        if response.status == 503 {
             tokio::time::sleep(Duration::from_millis(5)).await;
             continue;
         }
-        ensure!(status == StatusCode::OK, "a long poll answered {status}");
-        let body: Value = serde_json::from_slice(&body)?;
-        let sites = body["data"]
-            .as_array()
-            .context("a long poll's answer has no data")?
-            .iter()
-            .filter_map(|site| site["site_id"].as_i64())
-            .collect();
-        let cursor = body["meta"]["cursor"]
-            .as_str()
-            .context("a long poll's answer has no cursor")?
-            .to_owned();
-        return Ok(Answer {
-            arrived,
-            sites,
-            cursor,
-        });
+        ensure!(response.status == 200, "a long poll answered {}", response.status);
+        return Ok(response);
     }
+}
+
+/// The sites a long poll's answer says changed, and its next cursor.
+fn read_answer(body: &[u8]) -> anyhow::Result<(Vec<i64>, String)> {
+    let body: Value = serde_json::from_slice(body)?;
+    let sites = body["data"]
+        .as_array()
+        .context("a long poll's answer has no data")?
+        .iter()
+        .filter_map(|site| site["site_id"].as_i64())
+        .collect();
+    let cursor = body["meta"]["cursor"]
+        .as_str()
+        .context("a long poll's answer has no cursor")?
+        .to_owned();
+    Ok((sites, cursor))
 }
 
 /// Returns once the server at `address` refuses one more long poll: then all its share waits.
