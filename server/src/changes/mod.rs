@@ -141,10 +141,13 @@ impl Head {
             return Some(answer.clone());
         }
         let changed: Vec<&SiteMetrics> = self.changed_since(seen)?.filter(|m| watch.accepts(m)).collect();
+        // Metrics always serialise; were one not to, no answer must pass for "nothing changed".
         let data = match watch {
             _ if changed.is_empty() => None,
-            Watch::Every => serde_json::value::to_raw_value(&changed).ok(),
-            Watch::Site { .. } => serde_json::value::to_raw_value(changed[0]).ok(),
+            Watch::Every => Some(serde_json::value::to_raw_value(&changed).expect("metrics serialise")),
+            Watch::Site { .. } => {
+                Some(serde_json::value::to_raw_value(changed[0]).expect("metrics serialise"))
+            }
         };
         let answer = data.map(|data| {
             Arc::new(Answer {
