@@ -2,8 +2,12 @@
 // and their database.
 
 import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { after, before, test } from 'node:test';
-import { createSite, ingest, metrics, startAll } from './harness.mjs';
+import { chromium } from 'playwright-core';
+import { CHROMIUM, createSite, ingest, metrics, startAll } from './harness.mjs';
 
 let env;
 before(async () => {
@@ -158,5 +162,60 @@ test('a site created with the form opens its page, with a chart of its series', 
   await page.click('#sensor-form button[type="submit"]');
   await page.locator('#site-readings', { hasText: '30' }).waitFor({ timeout: 10_000 });
   await page.locator('#chart .uplot').waitFor();
+  await context.close();
+});
+
+test('the queue survives a browser restart', async () => {
+  const site = await createSite(env.one, 'Browser restart');
+  const profile = mkdtempSync(join(tmpdir(), 'plume-browser-'));
+  const launch = () => chromium.launchPersistentContext(profile, { executablePath: CHROMIUM, headless: true, args: ['--no-sandbox'] });
+  try {
+    let browser = await launch();
+    let page = browser.pages()[0] ?? (await browser.newPage());
+    await page.goto(`${env.one}/#/sites/${site}`);
+    await page.locator('#connection[data-state="live"]').waitFor();
+    await browser.setOffline(true);
+    await page.fill('#field-value', '0.75');
+    await page.click('#ingest-form button[type="submit"]');
+    await page.locator('#queue-table tbody tr[data-state="retrying"]').waitFor();
+    await browser.close();
+    assert.equal((await metrics(env.one, site)).reading_count, 0);
+
+    browser = await launch();
+    page = browser.pages()[0] ?? (await browser.newPage());
+    await page.goto(`${env.one}/#/sites/${site}`);
+    await page.locator('#queue-empty').waitFor({ state: 'visible', timeout: 15_000 });
+    const stored = await metrics(env.one, site);
+    assert.equal(stored.reading_count, 1, 'delivered once, after the restart');
+    assert.equal(stored.total_emissions_to_date, '0.750000');
+    await browser.close();
+  } finally {
+    rmSync(profile, { recursive: true, force: true });
+  }
+});
+
+test('a site can be created with the keyboard alone', async () => {
+  const { context, page } = await open(`${env.one}/#/new`);
+  await page.locator('#field-name').focus();
+  await page.keyboard.type('Typed site');
+  await page.keyboard.press('Tab');
+  await page.keyboard.type('75');
+  await page.keyboard.press('Enter');
+  await page.waitForURL(/#\/sites\/\d+$/);
+  await page.locator('h1', { hasText: 'Typed site' }).waitFor();
+  await context.close();
+});
+
+test('on a phone the overview fits: each site\'s status is on screen', async () => {
+  const site = await createSite(env.one, 'Narrow screen site with a rather long name');
+  const context = await env.browser.newContext({ viewport: { width: 390, height: 800 }, isMobile: true });
+  const page = await context.newPage();
+  await page.goto(`${env.one}/`);
+  const badge = page.locator(`tr[data-site-id="${site}"] .badge`);
+  await badge.waitFor();
+  const box = await badge.boundingBox();
+  assert.ok(box && box.x + box.width <= 390, `the status badge ends at ${box && box.x + box.width} px`);
+  const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+  assert.ok(overflow <= 0, `the page scrolls sideways by ${overflow} px`);
   await context.close();
 });
