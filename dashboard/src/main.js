@@ -370,32 +370,52 @@ function newSite() {
 
 // ---- The queue panel and the connection state --------------------------------------------------
 
+/** @type {Map<string, HTMLElement>} each queued batch's row, updated in place so focus stays put */
+const queueRows = new Map();
+
+let queueRenders = 0;
+
 async function showQueue() {
+  const mine = ++queueRenders;
   const entries = await queue.all();
+  // A later render is under way with later data: this one's would be stale.
+  if (mine !== queueRenders) return;
   const table = /** @type {HTMLTableElement} */ (document.getElementById('queue-table'));
   const empty = /** @type {HTMLElement} */ (document.getElementById('queue-empty'));
   table.hidden = entries.length === 0;
   empty.hidden = entries.length > 0;
-  const rows = entries.map((entry) => {
-    const state = entry.state === 'retrying'
+  const keys = new Set(entries.map((entry) => entry.key));
+  for (const [key, row] of queueRows) {
+    if (!keys.has(key)) {
+      row.remove();
+      queueRows.delete(key);
+    }
+  }
+  for (const entry of entries) {
+    let row = queueRows.get(entry.key);
+    if (!row) {
+      const discard = h('button', { type: 'button', class: 'secondary', 'aria-label': `Discard batch ${entry.key.slice(0, 8)}`, hidden: '' }, ['Discard']);
+      discard.addEventListener('click', () => queue.discard(entry.key));
+      row = h('tr', { 'data-key': entry.key }, [
+        h('td', {}, [h('code', { title: entry.key }, [entry.key.slice(0, 8)])]),
+        h('td', {}, [String(entry.siteId)]),
+        h('td', {}, [String(entry.batch.readings.length)]),
+        h('td', { class: 'state' }),
+        h('td', { class: 'attempts' }),
+        h('td', {}, [discard]),
+      ]);
+      // Oldest first, and a new batch is the newest: rows are only ever appended.
+      table.tBodies[0].append(row);
+      queueRows.set(entry.key, row);
+    }
+    const cell = (/** @type {string} */ selector) => /** @type {HTMLElement} */ (row.querySelector(selector));
+    row.dataset.state = entry.state;
+    cell('.state').textContent = entry.state === 'retrying'
       ? `retrying at ${new Date(entry.nextAt).toLocaleTimeString()} (${entry.lastError})`
       : entry.state === 'rejected' ? `refused: ${entry.lastError}` : entry.state;
-    const actions = h('td');
-    if (entry.state === 'rejected') {
-      const discard = h('button', { type: 'button', class: 'secondary', 'aria-label': `Discard batch ${entry.key.slice(0, 8)}` }, ['Discard']);
-      discard.addEventListener('click', () => queue.discard(entry.key));
-      actions.append(discard);
-    }
-    return h('tr', { 'data-key': entry.key, 'data-state': entry.state }, [
-      h('td', {}, [h('code', { title: entry.key }, [entry.key.slice(0, 8)])]),
-      h('td', {}, [String(entry.siteId)]),
-      h('td', {}, [String(entry.batch.readings.length)]),
-      h('td', { class: 'state' }, [state]),
-      h('td', { class: 'attempts' }, [String(entry.attempts)]),
-      actions,
-    ]);
-  });
-  table.tBodies[0].replaceChildren(...rows);
+    cell('.attempts').textContent = String(entry.attempts);
+    cell('button').hidden = entry.state !== 'rejected';
+  }
 }
 
 const STATE_WORDS = { live: 'Live', reconnecting: 'Reconnecting…', offline: 'Offline' };
