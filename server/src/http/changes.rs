@@ -16,7 +16,7 @@ use serde_json::Value;
 use super::envelope::Envelope;
 use super::query::query;
 use super::sites::parse_site_id;
-use crate::changes::{Snapshot, WaitError, Watch, MAX_WAIT};
+use crate::changes::{Answer, Head, Snapshot, WaitError, Watch, MAX_WAIT};
 use crate::error::{ApiError, FieldError};
 use crate::state::AppState;
 
@@ -55,34 +55,7 @@ async fn get_changes(
         return Err(ApiError::Validation(problems));
     }
     let since = cursor.clone().unwrap_or_else(Snapshot::origin);
-    // Most long polls come back with the cursor the last answer gave, which this process's latest
-    // head answers from memory (a change it does not hold yet wakes the poll when it does). Any
-    // other (none, an older one, one newer than the head) and every poll that will not wait, which
-    // must see the latest commits, are read from the database.
-    let from_memory = cursor.as_ref().filter(|_| !wait.is_zero()).and_then(|since| {
-        let head = state.changes.latest()?;
-        if since.is_ahead_of(head.snapshot()) {
-            return None;
-        }
-        Some((head.answer(since, Watch::Every)?, head))
-    });
-    let (found, head) = match from_memory {
-        Some(known) => known,
-        None => {
-            let head = Arc::new(state.changes.read(&since, None).await?);
-            if since.is_ahead_of(head.snapshot()) {
-                return Err(ApiError::invalid(
-                    "cursor",
-                    "was issued by another database, or by this one before it was restored to an \
-                     earlier state; start again without a cursor",
-                ));
-            }
-            let found = head
-                .answer(&since, Watch::Every)
-                .expect("read from the cursor's own horizon");
-            (found, head)
-        }
-    };
+    let (found, head) = look(&state, cursor.as_ref(), &since, wait).await?;
     if let Some(found) = found {
         return Ok(answer(&found.data, &found.cursor));
     }
@@ -109,6 +82,41 @@ async fn get_changes(
         // Nothing changed: the same cursor again.
         None => answer(empty(), &since.to_cursor()),
     })
+}
+
+/// What changed since `since`, and the head that says so. Most long polls come back with the
+/// cursor the last answer gave, which this process's latest head answers from memory (a change it
+/// does not hold yet wakes the poll when it does). Any other cursor (none, an older one, one newer
+/// than the head) and every poll that will not wait, which must see the latest commits, are read
+/// from the database.
+async fn look(
+    state: &AppState,
+    cursor: Option<&Snapshot>,
+    since: &Snapshot,
+    wait: Duration,
+) -> Result<(Option<Arc<Answer>>, Arc<Head>), ApiError> {
+    let from_memory = cursor.filter(|_| !wait.is_zero()).and_then(|since| {
+        let head = state.changes.latest()?;
+        if since.is_ahead_of(head.snapshot()) {
+            return None;
+        }
+        Some((head.answer(since, Watch::Every)?, head))
+    });
+    if let Some(known) = from_memory {
+        return Ok(known);
+    }
+    let head = Arc::new(state.changes.read(since, None).await?);
+    if since.is_ahead_of(head.snapshot()) {
+        return Err(ApiError::invalid(
+            "cursor",
+            "was issued by another database, or by this one before it was restored to an earlier \
+             state; start again without a cursor",
+        ));
+    }
+    let found = head
+        .answer(since, Watch::Every)
+        .expect("read from the cursor's own horizon");
+    Ok((found, head))
 }
 
 fn empty() -> &'static RawValue {
