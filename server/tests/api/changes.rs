@@ -31,6 +31,12 @@ fn in_background(app: &TestApp, path: String) -> tokio::task::JoinHandle<Value> 
     tokio::spawn(async move { client.get(url).send().await.unwrap().json().await.unwrap() })
 }
 
+/// The `path` of each problem an error envelope names.
+fn problem_paths(body: &Value) -> Vec<&str> {
+    let details = body["error"]["details"].as_array().unwrap();
+    details.iter().map(|d| d["path"].as_str().unwrap()).collect()
+}
+
 fn ids(sites: &[Value]) -> Vec<i64> {
     sites
         .iter()
@@ -295,22 +301,10 @@ async fn bad_parameters_are_named_and_unknown_sites_are_404() {
     let app = spawn_app().await;
     let (status, body) = status_and_body(app.get("/v2/changes?cursor=nonsense&wait=-1").await).await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
-    let fields: Vec<_> = body["error"]["details"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|d| d["path"].clone())
-        .collect();
-    assert_eq!(fields, ["cursor", "wait"]);
+    assert_eq!(problem_paths(&body), ["cursor", "wait"]);
     let (status, body) = status_and_body(app.get("/v2/sites/1/metrics?version=x&wait=soon").await).await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
-    let fields: Vec<_> = body["error"]["details"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|d| d["path"].clone())
-        .collect();
-    assert_eq!(fields, ["version", "wait"]);
+    assert_eq!(problem_paths(&body), ["version", "wait"]);
     let (status, _) = status_and_body(app.get("/v2/sites/999/metrics?version=1&wait=5").await).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     // A well-formed cursor naming transactions this database has not reached: another database's.
