@@ -395,7 +395,7 @@ async function showQueue() {
     let row = queueRows.get(entry.key);
     if (!row) {
       const discard = h('button', { type: 'button', class: 'secondary', 'aria-label': `Discard batch ${entry.key.slice(0, 8)}`, hidden: '' }, ['Discard']);
-      discard.addEventListener('click', () => queue.discard(entry.key));
+      discard.addEventListener('click', () => queue.remove(entry.key));
       row = h('tr', { 'data-key': entry.key }, [
         h('td', {}, [h('code', { title: entry.key }, [entry.key.slice(0, 8)])]),
         h('td', {}, [String(entry.siteId)]),

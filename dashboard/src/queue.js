@@ -117,8 +117,11 @@ export class Queue {
     return entries.sort((a, b) => a.createdAt - b.createdAt);
   }
 
-  /** Drops a batch the server refused (nothing of it was stored). @param {string} key */
-  async discard(key) {
+  /**
+   * Removes a batch: once the server has stored it (a 2xx), or when the user discards one it
+   * refused (nothing of which was stored). @param {string} key
+   */
+  async remove(key) {
     const database = await this.database;
     await inStore(database, 'readwrite', (store) => store.delete(key));
     this.changed();
@@ -188,7 +191,7 @@ export class Queue {
       if (this.dropFirstResponse && attempt.attempts === 1) {
         throw new ApiError(0, 'DROPPED', 'the answer was lost on the way (simulated)', []);
       }
-      await this.discard(attempt.key);
+      await this.remove(attempt.key);
       for (const listener of this.deliveredListeners) listener(attempt, status, receipt);
     } catch (caught) {
       const error = caught instanceof ApiError ? caught : new ApiError(0, 'NETWORK', String(caught), []);
