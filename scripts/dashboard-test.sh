@@ -22,4 +22,5 @@ node=(node)
 if [ "$(node -p 'process.versions.node.split(".")[0]')" -lt 20 ]; then
     node=(npx --yes node@20)
 fi
-PLUME_BIN=../target/debug/plume "${node[@]}" --test "$@" tests/
+# Bounded: a browser or server left running by a failing test must not hold the run forever.
+PLUME_BIN=../target/debug/plume timeout --kill-after=10 900 "${node[@]}" --test "$@" tests/

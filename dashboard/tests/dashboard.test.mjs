@@ -168,9 +168,11 @@ test('a site created with the form opens its page, with a chart of its series', 
 test('the queue survives a browser restart', async () => {
   const site = await createSite(env.one, 'Browser restart');
   const profile = mkdtempSync(join(tmpdir(), 'plume-browser-'));
-  const launch = () => chromium.launchPersistentContext(profile, { executablePath: CHROMIUM, headless: true, args: ['--no-sandbox'] });
+  const launch = () =>
+    chromium.launchPersistentContext(profile, { executablePath: CHROMIUM, headless: true, args: ['--no-sandbox'] });
+  let browser = null;
   try {
-    let browser = await launch();
+    browser = await launch();
     let page = browser.pages()[0] ?? (await browser.newPage());
     await page.goto(`${env.one}/#/sites/${site}`);
     await page.locator('#connection[data-state="live"]').waitFor();
@@ -179,17 +181,20 @@ test('the queue survives a browser restart', async () => {
     await page.click('#ingest-form button[type="submit"]');
     await page.locator('#queue-table tbody tr[data-state="retrying"]').waitFor();
     await browser.close();
+    browser = null;
     assert.equal((await metrics(env.one, site)).reading_count, 0);
 
+    // The same profile, started again: the queued batch is still there, and is delivered.
     browser = await launch();
     page = browser.pages()[0] ?? (await browser.newPage());
     await page.goto(`${env.one}/#/sites/${site}`);
-    await page.locator('#queue-empty').waitFor({ state: 'visible', timeout: 15_000 });
+    await page.locator('#site-readings', { hasText: '1' }).waitFor({ timeout: 15_000 });
+    await page.locator('#queue-empty').waitFor({ state: 'visible' });
     const stored = await metrics(env.one, site);
     assert.equal(stored.reading_count, 1, 'delivered once, after the restart');
     assert.equal(stored.total_emissions_to_date, '0.750000');
-    await browser.close();
   } finally {
+    await browser?.close();
     rmSync(profile, { recursive: true, force: true });
   }
 });

@@ -42,7 +42,11 @@ async function startPlume(dataDir) {
     } catch {
       // Not listening yet.
     }
-    if (Date.now() > deadline) throw new Error('plume did not become ready');
+    if (Date.now() > deadline) {
+      // Left running, it would keep the test run from ever ending.
+      child.kill('SIGKILL');
+      throw new Error('plume did not become ready');
+    }
     await new Promise((resolve) => setTimeout(resolve, 200));
   }
   return { address, child };
@@ -59,9 +63,18 @@ async function stopPlume({ child }) {
 export async function startAll() {
   // Under /tmp: the embedded PostgreSQL runs as the postgres user, which must reach it.
   const dataDir = mkdtempSync(join(tmpdir(), 'plume-dashboard-'));
-  const one = await startPlume(dataDir);
-  const two = await startPlume(dataDir);
-  const browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: ['--no-sandbox'] });
+  const started = [];
+  let browser;
+  try {
+    started.push(await startPlume(dataDir));
+    started.push(await startPlume(dataDir));
+    browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: ['--no-sandbox'] });
+  } catch (error) {
+    for (const service of started.reverse()) await stopPlume(service);
+    rmSync(dataDir, { recursive: true, force: true });
+    throw error;
+  }
+  const [one, two] = started;
   return {
     one: one.address,
     two: two.address,
