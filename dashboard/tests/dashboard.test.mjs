@@ -7,7 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { chromium } from 'playwright-core';
-import { CHROMIUM, createSite, ingest, metrics, startAll } from './harness.mjs';
+import { CHROMIUM, createSite, holdSiteLock, ingest, metrics, startAll } from './harness.mjs';
 
 let env;
 before(async () => {
@@ -129,6 +129,30 @@ test('a dropped response is retried under the same key and counted once', async 
   const stored = await metrics(env.one, site);
   assert.equal(stored.reading_count, 1);
   assert.equal(stored.total_emissions_to_date, '1.250000');
+  await context.close();
+});
+
+test('a reload while a batch is on its way sends it again under the same key, counted once', async () => {
+  const site = await createSite(env.one, 'Reloaded mid-send');
+  // The server keeps the first request waiting inside its transaction for 3 s.
+  const lock = await holdSiteLock(env, site, 3);
+  const { context, page } = await open(`${env.one}/#/sites/${site}`);
+  const keys = [];
+  context.on('request', (request) => {
+    if (request.url().endsWith('/v1/ingest')) keys.push(request.headers()['idempotency-key']);
+  });
+  await page.fill('#field-value', '3.5');
+  await page.click('#ingest-form button[type="submit"]');
+  await page.locator('#queue-table tbody tr[data-state="sending"]').waitFor();
+  await page.reload();
+  await page.locator('#site-readings', { hasText: '1' }).waitFor({ timeout: 15_000 });
+  await page.locator('#queue-empty').waitFor({ state: 'visible' });
+  assert.ok(keys.length >= 2, `sent ${keys.length} times`);
+  assert.equal(new Set(keys).size, 1, 'always under the same key');
+  const stored = await metrics(env.one, site);
+  assert.equal(stored.reading_count, 1);
+  assert.equal(stored.total_emissions_to_date, '3.500000');
+  if (lock.exitCode === null) await new Promise((resolve) => lock.once('exit', resolve));
   await context.close();
 });
 

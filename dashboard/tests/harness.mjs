@@ -4,7 +4,7 @@
 
 import { spawn } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -78,6 +78,7 @@ export async function startAll() {
   return {
     one: one.address,
     two: two.address,
+    databasePort: clusterPort(dataDir),
     browser,
     async stop() {
       await browser.close();
@@ -86,6 +87,33 @@ export async function startAll() {
       rmSync(dataDir, { recursive: true, force: true });
     },
   };
+}
+
+/** The port of the embedded cluster under `dataDir` (the fourth line of its postmaster.pid). */
+function clusterPort(dataDir) {
+  const pidFile = readdirSync(dataDir, { recursive: true }).find((file) => String(file).endsWith('postmaster.pid'));
+  return Number(readFileSync(join(dataDir, String(pidFile)), 'utf8').split('\n')[3]);
+}
+
+/**
+ * Holds `siteId`'s row lock for `seconds` from a psql session of its own, so that ingest requests
+ * for it wait inside the server; resolves once the lock is held.
+ */
+export async function holdSiteLock(env, siteId, seconds) {
+  const sql = `begin; select 1 from sites where id = ${Number(siteId)} for update; select pg_sleep(${Number(seconds)}); commit;`;
+  const psql = spawn('psql', ['-h', '127.0.0.1', '-p', String(env.databasePort), '-U', 'postgres', '-q', 'plume', '-c', sql], {
+    stdio: 'ignore',
+  });
+  for (let i = 0; i < 100; i++) {
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    const probe = spawn('psql', ['-h', '127.0.0.1', '-p', String(env.databasePort), '-U', 'postgres', '-qtA', 'plume', '-c',
+      `select count(*) from pg_locks l join pg_class c on c.oid = l.relation where c.relname = 'sites' and l.mode = 'RowShareLock' and l.granted and l.pid <> pg_backend_pid()`]);
+    let out = '';
+    probe.stdout.on('data', (chunk) => { out += chunk; });
+    await new Promise((resolve) => probe.on('exit', resolve));
+    if (Number(out.trim()) > 0) return psql;
+  }
+  throw new Error('the site lock was not taken');
 }
 
 /** `POST` JSON through the API (as another client would); returns the parsed envelope. */
