@@ -16,8 +16,6 @@ export class Feed {
     this.sites = new Map();
     /** @type {ConnectionState} */
     this.state = navigator.onLine ? 'reconnecting' : 'offline';
-    /** @type {number | null} when the next attempt starts, while reconnecting */
-    this.retryAt = null;
     /** @type {Set<(changed: SiteMetrics[]) => void>} */
     this.listeners = new Set();
     /** @type {Set<(state: ConnectionState) => void>} */
@@ -62,7 +60,6 @@ export class Feed {
         const { sites, cursor } = await changes(this.cursor, this.cursor ? WAIT_SECONDS : 0);
         this.cursor = cursor;
         this.failures = 0;
-        this.retryAt = null;
         if (this.state !== 'live') this.setState('live');
         if (sites.length > 0) {
           for (const site of sites) this.sites.set(site.site_id, site);
@@ -73,10 +70,8 @@ export class Feed {
         // again from every site.
         if (error instanceof ApiError && !error.retryable) this.cursor = null;
         this.failures += 1;
-        const delay = backoff(this.failures);
-        this.retryAt = Date.now() + delay;
         this.setState(navigator.onLine ? 'reconnecting' : 'offline');
-        await this.pause(delay);
+        await this.pause(backoff(this.failures));
       }
     }
   }

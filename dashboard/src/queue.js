@@ -7,7 +7,6 @@ import { ApiError, ingest } from './api.js';
 import { backoff } from './backoff.js';
 
 /** @typedef {import('./api-types').BatchReceipt} BatchReceipt */
-/** @typedef {import('./api-types').FieldError} FieldError */
 /**
  * @typedef {object} QueuedBatch
  * @property {string} key the idempotency key, fixed for every attempt
@@ -18,7 +17,6 @@ import { backoff } from './backoff.js';
  * @property {number} attempts
  * @property {number} nextAt when the next attempt is due (ms since the epoch)
  * @property {string | null} lastError
- * @property {FieldError[]} details
  * @property {number} createdAt
  */
 
@@ -101,7 +99,6 @@ export class Queue {
       attempts: 0,
       nextAt: 0,
       lastError: null,
-      details: [],
       createdAt: Date.now(),
     };
     await this.put(entry);
@@ -203,7 +200,7 @@ export class Queue {
           lastError: error.message,
         });
       } else {
-        await this.put({ ...attempt, state: 'rejected', lastError: error.message, details: error.details });
+        await this.put({ ...attempt, state: 'rejected', lastError: error.message });
         for (const listener of this.rejectedListeners) listener(attempt, error);
       }
     }

@@ -439,12 +439,7 @@ impl ChangeHub {
                 _ = heartbeat.tick() => HEARTBEAT,
                 () = closing.cancelled() => return,
             };
-            let sent = sqlx::query("select pg_notify($1, $2)")
-                .bind(CHANNEL)
-                .bind(payload)
-                .execute(&own)
-                .await;
-            if let Err(error) = sent {
+            if let Err(error) = send_notification(&own, payload).await {
                 // Nothing is lost: waiters elsewhere see the change at their next head or poll.
                 tracing::warn!(%error, "notifying other processes failed; retrying");
                 tokio::time::sleep(Duration::from_millis(500)).await;
@@ -459,8 +454,14 @@ impl ChangeHub {
 /// Tells every plume process listening on `pool`'s database that sites may have changed (for
 /// writers outside `plume serve`, such as `plume seed`).
 pub async fn announce(pool: &PgPool) -> Result<(), sqlx::Error> {
-    sqlx::query("select pg_notify($1, '')")
+    send_notification(pool, "").await
+}
+
+/// One `NOTIFY` on the channel: `""` for a change, [`HEARTBEAT`] for the heartbeat.
+async fn send_notification(pool: &PgPool, payload: &str) -> Result<(), sqlx::Error> {
+    sqlx::query("select pg_notify($1, $2)")
         .bind(CHANNEL)
+        .bind(payload)
         .execute(pool)
         .await
         .map(|_| ())
