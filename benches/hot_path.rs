@@ -145,7 +145,8 @@ fn parse_bulk_bodies(c: &mut Criterion) {
     group.throughput(Throughput::Elements(10_000));
     for format in [BulkFormat::Json, BulkFormat::Ndjson, BulkFormat::Csv] {
         let body = bulk_body(format, 10_000);
-        let parse = || parse_bulk(black_box(&body), format, Some(&key), &window, now()).unwrap();
+        let writer = plume::auth::Principal::unrestricted().client;
+        let parse = || parse_bulk(black_box(&body), format, Some(&key), &window, now(), &writer).unwrap();
         group.bench_function(format!("{format:?}, 10,000 readings, all cores"), |b| {
             b.iter(parse)
         });

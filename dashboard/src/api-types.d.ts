@@ -164,3 +164,37 @@ message: string,
  * One entry per bad field (validation errors only).
  */
 details: Array<FieldError>, };
+
+export type SessionInfo = { 
+/**
+ * The client's id.
+ */
+client_id: number, 
+/**
+ * The client's name.
+ */
+client_name: string, 
+/**
+ * `ingest`, `read`, `admin` or `metrics`.
+ */
+kind: string, 
+/**
+ * Whether every site is in scope.
+ */
+all_sites: boolean, 
+/**
+ * The sites in scope, when not all.
+ */
+site_ids: Array<number>, 
+/**
+ * Whether the client may write readings (to the sites in scope).
+ */
+can_write: boolean, 
+/**
+ * Whether the client may create sites.
+ */
+can_create_sites: boolean, 
+/**
+ * Whether the client may export.
+ */
+can_export: boolean, };

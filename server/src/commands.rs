@@ -1,6 +1,7 @@
 //! What each subcommand does, start to finish. `main` only parses arguments and picks one.
 
 pub mod partitions;
+pub mod tokens;
 
 use std::time::Duration;
 
@@ -11,9 +12,11 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::auth::cache::AuthMode;
+use crate::auth::store;
 use crate::config::{
-    maintenance_settings, MigrateArgs, OutboxStatusArgs, RelayArgs, RelayCommandArgs, RetryDeadArgs,
-    SeedArgs, ServeArgs, WindowArgs,
+    maintenance_settings, DatabaseArgs, MigrateArgs, OutboxStatusArgs, RelayArgs, RelayCommandArgs,
+    RetryDeadArgs, SeedArgs, ServeArgs, WindowArgs,
 };
 use crate::db::{self, Database, PoolSettings};
 use crate::outbox::admin::Requeue;
@@ -49,11 +52,38 @@ async fn serve_on(database: &Database, args: &ServeArgs, shutdown: CancellationT
     let listener = TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("listening on {}", args.listen))?;
-    tracing::info!(address = %listener.local_addr()?, "plume is serving");
+    let address = listener.local_addr()?;
+    tracing::info!(%address, "plume is serving");
     let mut settings = args.settings();
     // Readings for retired months are refused at the edge (422), like any outside the window.
     settings.window.not_before = partitioning::history(&database.pool).await?.retired_before;
     let state = AppState::new(database.pool.clone(), settings);
+    match args.auth.mode {
+        AuthMode::Off => {
+            tracing::warn!("AUTHENTICATION IS OFF (--auth off): anyone who reaches {address} acts as an admin; for local experiments only");
+        }
+        AuthMode::Enforce if database.is_embedded() => {
+            print_sign_in(&database.pool, address, &args.database).await?
+        }
+        AuthMode::Enforce => {}
+    }
+    if let Some(ops) = args.auth.ops_listen {
+        let listener = TcpListener::bind(ops)
+            .await
+            .with_context(|| format!("listening on {ops} (--ops-listen)"))?;
+        tracing::info!(address = %listener.local_addr()?, "serving /health, /ready and /metrics without tokens");
+        let (router, closing) = (http::operations_app(state.clone()), shutdown.clone());
+        tokio::spawn(async move {
+            if let Err(error) = http::serve_router(listener, router, closing).await {
+                tracing::error!(%error, "the --ops-listen listener failed");
+            }
+        });
+    }
+    tokio::spawn(auth_housekeeping(
+        database.pool.clone(),
+        args.auth.audit_retention_days,
+        shutdown.clone(),
+    ));
     let maintenance =
         (!args.no_maintenance).then(|| spawn_maintenance(database, args, &state, shutdown.clone()));
     let background = if args.no_relay {
@@ -76,6 +106,61 @@ async fn serve_on(database: &Database, args: &ServeArgs, shutdown: CancellationT
     }
     tracing::info!("plume stopped serving");
     served
+}
+
+/// How long a printed sign-in link works.
+const SIGN_IN_LINK_LIFETIME: chrono::Duration = chrono::Duration::hours(1);
+
+/// On the embedded database: a one-time sign-in link for the dashboard (creating the `admin`
+/// client on first start), printed to standard output (never to the log), and how to mint tokens.
+async fn print_sign_in(
+    pool: &PgPool,
+    address: std::net::SocketAddr,
+    database: &DatabaseArgs,
+) -> anyhow::Result<()> {
+    let expires_at = chrono::Utc::now() + SIGN_IN_LINK_LIFETIME;
+    let token = store::sign_in_token(pool, expires_at)
+        .await
+        .context("creating a dashboard sign-in link")?;
+    let data_dir = database.data_dir.display();
+    let host = if address.ip().is_unspecified() {
+        format!("127.0.0.1:{}", address.port())
+    } else {
+        address.to_string()
+    };
+    match token {
+        Some(token) => println!(
+            "\nSign in to the dashboard (this link works once, for an hour):\n  http://{host}/#sign-in={}\n",
+            token.text
+        ),
+        None => println!("\nNo sign-in link: the admin client is gone. Mint a token to sign in with:"),
+    }
+    println!(
+        "Tokens for sensors, viewers and scripts:\n  PLUME_DATA_DIR={data_dir} plume tokens create --kind ingest --name sensor-1 --site 1\n  PLUME_DATA_DIR={data_dir} plume tokens create --kind admin --name you\n"
+    );
+    Ok(())
+}
+
+/// Time between passes of the auth housekeeping.
+const AUTH_HOUSEKEEPING_INTERVAL: Duration = Duration::from_secs(15 * 60);
+
+/// Deletes old audit rows, ended sessions and expired sign-in links, now and every
+/// [`AUTH_HOUSEKEEPING_INTERVAL`], so none of those tables grows without bound.
+async fn auth_housekeeping(pool: PgPool, audit_retention_days: u32, shutdown: CancellationToken) {
+    let retention = chrono::Duration::days(i64::from(audit_retention_days));
+    loop {
+        match store::delete_expired(&pool, retention).await {
+            Ok(deleted) if deleted > 0 => {
+                tracing::info!(deleted, "deleted old audit rows, sessions and sign-in links")
+            }
+            Ok(_) => {}
+            Err(error) => tracing::warn!(%error, "auth housekeeping failed; retrying at the next pass"),
+        }
+        tokio::select! {
+            () = tokio::time::sleep(AUTH_HOUSEKEEPING_INTERVAL) => {}
+            () = shutdown.cancelled() => return,
+        }
+    }
 }
 
 /// Starts the partition maintenance job: now, then every `--maintenance-interval`.

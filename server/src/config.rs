@@ -10,6 +10,8 @@ use partitioning::maintenance::MaintenanceSettings;
 use partitioning::retention::RetentionPolicy;
 use partitioning::AcceptedWindow;
 
+use crate::auth::cache::{AuthMode, AuthSettings};
+use crate::auth::Kind;
 use crate::db::{DatabaseSource, PoolSettings};
 use crate::outbox::relay::RelayConfig;
 use crate::outbox::sink::WebhookSink;
@@ -50,6 +52,124 @@ pub enum Command {
     /// Check every site's total, count and first/last reading time against its stored readings;
     /// exits with status 1 if any site drifts.
     Verify(VerifyArgs),
+    /// Create, list, rotate and revoke API tokens, and read the audit trail. Whoever can run this
+    /// against the database is trusted with everything.
+    #[command(subcommand)]
+    Tokens(TokensCommand),
+}
+
+/// `plume tokens ...`.
+#[derive(Debug, Subcommand)]
+pub enum TokensCommand {
+    /// Create a client with its first token, and print the token (once: it is stored only hashed).
+    Create(TokenCreateArgs),
+    /// Every token: id, client, kind, scope, created, expires, last used (never a secret).
+    List(TokenListArgs),
+    /// Revoke a token (by its id) or a client with all its tokens (by its name); every plume
+    /// process refuses it within a second, and its open sessions and long polls end.
+    Revoke(TokenRevokeArgs),
+    /// Give a token's client a new token; the old one keeps working until --grace ends.
+    Rotate(TokenRotateArgs),
+    /// The audit trail: tokens created, rotated and revoked, sites created, sign-ins, denials.
+    Audit(TokenAuditArgs),
+}
+
+/// `plume tokens create`.
+#[derive(Debug, Clone, Args)]
+pub struct TokenCreateArgs {
+    /// What the client is: ingest (a sensor or gateway), read (viewers, data teams), admin
+    /// (everything) or metrics (Prometheus).
+    #[arg(long, value_enum)]
+    pub kind: Kind,
+    /// A unique name for the client, e.g. the sensor's tag.
+    #[arg(long)]
+    pub name: String,
+    /// A site the client may use (repeatable). Ingest and read clients need --site or --all-sites.
+    #[arg(long = "site", value_name = "ID", value_parser = clap::value_parser!(i64).range(1..))]
+    pub sites: Vec<i64>,
+    /// Every site, including ones created later.
+    #[arg(long, conflicts_with = "sites")]
+    pub all_sites: bool,
+    /// A read client may also use /v2/export.
+    #[arg(long)]
+    pub export: bool,
+    /// An ingest client may write only source ids that start with this.
+    #[arg(long, value_name = "P")]
+    pub source_prefix: Option<String>,
+    /// How long the token works, e.g. 90d, 12h (default: 365d for ingest and metrics, 90d for
+    /// read, 30d for admin).
+    #[arg(long, value_parser = parse_duration)]
+    pub expires: Option<Duration>,
+    /// Requests a second the client may make, e.g. 50/s (default: 200/s ingest, 100/s read,
+    /// 10/s metrics; admins are not limited).
+    #[arg(long, value_name = "N/s", value_parser = parse_rate)]
+    pub rate: Option<u32>,
+    /// Readings a second an ingest client may send, e.g. 100000/s (default 200000/s).
+    #[arg(long, value_name = "N/s", value_parser = parse_rate)]
+    pub readings_rate: Option<u32>,
+    /// Print one JSON object (with `client_id`, `token_id` and `token`) instead of text.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+}
+
+/// `plume tokens list`.
+#[derive(Debug, Clone, Args)]
+pub struct TokenListArgs {
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+}
+
+/// `plume tokens revoke`.
+#[derive(Debug, Clone, Args)]
+pub struct TokenRevokeArgs {
+    /// A token id (16 hex digits, from `plume tokens list`) or a client name.
+    #[arg(value_name = "ID")]
+    pub which: String,
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+}
+
+/// `plume tokens rotate`.
+#[derive(Debug, Clone, Args)]
+pub struct TokenRotateArgs {
+    /// The id of the token to replace.
+    #[arg(value_name = "ID")]
+    pub token_id: String,
+    /// How long the old token keeps working, e.g. 24h, 30m.
+    #[arg(long, default_value = "24h", value_parser = parse_duration)]
+    pub grace: Duration,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+}
+
+/// `plume tokens audit`.
+#[derive(Debug, Clone, Args)]
+pub struct TokenAuditArgs {
+    /// How far back, e.g. 7d, 12h.
+    #[arg(long, default_value = "7d", value_parser = parse_duration)]
+    pub since: Duration,
+    /// Print JSON lines instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+}
+
+/// Parses `50/s` (or a bare `50`): a positive rate per second.
+fn parse_rate(text: &str) -> Result<u32, String> {
+    let number = text.trim().strip_suffix("/s").unwrap_or(text.trim());
+    match number.parse::<u32>() {
+        Ok(rate) if rate > 0 => Ok(rate),
+        _ => Err(format!("{text:?} is not a rate like 50/s")),
+    }
 }
 
 /// `plume partitions ...`.
@@ -416,9 +536,46 @@ pub struct ServeArgs {
     #[command(flatten)]
     pub retention: RetentionPolicyArgs,
     #[command(flatten)]
+    pub auth: AuthArgs,
+    #[command(flatten)]
     pub database: DatabaseArgs,
     #[command(flatten)]
     pub window: WindowArgs,
+}
+
+/// Authentication options of `plume serve`.
+#[derive(Debug, Clone, Args)]
+pub struct AuthArgs {
+    /// `enforce`: every API route needs a token (see `plume tokens create`) or a dashboard session.
+    /// `off`: nothing is checked and every caller acts as an admin; for local experiments only.
+    #[arg(long = "auth", env = "PLUME_AUTH", value_enum, default_value_t = AuthMode::Enforce)]
+    pub mode: AuthMode,
+    /// Also serve `/health`, `/ready` and `/metrics` without tokens on this address, for a
+    /// Prometheus server or a load balancer on a private network (the main listener still asks
+    /// `/metrics` for a metrics or admin token).
+    #[arg(long, env = "PLUME_OPS_LISTEN")]
+    pub ops_listen: Option<SocketAddr>,
+    /// A dashboard session not used for this long ends (e.g. 30m, 2h).
+    #[arg(long, env = "PLUME_SESSION_IDLE_TIMEOUT", default_value = "30m", value_parser = parse_duration)]
+    pub session_idle_timeout: Duration,
+    /// A dashboard session ends this long after sign-in, however busy (e.g. 12h, 1d).
+    #[arg(long, env = "PLUME_SESSION_LIFETIME", default_value = "12h", value_parser = parse_duration)]
+    pub session_lifetime: Duration,
+    /// Days the audit trail (`auth_audit`) is kept.
+    #[arg(long, env = "PLUME_AUDIT_RETENTION_DAYS", default_value_t = 90, value_parser = clap::value_parser!(u32).range(1..=3650))]
+    pub audit_retention_days: u32,
+}
+
+impl AuthArgs {
+    /// The handlers' auth settings.
+    pub fn settings(&self) -> AuthSettings {
+        let duration = |d: Duration| chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX);
+        AuthSettings {
+            mode: self.mode,
+            session_idle: duration(self.session_idle_timeout),
+            session_absolute: duration(self.session_lifetime),
+        }
+    }
 }
 
 impl ServeArgs {
@@ -429,6 +586,7 @@ impl ServeArgs {
             max_body_bytes: self.max_body_bytes,
             max_bulk_body_bytes: self.max_bulk_body_bytes,
             max_waiters: self.max_waiters,
+            auth: self.auth.settings(),
         }
     }
 }
@@ -536,6 +694,14 @@ mod tests {
         assert!(parse_duration("0s").is_err());
         assert!(parse_duration("1w").is_err());
         assert!(parse_duration("h").is_err());
+    }
+
+    #[test]
+    fn rates_are_per_second() {
+        assert_eq!(parse_rate("50/s"), Ok(50));
+        assert_eq!(parse_rate("50"), Ok(50));
+        assert!(parse_rate("0/s").is_err());
+        assert!(parse_rate("fast").is_err());
     }
 
     #[test]

@@ -44,6 +44,19 @@ pub enum ApiError {
     /// 415: the body's `Content-Type` is not one the endpoint reads.
     #[error("{0}")]
     UnsupportedMediaType(String),
+    /// 401: no credential, or one that is malformed, unknown, wrong, expired or revoked (all
+    /// answered alike, so a caller learns nothing about which).
+    #[error("authentication required: send Authorization: Bearer <token>")]
+    Unauthenticated,
+    /// 403: authenticated, but not allowed to do this.
+    #[error("{0}")]
+    Forbidden(String),
+    /// 403: readings the client may not write (their sites or sources), one entry each.
+    #[error("the request writes {found} readings this client may not write; the first {listed} are listed", found = .1, listed = .0.len())]
+    ForbiddenReadings(Vec<FieldError>, usize),
+    /// 429: the client is over one of its limits; retry after the time given.
+    #[error("too many {}: retry after {} s", .0.what, .0.retry_after_secs)]
+    RateLimited(crate::auth::limits::Throttled),
     /// 404: no site with that id (as the client wrote it).
     #[error("site {0} does not exist")]
     SiteNotFound(String),
@@ -83,6 +96,9 @@ impl ApiError {
                 (StatusCode::UNPROCESSABLE_ENTITY, "VALIDATION_ERROR")
             }
             Self::UnsupportedMediaType(_) => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "UNSUPPORTED_MEDIA_TYPE"),
+            Self::Unauthenticated => (StatusCode::UNAUTHORIZED, "UNAUTHENTICATED"),
+            Self::Forbidden(_) | Self::ForbiddenReadings(..) => (StatusCode::FORBIDDEN, "FORBIDDEN"),
+            Self::RateLimited(_) => (StatusCode::TOO_MANY_REQUESTS, "RATE_LIMITED"),
             Self::SiteNotFound(_) => (StatusCode::NOT_FOUND, "SITE_NOT_FOUND"),
             Self::NotFound(_) => (StatusCode::NOT_FOUND, "NOT_FOUND"),
             Self::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "METHOD_NOT_ALLOWED"),
@@ -149,7 +165,9 @@ impl IntoResponse for ApiError {
             _ => {}
         }
         let details = match &self {
-            Self::Validation(details) | Self::TooManyProblems(details, _) => details.clone(),
+            Self::Validation(details)
+            | Self::TooManyProblems(details, _)
+            | Self::ForbiddenReadings(details, _) => details.clone(),
             _ => Vec::new(),
         };
         let message = match &self {
@@ -164,6 +182,22 @@ impl IntoResponse for ApiError {
             message,
             details,
         };
-        envelope::error(status, &body)
+        let mut response = envelope::error(status, &body);
+        match &self {
+            Self::Unauthenticated => {
+                response.headers_mut().insert(
+                    axum::http::header::WWW_AUTHENTICATE,
+                    axum::http::HeaderValue::from_static("Bearer realm=\"plume\""),
+                );
+            }
+            Self::RateLimited(throttled) => {
+                response.headers_mut().insert(
+                    axum::http::header::RETRY_AFTER,
+                    axum::http::HeaderValue::from(throttled.retry_after_secs),
+                );
+            }
+            _ => {}
+        }
+        response
     }
 }

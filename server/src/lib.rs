@@ -4,6 +4,7 @@
 //! reading identity (site, source, time), and moves its site's running total by exactly what was
 //! newly stored. The modules follow the system's seams:
 //!
+//! - [`auth`]: clients, tokens, sessions, the rule each route declares, per-client limits, audit;
 //! - [`http`]: the HTTP API, one module per endpoint group, and its JSON envelope;
 //! - [`ingest`]: the batch command, its validation and the transactional processor;
 //! - [`sites`]: sites, their totals and compliance status;
@@ -14,6 +15,7 @@
 //! - [`quantity`]: exact milligram arithmetic, from JSON text to database and back;
 //! - [`config`], [`commands`], [`seed`], [`metrics`], [`state`], [`error`].
 
+pub mod auth;
 pub mod changes;
 pub mod commands;
 pub mod config;

@@ -4,8 +4,8 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use plume::commands::partitions;
-use plume::config::{Cli, Command, OutboxCommand, PartitionsCommand};
+use plume::commands::{partitions, tokens};
+use plume::config::{Cli, Command, OutboxCommand, PartitionsCommand, TokensCommand};
 use tokio_util::sync::CancellationToken;
 
 #[tokio::main]
@@ -28,6 +28,13 @@ async fn main() -> ExitCode {
             PartitionsCommand::Retention(args) => partitions::retention(args).await,
         },
         Command::Verify(args) => partitions::verify(args).await,
+        Command::Tokens(command) => match command {
+            TokensCommand::Create(args) => tokens::create(args).await,
+            TokensCommand::List(args) => tokens::list(args).await,
+            TokensCommand::Revoke(args) => tokens::revoke(args).await,
+            TokensCommand::Rotate(args) => tokens::rotate(args).await,
+            TokensCommand::Audit(args) => tokens::audit(args).await,
+        },
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

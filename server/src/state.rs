@@ -6,7 +6,9 @@ use partitioning::AcceptedWindow;
 use sqlx::PgPool;
 use tokio::sync::{Notify, Semaphore};
 
+use crate::auth::cache::{Auth, AuthSettings};
 use crate::changes::{ChangeHub, ChangeSignal};
+use crate::http::health::ReadyCache;
 use crate::ingest::group::GroupCommitter;
 use crate::metrics::Metrics;
 
@@ -21,6 +23,8 @@ pub struct Settings {
     pub max_bulk_body_bytes: usize,
     /// The most long polls waiting at once; more get 503.
     pub max_waiters: usize,
+    /// Whether requests authenticate, and how dashboard sessions last.
+    pub auth: AuthSettings,
 }
 
 impl Default for Settings {
@@ -30,6 +34,7 @@ impl Default for Settings {
             max_body_bytes: 1024 * 1024,
             max_bulk_body_bytes: 32 * 1024 * 1024,
             max_waiters: 10_000,
+            auth: AuthSettings::default(),
         }
     }
 }
@@ -51,6 +56,10 @@ pub struct AppState {
     pub committer: GroupCommitter,
     /// The change feed and its long polls.
     pub changes: ChangeHub,
+    /// Authentication: the cache of tokens and sessions.
+    pub auth: Auth,
+    /// `/ready`'s latest answer.
+    pub ready: Arc<ReadyCache>,
     /// Permits for the exports running at once ([`crate::query::export::MAX_CONCURRENT_EXPORTS`]).
     pub exports: Arc<Semaphore>,
 }
@@ -61,8 +70,11 @@ impl AppState {
     pub fn new(pool: PgPool, settings: Settings) -> Self {
         let metrics = Arc::new(Metrics::default());
         let signal = ChangeSignal::default();
+        let auth = Auth::start(pool.clone(), settings.auth.clone());
         Self {
-            changes: ChangeHub::start(pool.clone(), signal.clone(), settings.max_waiters),
+            changes: ChangeHub::start(pool.clone(), signal.clone(), settings.max_waiters, auth.clone()),
+            auth,
+            ready: Arc::default(),
             committer: GroupCommitter::start(pool.clone(), metrics.clone(), signal.clone()),
             change_signal: signal,
             pool,

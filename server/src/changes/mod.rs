@@ -28,6 +28,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use snapshot::Snapshot;
 
+use crate::auth::{self, cache::Auth};
 use crate::sites::{SiteId, SiteMetrics, SiteRow};
 
 /// The channel plume's processes notify and listen on.
@@ -82,10 +83,13 @@ pub struct Head {
 type Asked = (Snapshot, Watch, Option<Arc<Answer>>);
 
 /// What a waiter waits for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Watch {
     /// Any site's change.
     Every,
+    /// A change of any of these sites (ascending): a client whose scope lists its sites. Its
+    /// answers are its own, never shared with a waiter of another scope.
+    In(Arc<[i64]>),
     /// A change of `site` that takes its version above `version`.
     Site {
         /// The site.
@@ -96,17 +100,18 @@ pub enum Watch {
 }
 
 impl Watch {
-    fn site(self) -> Option<SiteId> {
+    fn site(&self) -> Option<SiteId> {
         match self {
-            Self::Every => None,
-            Self::Site { site, .. } => Some(site),
+            Self::Every | Self::In(_) => None,
+            Self::Site { site, .. } => Some(*site),
         }
     }
 
-    fn accepts(self, metrics: &SiteMetrics) -> bool {
+    fn accepts(&self, metrics: &SiteMetrics) -> bool {
         match self {
             Self::Every => true,
-            Self::Site { site, version } => metrics.site_id == site.get() && metrics.version > version,
+            Self::In(sites) => sites.binary_search(&metrics.site_id).is_ok(),
+            Self::Site { site, version } => metrics.site_id == site.get() && metrics.version > *version,
         }
     }
 }
@@ -132,19 +137,21 @@ impl Head {
 
     /// What `watch` has to answer, given that the client saw `seen`: `None` if this head cannot
     /// tell (see [`Self::changed_since`]); `Some(None)` if nothing it waits for changed.
-    pub fn answer(&self, seen: &Snapshot, watch: Watch) -> Option<Option<Arc<Answer>>> {
+    pub fn answer(&self, seen: &Snapshot, watch: &Watch) -> Option<Option<Arc<Answer>>> {
         let mut answers = self
             .answers
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        if let Some((_, _, answer)) = answers.iter().find(|(s, w, _)| s == seen && *w == watch) {
+        if let Some((_, _, answer)) = answers.iter().find(|(s, w, _)| s == seen && w == watch) {
             return Some(answer.clone());
         }
         let changed: Vec<&SiteMetrics> = self.changed_since(seen)?.filter(|m| watch.accepts(m)).collect();
         // Metrics always serialise; were one not to, no answer must pass for "nothing changed".
         let data = match watch {
             _ if changed.is_empty() => None,
-            Watch::Every => Some(serde_json::value::to_raw_value(&changed).expect("metrics serialise")),
+            Watch::Every | Watch::In(_) => {
+                Some(serde_json::value::to_raw_value(&changed).expect("metrics serialise"))
+            }
             Watch::Site { .. } => {
                 Some(serde_json::value::to_raw_value(changed[0]).expect("metrics serialise"))
             }
@@ -156,7 +163,7 @@ impl Head {
             })
         });
         if answers.len() < ANSWERS_KEPT {
-            answers.push((seen.clone(), watch, answer.clone()));
+            answers.push((seen.clone(), watch.clone(), answer.clone()));
         }
         Some(answer)
     }
@@ -202,13 +209,15 @@ struct Inner {
     heads_read: AtomicU64,
     requests_read: AtomicU64,
     listener_connects: AtomicU64,
+    auth: Auth,
 }
 
 impl ChangeHub {
     /// Starts the listener, the head reader and the notifier for `signal` (so it must be called
     /// inside a Tokio runtime). They hold two connections of their own, apart from `pool`, and stop
     /// on [`Self::close`].
-    pub fn start(pool: PgPool, signal: ChangeSignal, max_waiters: usize) -> Self {
+    /// Revocations heard on the same listener go to `auth`.
+    pub fn start(pool: PgPool, signal: ChangeSignal, max_waiters: usize, auth: Auth) -> Self {
         let own = PgPoolOptions::new()
             .max_connections(2)
             .min_connections(0)
@@ -224,6 +233,7 @@ impl ChangeHub {
                 heads_read: AtomicU64::new(0),
                 requests_read: AtomicU64::new(0),
                 listener_connects: AtomicU64::new(0),
+                auth,
             }),
         };
         hub.inner.refresh.notify_one();
@@ -304,12 +314,12 @@ impl ChangeHub {
         let mut head = heads.borrow_and_update().clone();
         loop {
             if let Some(mut head) = head.take() {
-                let found = match head.answer(&seen, watch) {
+                let found = match head.answer(&seen, &watch) {
                     Some(found) => found,
                     // Not enough in memory to tell (a head was missed): read the database.
                     None => {
                         head = Arc::new(self.read(&seen, watch.site()).await?);
-                        head.answer(&seen, watch).expect("read from seen's horizon")
+                        head.answer(&seen, &watch).expect("read from seen's horizon")
                     }
                 };
                 match found {
@@ -358,6 +368,8 @@ impl ChangeHub {
                 Ok(mut listener) => {
                     self.inner.listener_connects.fetch_add(1, Ordering::Relaxed);
                     self.inner.refresh.notify_one();
+                    // Revocations announced while it was away are lost too.
+                    self.inner.auth.resync();
                     let lost = tokio::select! {
                         lost = self.hear(&mut listener) => lost,
                         () = closing.cancelled() => return,
@@ -383,6 +395,9 @@ impl ChangeHub {
     async fn hear(&self, listener: &mut PgListener) -> String {
         loop {
             match tokio::time::timeout(SILENCE, listener.try_recv()).await {
+                Ok(Ok(Some(notification))) if notification.channel() == auth::store::CHANNEL => {
+                    self.inner.auth.heard(notification.payload());
+                }
                 Ok(Ok(Some(notification))) => {
                     if notification.payload() != HEARTBEAT {
                         self.inner.refresh.notify_one();
@@ -471,7 +486,7 @@ async fn connect_listener(own: &PgPool) -> Result<PgListener, sqlx::Error> {
     let mut listener = PgListener::connect_with(own).await?;
     // A lost connection is reported (and handled above) rather than silently replaced.
     listener.eager_reconnect(false);
-    listener.listen(CHANNEL).await?;
+    listener.listen_all([CHANNEL, auth::store::CHANNEL]).await?;
     Ok(listener)
 }
 
@@ -609,8 +624,8 @@ mod tests {
             answers: Mutex::new(Vec::new()),
         };
         let seen = snapshot("119:119:");
-        let first = head.answer(&seen, Watch::Every).unwrap().unwrap();
-        let second = head.answer(&seen, Watch::Every).unwrap().unwrap();
+        let first = head.answer(&seen, &Watch::Every).unwrap().unwrap();
+        let second = head.answer(&seen, &Watch::Every).unwrap().unwrap();
         assert!(Arc::ptr_eq(&first, &second), "serialised once");
         let sites: Vec<serde_json::Value> = serde_json::from_str(first.data.get()).unwrap();
         assert_eq!(sites.len(), 1);
@@ -624,7 +639,7 @@ mod tests {
         let newer = head
             .answer(
                 &seen,
-                Watch::Site {
+                &Watch::Site {
                     site: site_3,
                     version: 0,
                 },
@@ -638,12 +653,42 @@ mod tests {
             version: 1,
         };
         assert!(
-            head.answer(&seen, known).unwrap().is_none(),
+            head.answer(&seen, &known).unwrap().is_none(),
             "not above the version held"
         );
         assert!(
-            head.answer(&snapshot("100:100:"), Watch::Every).is_none(),
+            head.answer(&snapshot("100:100:"), &Watch::Every).is_none(),
             "cannot tell"
         );
+    }
+
+    #[test]
+    fn a_scoped_answer_holds_only_its_sites_and_is_not_shared() {
+        let head = Head {
+            snapshot: snapshot("120:125:122"),
+            horizon: 110,
+            sites: vec![site(1, 111), site(3, 121), site(4, 121)],
+            answers: Mutex::new(Vec::new()),
+        };
+        let seen = snapshot("110:110:");
+        let scoped = head
+            .answer(&seen, &Watch::In(Arc::from(vec![1, 4])))
+            .unwrap()
+            .unwrap();
+        let every = head.answer(&seen, &Watch::Every).unwrap().unwrap();
+        let ids = |answer: &Answer| {
+            let sites: Vec<serde_json::Value> = serde_json::from_str(answer.data.get()).unwrap();
+            sites
+                .iter()
+                .map(|s| s["site_id"].as_i64().unwrap())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(ids(&scoped), vec![1, 4]);
+        assert_eq!(ids(&every), vec![1, 3, 4]);
+        let other = head
+            .answer(&seen, &Watch::In(Arc::from(vec![3])))
+            .unwrap()
+            .unwrap();
+        assert_eq!(ids(&other), vec![3]);
     }
 }

@@ -2,14 +2,14 @@
 //! JSON, NDJSON or CSV, exactly once per idempotency key.
 
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, FromRequest, Request, State};
+use axum::extract::{FromRequest, Request, State};
 use axum::http::header::CONTENT_TYPE;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
-use axum::routing::post;
-use axum::Router;
 use sha2::{Digest, Sha256};
 
+use super::access::Routes;
+use crate::auth::{Principal, Rule};
 use crate::error::ApiError;
 use crate::ingest::bulk_processor::{self, BulkError, BulkOutcome};
 use crate::ingest::bulk_request::{parse_bulk, BulkFormat};
@@ -21,11 +21,10 @@ use crate::state::AppState;
 const OFF_WORKER_BYTES: usize = 64 * 1024;
 
 /// The bulk ingest route, relative to the v2 root.
-pub fn router(max_body_bytes: usize) -> Router<AppState> {
-    Router::new().route(
-        "/ingest",
-        post(ingest).layer(DefaultBodyLimit::max(max_body_bytes)),
-    )
+pub fn router(max_body_bytes: usize) -> Routes {
+    Routes::new()
+        .post("/ingest", Rule::Ingest, ingest)
+        .body_limit(max_body_bytes)
 }
 
 /// A bulk body and the format its `Content-Type` names.
@@ -58,15 +57,17 @@ impl FromRequest<AppState> for BulkBody {
 #[tracing::instrument(skip_all)]
 async fn ingest(
     State(state): State<AppState>,
+    principal: Principal,
     headers: HeaderMap,
     body: Result<BulkBody, ApiError>,
 ) -> Response {
-    let result = store(&state, &headers, body).await;
+    let result = store(&state, &principal, &headers, body).await;
     super::ingest::answer(&state, result)
 }
 
 async fn store(
     state: &AppState,
+    principal: &Principal,
     headers: &HeaderMap,
     body: Result<BulkBody, ApiError>,
 ) -> Result<BulkOutcome, ApiError> {
@@ -83,8 +84,10 @@ async fn store(
     let key = header_key
         .as_ref()
         .and_then(|v| IdempotencyKey::parse(v.to_str().ok()?).ok());
+    // Bulk keys are the client's own: a retry finds only what this client stored.
+    let client_id = principal.client.id;
     let stored = match &key {
-        Some(key) => bulk_processor::find_batch(&state.pool, key).await?,
+        Some(key) => bulk_processor::find_batch(&state.pool, client_id, key).await?,
         None => None,
     };
     if let Some(receipt) = stored.as_ref().and_then(|s| s.replay_of_body(&body_sha256)) {
@@ -93,9 +96,15 @@ async fn store(
     let now = chrono::Utc::now();
     let settings = state.settings.clone();
     let large = body.len() >= OFF_WORKER_BYTES;
-    let parse = move || parse_bulk(&body, format, header_key.as_ref(), &settings.window, now);
+    let writer = principal.client.clone();
+    let parse = move || parse_bulk(&body, format, header_key.as_ref(), &settings.window, now, &writer);
     let mut batch = if large { on_rayon(parse).await?? } else { parse()? };
     batch.body_sha256 = Some(body_sha256);
+    batch.client_id = client_id;
+    principal
+        .limits
+        .readings(batch.submitted)
+        .map_err(ApiError::RateLimited)?;
     // The processor runs as its own task: a client that hangs up cancels this handler, never a
     // transaction halfway through its COPY.
     let execute = bulk_processor::execute(state.pool.clone(), state.metrics.clone(), batch, stored);

@@ -6,25 +6,27 @@ use std::time::Duration;
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::Router;
 use rand::Rng;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::Value;
 
+use super::access::Routes;
 use super::envelope::Envelope;
 use super::query::query;
-use super::sites::parse_site_id;
+use super::sites::readable_site;
+use crate::auth::{Principal, Rule};
 use crate::changes::{Answer, Head, Snapshot, WaitError, Watch, MAX_WAIT};
 use crate::error::{ApiError, FieldError};
 use crate::state::AppState;
 
 /// The long-poll routes, relative to `/v2`.
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/changes", get(get_changes))
-        .route("/sites/{id}/metrics", get(get_metrics))
+pub fn router() -> Routes {
+    Routes::new().get("/changes", Rule::Read, get_changes).get(
+        "/sites/{id}/metrics",
+        Rule::SiteMetrics,
+        get_metrics,
+    )
 }
 
 #[derive(Debug, Deserialize)]
@@ -38,6 +40,7 @@ struct ChangesParams {
 #[tracing::instrument(skip_all)]
 async fn get_changes(
     State(state): State<AppState>,
+    principal: Principal,
     params: Result<Query<ChangesParams>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let params = query(params)?;
@@ -54,8 +57,13 @@ async fn get_changes(
     if !problems.is_empty() {
         return Err(ApiError::Validation(problems));
     }
+    // Each client sees only the sites in its scope: its answers are built for its scope alone.
+    let watch = match principal.client.scope.listed() {
+        None => Watch::Every,
+        Some(sites) => Watch::In(Arc::from(sites)),
+    };
     let since = cursor.clone().unwrap_or_else(Snapshot::origin);
-    let (found, head) = look(&state, cursor.as_ref(), &since, wait).await?;
+    let (found, head) = look(&state, cursor.as_ref(), &since, wait, &watch).await?;
     if let Some(found) = found {
         return Ok(answer(&found.data, &found.cursor));
     }
@@ -72,11 +80,7 @@ async fn get_changes(
     } else {
         since.clone()
     };
-    let waited = state
-        .changes
-        .wait(seen, Watch::Every, jitter(wait))
-        .await
-        .map_err(wait_error)?;
+    let waited = wait_for(&state, &principal, seen, watch, wait).await?;
     Ok(match waited {
         Some(found) => answer(&found.data, &found.cursor),
         // Nothing changed: the same cursor again.
@@ -94,13 +98,14 @@ async fn look(
     cursor: Option<&Snapshot>,
     since: &Snapshot,
     wait: Duration,
+    watch: &Watch,
 ) -> Result<(Option<Arc<Answer>>, Arc<Head>), ApiError> {
     let from_memory = cursor.filter(|_| !wait.is_zero()).and_then(|since| {
         let head = state.changes.latest()?;
         if since.is_ahead_of(head.snapshot()) {
             return None;
         }
-        Some((head.answer(since, Watch::Every)?, head))
+        Some((head.answer(since, watch)?, head))
     });
     if let Some(known) = from_memory {
         return Ok(known);
@@ -114,7 +119,7 @@ async fn look(
         ));
     }
     let found = head
-        .answer(since, Watch::Every)
+        .answer(since, watch)
         .expect("read from the cursor's own horizon");
     Ok((found, head))
 }
@@ -140,10 +145,11 @@ struct MetricsParams {
 #[tracing::instrument(skip_all)]
 async fn get_metrics(
     State(state): State<AppState>,
+    principal: Principal,
     id: Result<Path<String>, PathRejection>,
     params: Result<Query<MetricsParams>, QueryRejection>,
 ) -> Result<Response, ApiError> {
-    let site = parse_site_id(id)?;
+    let site = readable_site(&principal, id)?;
     let params = query(params)?;
     let mut problems = Vec::new();
     let version = match params.version.as_deref() {
@@ -171,15 +177,27 @@ async fn get_metrics(
         return Ok(Envelope::ok(current).into_response());
     };
     let watch = Watch::Site { site, version: known };
-    let waited = state
-        .changes
-        .wait(head.snapshot().clone(), watch, jitter(wait))
-        .await
-        .map_err(wait_error)?;
+    let waited = wait_for(&state, &principal, head.snapshot().clone(), watch, wait).await?;
     Ok(match waited {
         Some(found) => Envelope::ok(&*found.data).into_response(),
         None => Envelope::ok(current).into_response(),
     })
+}
+
+/// Waits as [`crate::changes::ChangeHub::wait`] does, in one of the client's long-poll slots (429
+/// when it holds them all), and ends with 401 the moment its token or session stops working.
+async fn wait_for(
+    state: &AppState,
+    principal: &Principal,
+    seen: Snapshot,
+    watch: Watch,
+    wait: Duration,
+) -> Result<Option<Arc<Answer>>, ApiError> {
+    let _slot = principal.limits.long_poll_slot().map_err(ApiError::RateLimited)?;
+    tokio::select! {
+        waited = state.changes.wait(seen, watch, jitter(wait)) => waited.map_err(wait_error),
+        () = principal.ended.cancelled() => Err(ApiError::Unauthenticated),
+    }
 }
 
 /// `wait`: seconds, 0 when absent, at most [`MAX_WAIT`] (longer asks are shortened to it).

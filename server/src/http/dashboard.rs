@@ -4,11 +4,11 @@
 use axum::extract::Path;
 use axum::http::header::{CACHE_CONTROL, CONTENT_SECURITY_POLICY, CONTENT_TYPE};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::Router;
+
+use super::access::Routes;
+use crate::auth::Rule;
 
 use crate::error::ApiError;
-use crate::state::AppState;
 
 const HTML: &str = "text/html; charset=utf-8";
 const JS: &str = "text/javascript; charset=utf-8";
@@ -60,13 +60,14 @@ const ASSETS: [(&str, &str, &[u8]); 9] = [
 ];
 
 /// Only the page's own files; uPlot sets inline styles.
-const POLICY: &str = "default-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:";
+const POLICY: &str =
+    "default-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; frame-ancestors 'none'";
 
-/// `/` and `/assets/...`.
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/", get(index))
-        .route("/assets/{*path}", get(asset))
+/// `/` and `/assets/...`: open, since the sign-in page is among them; they hold no data.
+pub fn router() -> Routes {
+    Routes::new()
+        .get("/", Rule::Open, index)
+        .get("/assets/{*path}", Rule::Open, asset)
 }
 
 async fn index() -> Response {

@@ -5,7 +5,7 @@
 //! [`request_id`] middleware makes it available to the whole request as a task-local.
 
 use axum::extract::Request;
-use axum::http::header::{HeaderValue, CONTENT_TYPE};
+use axum::http::header::{HeaderValue, CONTENT_SECURITY_POLICY, CONTENT_TYPE, X_CONTENT_TYPE_OPTIONS};
 use axum::http::{HeaderName, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -40,6 +40,9 @@ pub async fn request_id(request: Request, next: Next) -> Response {
         request_id = %id,
         method = %request.method(),
         path = %request.uri().path(),
+        // Filled in once the caller is authenticated (see `access::authorize`).
+        client_id = tracing::field::Empty,
+        token_id = tracing::field::Empty,
     );
     let header = HeaderValue::from_str(&id).expect("request ids are visible ASCII");
     let started = std::time::Instant::now();
@@ -54,7 +57,13 @@ pub async fn request_id(request: Request, next: Next) -> Response {
             "request done"
         )
     });
-    response.headers_mut().insert(REQUEST_ID_HEADER.clone(), header);
+    let headers = response.headers_mut();
+    headers.insert(REQUEST_ID_HEADER.clone(), header);
+    // No response is to be sniffed into another type or framed by another site.
+    headers.insert(X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    headers
+        .entry(CONTENT_SECURITY_POLICY)
+        .or_insert(HeaderValue::from_static("frame-ancestors 'none'"));
     response
 }
 

@@ -2,43 +2,81 @@
 //! migrated), `/metrics` (Prometheus text).
 
 use std::fmt::Write;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use axum::extract::State;
 use axum::http::header::CONTENT_TYPE;
 use axum::response::IntoResponse;
-use axum::routing::get;
-use axum::Router;
 use serde_json::json;
 
+use super::access::Routes;
 use super::envelope::Envelope;
+use crate::auth::Rule;
 use crate::db::migrate;
 use crate::error::ApiError;
 use crate::outbox::{self, admin::OutboxStatus};
 use crate::state::AppState;
 
-/// The operational routes.
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/health", get(health))
-        .route("/ready", get(ready))
-        .route("/metrics", get(metrics))
+/// The operational routes: `/health` and `/ready` open, `/metrics` for metrics and admin clients.
+pub fn router() -> Routes {
+    Routes::new()
+        .get("/health", Rule::Open, health)
+        .get("/ready", Rule::Open, ready)
+        .get("/metrics", Rule::Metrics, metrics)
+}
+
+/// The same routes, all open, for a private listener (`--ops-listen`) or `plume relay --listen`.
+pub fn open_router() -> Routes {
+    Routes::new()
+        .get("/health", Rule::Open, health)
+        .get("/ready", Rule::Open, ready)
+        .get("/metrics", Rule::Open, metrics)
 }
 
 async fn health() -> Envelope<serde_json::Value> {
     Envelope::ok(json!({ "status": "ok" }))
 }
 
+/// How long one answer of `/ready` is reused: probes from many load balancers cost one query a
+/// second, whoever sends them (the route is open).
+const READY_CACHED_FOR: Duration = Duration::from_secs(1);
+
+/// The latest readiness check and when it ran.
+#[derive(Debug, Default)]
+pub struct ReadyCache(Mutex<Option<(Instant, bool)>>);
+
+/// Ready when the database answers with the current schema. Says only that (and, loudly, when
+/// authentication is off).
 async fn ready(State(state): State<AppState>) -> Result<Envelope<serde_json::Value>, ApiError> {
-    match migrate::is_current(&state.pool).await {
-        Ok(true) => Ok(Envelope::ok(
-            json!({ "status": "ready", "schema_version": migrate::latest_version() }),
-        )),
-        Ok(false) => {
-            tracing::warn!("database schema is not current");
-            Err(ApiError::Unavailable(None))
+    let cached = *state.ready.0.lock().unwrap_or_else(|p| p.into_inner());
+    let ready = match cached {
+        Some((at, ready)) if at.elapsed() < READY_CACHED_FOR => ready,
+        _ => {
+            let ready = match migrate::is_current(&state.pool).await {
+                Ok(current) => {
+                    if !current {
+                        tracing::warn!("database schema is not current");
+                    }
+                    current
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "readiness check: the database does not answer");
+                    false
+                }
+            };
+            *state.ready.0.lock().unwrap_or_else(|p| p.into_inner()) = Some((Instant::now(), ready));
+            ready
         }
-        Err(error) => Err(ApiError::Unavailable(Some(error))),
+    };
+    if !ready {
+        return Err(ApiError::Unavailable(None));
     }
+    Ok(Envelope::ok(if state.auth.enforced() {
+        json!({ "status": "ready" })
+    } else {
+        json!({ "status": "ready", "auth": "off: every caller acts as an admin; for local experiments only" })
+    }))
 }
 
 /// The process's counters, then the outbox gauges, which are the database's (the same from every
@@ -46,6 +84,7 @@ async fn ready(State(state): State<AppState>) -> Result<Envelope<serde_json::Val
 async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     let mut page = state.metrics.render();
     state.changes.render_metrics(&mut page);
+    state.auth.render_metrics(&mut page);
     match outbox::admin::status(&state.pool).await {
         Ok(status) => render_outbox_gauges(&mut page, &status),
         Err(error) => tracing::warn!(%error, "reading the outbox status for /metrics failed"),

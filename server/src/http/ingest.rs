@@ -3,35 +3,38 @@
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
-use axum::Router;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
+use super::access::Routes;
 use super::envelope::Envelope;
 use super::json::JsonBody;
-use crate::error::ApiError;
+use crate::auth::Client;
+use crate::auth::{Principal, Rule};
+use crate::error::{ApiError, FieldError};
 use crate::ingest::processor::{self, IngestError, Outcome};
 use crate::ingest::request::{parse_batch, peek_identity};
 use crate::ingest::Receipt;
 use crate::metrics::IngestOutcome;
+use crate::sites::SiteId;
 use crate::state::AppState;
 
 /// Set on a `200` that replays an earlier answer.
 static IDEMPOTENT_REPLAY: HeaderName = HeaderName::from_static("idempotent-replay");
 
 /// The ingest route, relative to the API root.
-pub fn router() -> Router<AppState> {
-    Router::new().route("/ingest", post(ingest))
+pub fn router() -> Routes {
+    Routes::new().post("/ingest", Rule::Ingest, ingest)
 }
 
 #[tracing::instrument(skip_all)]
 async fn ingest(
     State(state): State<AppState>,
+    principal: Principal,
     headers: HeaderMap,
     body: Result<JsonBody, ApiError>,
 ) -> Response {
-    let result = store(&state, &headers, body).await;
+    let result = store(&state, &principal, &headers, body).await;
     answer(&state, result)
 }
 
@@ -71,15 +74,26 @@ pub(super) fn answer<R: Receipt + Serialize>(
 
 async fn store(
     state: &AppState,
+    principal: &Principal,
     headers: &HeaderMap,
     body: Result<JsonBody, ApiError>,
 ) -> Result<Outcome, ApiError> {
     let JsonBody(body) = body?;
     let header_key = headers.get("idempotency-key");
-    // A retry is most often the very same bytes: answered from its receipt before any parsing.
+    // A retry is most often the very same bytes: answered from its receipt before any parsing,
+    // once the caller is known to be allowed to write the site (keys are per site: a client that
+    // may not write it can neither claim nor read one). A client limited to some sources is
+    // answered only after its readings' sources are checked.
     let body_sha256: [u8; 32] = Sha256::digest(&body).into();
+    let client = &principal.client;
     let stored = match peek_identity(&body, header_key) {
-        Some((site, key)) => processor::find_batch(&state.pool, site, &key).await?,
+        Some((site, key)) => {
+            may_write(client, site)?;
+            match client.source_prefix {
+                None => processor::find_batch(&state.pool, site, &key).await?,
+                Some(_) => None,
+            }
+        }
         None => None,
     };
     if let Some(receipt) = stored.as_ref().and_then(|s| s.replay_of_body(&body_sha256)) {
@@ -88,6 +102,16 @@ async fn store(
     let now = chrono::Utc::now();
     let mut batch = parse_batch(&body, header_key, &state.settings.window, now)?;
     batch.body_sha256 = Some(body_sha256);
+    may_write(client, batch.site.site_id)?;
+    check_sources(client, batch.site.readings.iter().map(|r| r.source_id.as_str()))?;
+    principal
+        .limits
+        .readings(batch.site.submitted)
+        .map_err(ApiError::RateLimited)?;
+    let stored = match (stored, client.source_prefix.is_some()) {
+        (None, true) => processor::find_batch(&state.pool, batch.site.site_id, &batch.key).await?,
+        (stored, _) => stored,
+    };
     if stored.is_some() || !batch.outside_window.is_empty() {
         // Answered without a transaction: a replay, a reused key or readings outside the window.
         return processor::execute(state.pool.clone(), state.metrics.clone(), batch, stored)
@@ -97,6 +121,45 @@ async fn store(
     // The committer's workers run apart from this handler: a client that hangs up cancels the
     // wait for the answer, never a transaction halfway through its COPY.
     state.committer.store(batch).await.map_err(ApiError::from)
+}
+
+/// 403 unless `client` may write readings to `site`.
+fn may_write(client: &Client, site: SiteId) -> Result<(), ApiError> {
+    if client.may_write(site) {
+        Ok(())
+    } else {
+        Err(ApiError::Forbidden(format!(
+            "this client may not write readings to site {}",
+            site.get()
+        )))
+    }
+}
+
+/// 403 naming each source `client` may not write, if any.
+pub(super) fn check_sources<'a>(
+    client: &Client,
+    sources: impl Iterator<Item = &'a str>,
+) -> Result<(), ApiError> {
+    let Some(prefix) = client.source_prefix.as_deref() else {
+        return Ok(());
+    };
+    let mut refused: Vec<&str> = sources.filter(|source| !source.starts_with(prefix)).collect();
+    refused.dedup();
+    if refused.is_empty() {
+        return Ok(());
+    }
+    let found = refused.len();
+    let listed = refused
+        .into_iter()
+        .take(crate::ingest::bulk_request::MAX_LISTED_PROBLEMS)
+        .map(|source| {
+            FieldError::new(
+                "readings.source_id",
+                format!("{source:?} does not start with {prefix:?}, the prefix this client may write"),
+            )
+        })
+        .collect();
+    Err(ApiError::ForbiddenReadings(listed, found))
 }
 
 impl From<IngestError> for ApiError {

@@ -4,6 +4,7 @@
 //! the shutdown token fires. The v1 routes are also served unversioned, for older sensors; v2 adds
 //! bulk ingestion, the data teams' read side and long polls beside them.
 
+pub mod access;
 pub mod bulk;
 pub mod changes;
 pub mod dashboard;
@@ -12,12 +13,16 @@ pub mod health;
 pub mod ingest;
 pub mod json;
 pub mod query;
+pub mod session;
 pub mod sites;
 pub mod typescript;
 
 use axum::extract::DefaultBodyLimit;
 use axum::http::Uri;
 use axum::response::{IntoResponse, Response};
+use std::net::SocketAddr;
+use std::sync::Arc;
+
 use axum::Router;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -25,45 +30,59 @@ use tower_http::catch_panic::CatchPanicLayer;
 
 use crate::error::ApiError;
 use crate::state::{AppState, Settings};
+use access::Routes;
 
 /// The v1 API: frozen; later versions are added beside it.
-fn v1() -> Router<AppState> {
-    Router::new().merge(sites::router()).merge(ingest::router())
+fn v1() -> Routes {
+    Routes::new().merge(sites::router()).merge(ingest::router())
 }
 
-/// The v2 API: bulk ingestion, the read side for data teams, and long polls.
-fn v2(settings: &Settings) -> Router<AppState> {
-    Router::new()
+/// The v2 API: bulk ingestion, the read side for data teams, long polls and dashboard sessions.
+fn v2(settings: &Settings) -> Routes {
+    Routes::new()
         .merge(bulk::router(settings.max_bulk_body_bytes))
         .merge(query::router())
         .merge(changes::router())
+        .merge(session::router())
+}
+
+/// Every route of the service with its access rule.
+pub fn routes(settings: &Settings) -> Routes {
+    Routes::new()
+        .merge(health::router())
+        .merge(dashboard::router())
+        .nest("/v1", v1())
+        .nest("/v2", v2(settings))
+        .merge(v1())
 }
 
 /// The whole service as a router, ready to serve or to test.
 pub fn app(state: AppState) -> Router {
+    let (router, table) = routes(&state.settings).into_parts();
+    with_middleware(router, table, state)
+}
+
+/// Only the operational endpoints (`/health`, `/ready`, `/metrics`), open, for a listener that only
+/// operators reach (`plume serve --ops-listen`, `plume relay --listen`).
+pub fn operations_app(state: AppState) -> Router {
+    let (router, table) = health::open_router().into_parts();
+    with_middleware(router, table, state)
+}
+
+fn with_middleware(router: Router<AppState>, table: access::AccessTable, state: AppState) -> Router {
     let body_limit = state.settings.max_body_bytes;
-    Router::new()
-        .merge(health::router())
-        .merge(dashboard::router())
-        .nest("/v1", v1())
-        .nest("/v2", v2(&state.settings))
-        .merge(v1())
+    let guard = access::Guard {
+        state: state.clone(),
+        table: Arc::new(table),
+    };
+    router
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        // After routing (so it knows the route's rule) and before any body is read.
+        .layer(axum::middleware::from_fn_with_state(guard, access::authorize))
         .layer(DefaultBodyLimit::max(body_limit))
         // Inside the request-id layer, so even a panic answers in the envelope with its request id.
         .layer(CatchPanicLayer::custom(panic_response))
-        .layer(axum::middleware::from_fn(envelope::request_id))
-        .with_state(state)
-}
-
-/// Only the operational endpoints (`/health`, `/ready`, `/metrics`), for a process that serves no
-/// API (`plume relay`).
-pub fn operations_app(state: AppState) -> Router {
-    Router::new()
-        .merge(health::router())
-        .fallback(not_found)
-        .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn(envelope::request_id))
         .with_state(state)
 }
@@ -93,11 +112,12 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     // Long polls would hold a graceful shutdown for up to a minute: they are answered at once.
-    let changes = state.changes.clone();
+    let (changes, auth) = (state.changes.clone(), state.auth.clone());
     let closing = shutdown.clone();
     tokio::spawn(async move {
         closing.cancelled().await;
         changes.close();
+        auth.close();
     });
     serve_router(listener, app(state), shutdown).await
 }
@@ -108,9 +128,12 @@ pub async fn serve_router(
     router: Router,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router)
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
-        .await
+    axum::serve(
+        listener,
+        router.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move { shutdown.cancelled().await })
+    .await
 }
 
 #[cfg(test)]

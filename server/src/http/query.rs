@@ -5,12 +5,12 @@ use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::header::{CACHE_CONTROL, CONTENT_DISPOSITION, CONTENT_TYPE};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::Router;
 use serde_json::Value;
 
+use super::access::Routes;
 use super::envelope::Envelope;
-use super::sites::parse_site_id;
+use super::sites::readable_site;
+use crate::auth::{Principal, Rule};
 use crate::error::ApiError;
 use crate::query::export::{self, ExportError};
 use crate::query::params::{ExportFormat, ExportParams, ReadingsParams, SeriesParams};
@@ -21,20 +21,21 @@ use crate::sites::{self, SiteId};
 use crate::state::AppState;
 
 /// The read routes, relative to `/v2`.
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/sites/{id}/series", get(get_series))
-        .route("/sites/{id}/readings", get(get_readings))
-        .route("/export", get(get_export))
+pub fn router() -> Routes {
+    Routes::new()
+        .get("/sites/{id}/series", Rule::Read, get_series)
+        .get("/sites/{id}/readings", Rule::Read, get_readings)
+        .get("/export", Rule::Export, get_export)
 }
 
 #[tracing::instrument(skip_all)]
 async fn get_series(
     State(state): State<AppState>,
+    principal: Principal,
     id: Result<Path<String>, PathRejection>,
     params: Result<Query<SeriesParams>, QueryRejection>,
 ) -> Result<Envelope<Vec<SeriesBucket>>, ApiError> {
-    let site = parse_site_id(id)?;
+    let site = readable_site(&principal, id)?;
     let request = query(params)?.check()?;
     let buckets = series::series(&state.pool, site, request).await?;
     if buckets.is_empty() {
@@ -50,10 +51,11 @@ async fn get_series(
 #[tracing::instrument(skip_all)]
 async fn get_readings(
     State(state): State<AppState>,
+    principal: Principal,
     id: Result<Path<String>, PathRejection>,
     params: Result<Query<ReadingsParams>, QueryRejection>,
 ) -> Result<Envelope<Vec<StoredReading>>, ApiError> {
-    let site = parse_site_id(id)?;
+    let site = readable_site(&principal, id)?;
     let request = query(params)?.check()?;
     let (page, next) = readings::page(&state.pool, site, &request).await?;
     if page.is_empty() {
@@ -66,13 +68,20 @@ async fn get_readings(
 #[tracing::instrument(skip_all)]
 async fn get_export(
     State(state): State<AppState>,
+    principal: Principal,
     params: Result<Query<ExportParams>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let request = query(params)?.check()?;
+    let scope = &principal.client.scope;
     if let Some(site) = request.site {
+        if !scope.contains(site) {
+            return Err(ApiError::SiteNotFound(site.get().to_string()));
+        }
         require_site(&state, site).await?;
     }
-    let export = export::start(&state.pool, &state.exports, request)
+    let slot = principal.limits.export_slot().map_err(ApiError::RateLimited)?;
+    let only = scope.listed().map(<[i64]>::to_vec);
+    let export = export::start(&state.pool, &state.exports, request, only, slot)
         .await
         .map_err(|error| match error {
             ExportError::Busy => ApiError::Busy(error.to_string()),

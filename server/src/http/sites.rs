@@ -3,15 +3,17 @@
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
-use axum::routing::get;
-use axum::Router;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use serde::Deserialize;
 use serde_json::Value;
 
+use super::access::Routes;
+use super::envelope::current_request_id;
 use super::envelope::Envelope;
 use super::json::JsonBody;
+use crate::auth::audit::AuditEntry;
+use crate::auth::{Principal, Rule};
 use crate::error::ApiError;
 use crate::sites::{self, request, Site, SiteId, SiteMetrics};
 use crate::state::AppState;
@@ -22,22 +24,29 @@ const DEFAULT_PAGE: i64 = 50;
 const MAX_PAGE: i64 = 500;
 
 /// The site routes, relative to the API root.
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/sites", get(list_sites).post(create_site))
-        .route("/sites/{id}", get(get_site))
-        .route("/sites/{id}/metrics", get(get_metrics))
+pub fn router() -> Routes {
+    Routes::new()
+        .get("/sites", Rule::Read, list_sites)
+        .post("/sites", Rule::Admin, create_site)
+        .get("/sites/{id}", Rule::Read, get_site)
+        .get("/sites/{id}/metrics", Rule::SiteMetrics, get_metrics)
 }
 
 #[tracing::instrument(skip_all)]
 async fn create_site(
     State(state): State<AppState>,
+    principal: Principal,
     JsonBody(body): JsonBody,
 ) -> Result<Envelope<Site>, ApiError> {
     let new_site = request::parse_new_site(&body)?;
     let row = sites::create(&state.pool, &new_site).await?;
     state.change_signal.committed();
     tracing::info!(site_id = row.id, "site created");
+    AuditEntry::ok("site.created")
+        .by(principal.client.id, &principal.token_id)
+        .request(current_request_id(), None)
+        .detail(serde_json::json!({ "site_id": row.id, "name": row.name }))
+        .spawn_insert(&state.pool);
     Ok(Envelope::with_status(StatusCode::CREATED, row.into()))
 }
 
@@ -50,6 +59,7 @@ struct ListParams {
 #[tracing::instrument(skip_all)]
 async fn list_sites(
     State(state): State<AppState>,
+    principal: Principal,
     params: Result<Query<ListParams>, QueryRejection>,
 ) -> Result<Envelope<Vec<Site>>, ApiError> {
     let Query(params) = params.map_err(|e| ApiError::invalid("query", e.body_text()))?;
@@ -66,7 +76,8 @@ async fn list_sites(
         Some(cursor) => decode_cursor(cursor)
             .ok_or_else(|| ApiError::invalid("cursor", "is not a cursor this API issued"))?,
     };
-    let mut rows = sites::list(&state.pool, after, limit + 1).await?;
+    let in_scope = principal.client.scope.listed();
+    let mut rows = sites::list(&state.pool, after, limit + 1, in_scope).await?;
     let next_cursor = if rows.len() as i64 > limit {
         rows.truncate(limit as usize);
         rows.last().map(|row| Value::String(encode_cursor(row.id)))
@@ -80,9 +91,10 @@ async fn list_sites(
 #[tracing::instrument(skip_all)]
 async fn get_site(
     State(state): State<AppState>,
+    principal: Principal,
     id: Result<Path<String>, PathRejection>,
 ) -> Result<Envelope<Site>, ApiError> {
-    let id = parse_site_id(id)?;
+    let id = readable_site(&principal, id)?;
     let row = sites::find(&state.pool, id)
         .await?
         .ok_or_else(|| ApiError::SiteNotFound(id.get().to_string()))?;
@@ -92,9 +104,10 @@ async fn get_site(
 #[tracing::instrument(skip_all)]
 async fn get_metrics(
     State(state): State<AppState>,
+    principal: Principal,
     id: Result<Path<String>, PathRejection>,
 ) -> Result<Envelope<SiteMetrics>, ApiError> {
-    let id = parse_site_id(id)?;
+    let id = readable_site(&principal, id)?;
     let row = sites::find(&state.pool, id)
         .await?
         .ok_or_else(|| ApiError::SiteNotFound(id.get().to_string()))?;
@@ -115,6 +128,20 @@ pub(super) fn parse_site_id(id: Result<Path<String>, PathRejection>) -> Result<S
         .ok()
         .and_then(SiteId::new)
         .ok_or(ApiError::SiteNotFound(text))
+}
+
+/// The site in the path, if `principal` may read it: a site out of scope is "not found", exactly
+/// like a missing one, so the API tells nobody which sites exist beyond their own.
+pub(super) fn readable_site(
+    principal: &Principal,
+    id: Result<Path<String>, PathRejection>,
+) -> Result<SiteId, ApiError> {
+    let site = parse_site_id(id)?;
+    if principal.client.may_read(site) {
+        Ok(site)
+    } else {
+        Err(ApiError::SiteNotFound(site.get().to_string()))
+    }
 }
 
 /// Cursors are opaque to clients: the last id seen, tagged and encoded.

@@ -6,6 +6,7 @@
 use ts_rs::{Config, TS};
 
 use crate::error::{ErrorBody, FieldError};
+use crate::http::session::SessionInfo;
 use crate::ingest::BatchReceipt;
 use crate::query::series::SeriesBucket;
 use crate::sites::{ComplianceStatus, Site, SiteMetrics};
@@ -37,6 +38,7 @@ pub fn declarations() -> String {
         BatchReceipt::decl(&config),
         FieldError::decl(&config),
         ErrorBody::decl(&config),
+        SessionInfo::decl(&config),
     ];
     let mut file = String::from(HEADER);
     for declaration in declarations {
@@ -120,6 +122,16 @@ mod tests {
             message: "m".to_owned(),
             details: vec![FieldError::new("value", "is required")],
         };
+        let session = SessionInfo {
+            client_id: 1,
+            client_name: "admin".to_owned(),
+            kind: "admin".to_owned(),
+            all_sites: true,
+            site_ids: Vec::new(),
+            can_write: true,
+            can_create_sites: true,
+            can_export: true,
+        };
         let cases = [
             (serialised(&SiteMetrics::from(row())), SiteMetrics::decl(&config)),
             (serialised(&Site::from(row())), Site::decl(&config)),
@@ -127,6 +139,7 @@ mod tests {
             (serialised(&bucket), SeriesBucket::decl(&config)),
             (serialised(&error), ErrorBody::decl(&config)),
             (serialised(&error.details[0]), FieldError::decl(&config)),
+            (serialised(&session), SessionInfo::decl(&config)),
         ];
         for (written, declaration) in cases {
             assert_eq!(declared(&declaration), written, "{declaration}");

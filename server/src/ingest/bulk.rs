@@ -19,8 +19,10 @@ pub const MAX_READINGS_PER_BULK: usize = 50_000;
 /// A validated bulk request, ready for the processor.
 #[derive(Debug, Clone)]
 pub struct BulkBatch {
-    /// Names this request for retries; one namespace for all bulk requests, whatever their sites.
+    /// Names this request for retries, within its client's own namespace.
     pub key: IdempotencyKey,
+    /// The client whose key it is (0 without authentication).
+    pub client_id: i64,
     /// Each site's distinct readings, sites in ascending id order (the order their locks are taken).
     pub sites: Vec<SiteReadings>,
     /// Where each site of `sites` first appears in the request (`readings[3]`, `line 4`), to name it
@@ -72,6 +74,7 @@ impl BulkBatch {
         }
         Self {
             key,
+            client_id: 0,
             sites,
             site_origins,
             submitted,

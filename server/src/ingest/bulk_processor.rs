@@ -79,8 +79,9 @@ async fn attempt(pool: &PgPool, batch: &BulkBatch, path: Path) -> Result<BulkOut
     let outcomes = store::store(&mut tx, &batch.sites, &locked, path).await?;
     let receipt = BulkReceipt::new(&batch.key, &outcomes);
     let claimed = sqlx::query!(
-        "insert into bulk_batches (idempotency_key, payload_sha256, body_sha256, receipt)
-         values ($1, $2, $3, $4)",
+        "insert into bulk_batches (client_id, idempotency_key, payload_sha256, body_sha256, receipt)
+         values ($1, $2, $3, $4, $5)",
+        batch.client_id,
         batch.key.as_str(),
         &batch.payload_sha256[..],
         batch.body_sha256.as_ref().map(|hash| &hash[..]),
@@ -102,7 +103,7 @@ async fn attempt(pool: &PgPool, batch: &BulkBatch, path: Path) -> Result<BulkOut
             // A retry of this key committed while this transaction waited for the locks: answer
             // as a replay of it.
             tx.rollback().await?;
-            match find_batch(pool, &batch.key).await? {
+            match find_batch(pool, batch.client_id, &batch.key).await? {
                 Some(stored) => replay(batch, stored),
                 None => Err(error.into()),
             }
@@ -132,15 +133,17 @@ fn missing_sites(batch: &BulkBatch, locked: &[store::LockedSite]) -> Vec<FieldEr
         .collect()
 }
 
-/// The bulk request stored under `key`, if the key was used before.
+/// The bulk request client `client_id` stored under `key`, if it used the key before.
 #[tracing::instrument(skip_all, fields(batch_id = key.as_str()))]
 pub async fn find_batch(
     pool: &PgPool,
+    client_id: i64,
     key: &IdempotencyKey,
 ) -> Result<Option<StoredBatch<BulkReceipt>>, sqlx::Error> {
     let found = sqlx::query!(
         r#"select payload_sha256, body_sha256, receipt as "receipt: Json<BulkReceipt>"
-             from bulk_batches where idempotency_key = $1"#,
+             from bulk_batches where client_id = $1 and idempotency_key = $2"#,
+        client_id,
         key.as_str(),
     )
     .fetch_optional(pool)

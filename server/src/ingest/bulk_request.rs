@@ -15,6 +15,7 @@ use serde_json::value::RawValue;
 use super::bulk::{BulkBatch, MAX_READINGS_PER_BULK};
 use super::request::{check_reading, check_repeats, parse_raw_reading, Problems, ReadingFields};
 use super::{IdempotencyKey, Origin, Reading};
+use crate::auth::Client;
 use crate::error::ApiError;
 use crate::http::json::{self, Field};
 use crate::sites::SiteId;
@@ -53,14 +54,16 @@ impl BulkFormat {
 /// A checked reading with its site and where it was.
 type Located = (Origin, SiteId, Reading);
 
-/// Parses and validates a bulk request: its body in `format` and its `Idempotency-Key` header, with
-/// reading times checked against `window` at `now`.
+/// Parses and validates a bulk request from `writer`: its body in `format` and its
+/// `Idempotency-Key` header, with reading times checked against `window` at `now`. Readings of
+/// sites or sources the writer may not write are refused first (403, each named).
 pub fn parse_bulk(
     body: &[u8],
     format: BulkFormat,
     header_key: Option<&HeaderValue>,
     window: &AcceptedWindow,
     now: DateTime<Utc>,
+    writer: &Client,
 ) -> Result<BulkBatch, ApiError> {
     let body = body.strip_prefix(b"\xef\xbb\xbf").unwrap_or(body);
     let mut problems = Problems::listing_at_most(MAX_LISTED_PROBLEMS);
@@ -73,6 +76,7 @@ pub fn parse_bulk(
     let Some(mut readings) = readings else {
         return Err(refusal(problems));
     };
+    check_writer(&readings, writer)?;
     // Repeats among the readings that passed, reported with every other problem at once.
     check_repeats(&mut readings, "site_id, source_id and timestamp", &mut problems);
     match key {
@@ -86,6 +90,29 @@ pub fn parse_bulk(
             Ok(batch)
         }
         _ => Err(refusal(problems)),
+    }
+}
+
+/// 403 naming every reading (the first [`MAX_LISTED_PROBLEMS`]) whose site or source `writer`
+/// may not write.
+fn check_writer(readings: &[Located], writer: &Client) -> Result<(), ApiError> {
+    let mut refused = Problems::listing_at_most(MAX_LISTED_PROBLEMS);
+    for (origin, site, reading) in readings {
+        if !writer.may_write(*site) {
+            refused.push(
+                format!("{origin}.site_id"),
+                format!("this client may not write readings to site {}", site.get()),
+            );
+        } else if !writer.may_write_source(&reading.source_id) {
+            refused.push(
+                format!("{origin}.source_id"),
+                format!("{:?} is not a source this client may write", reading.source_id),
+            );
+        }
+    }
+    match refused.found() {
+        0 => Ok(()),
+        found => Err(ApiError::ForbiddenReadings(refused.errors, found)),
     }
 }
 

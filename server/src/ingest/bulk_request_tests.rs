@@ -12,6 +12,7 @@ fn parse(format: BulkFormat, body: &str) -> Result<BulkBatch, ApiError> {
         Some(&key),
         &AcceptedWindow::default(),
         now(),
+        &crate::auth::Principal::unrestricted().client,
     )
 }
 

@@ -79,12 +79,18 @@ impl Export {
 /// storage order. Sorting a site's history by source and time halved the export rate (a sort in
 /// PostgreSQL's memory, spilling to disk past `work_mem`); a client that wants an order sorts the
 /// file it gets.
-pub fn select_statement(request: &ExportRequest) -> String {
+///
+/// `only` limits an export of every site to the sites a client may read (integers, written in).
+pub fn select_statement(request: &ExportRequest, only: Option<&[i64]>) -> String {
     let from = request.range.from.to_rfc3339_opts(SecondsFormat::Micros, true);
     let to = request.range.to.to_rfc3339_opts(SecondsFormat::Micros, true);
-    let site_filter = match request.site {
-        Some(site) => format!("site_id = {} and ", site.get()),
-        None => String::new(),
+    let site_filter = match (request.site, only) {
+        (Some(site), _) => format!("site_id = {} and ", site.get()),
+        (None, Some(sites)) => {
+            let list: Vec<String> = sites.iter().map(i64::to_string).collect();
+            format!("site_id = any('{{{}}}'::bigint[]) and ", list.join(","))
+        }
+        (None, None) => String::new(),
     };
     format!(
         "select site_id, source_id, measured_at, value_mg from measurements \
@@ -93,16 +99,22 @@ pub fn select_statement(request: &ExportRequest) -> String {
 }
 
 /// The `COPY` statement of an export, in binary.
-fn copy_statement(request: &ExportRequest) -> String {
-    format!("copy ({}) to stdout (format binary)", select_statement(request))
+fn copy_statement(request: &ExportRequest, only: Option<&[i64]>) -> String {
+    format!(
+        "copy ({}) to stdout (format binary)",
+        select_statement(request, only)
+    )
 }
 
-/// Starts an export, one of at most [`MAX_CONCURRENT_EXPORTS`] counted by `running`: answers once
-/// the `COPY` has begun (or failed to).
+/// Starts an export, one of at most [`MAX_CONCURRENT_EXPORTS`] counted by `running`, of the sites
+/// in `only` (every site for `None`): answers once the `COPY` has begun (or failed to). `slot`,
+/// the client's own export slot, is held until the export ends.
 pub async fn start(
     pool: &PgPool,
     running: &Arc<Semaphore>,
     request: ExportRequest,
+    only: Option<Vec<i64>>,
+    slot: Option<OwnedSemaphorePermit>,
 ) -> Result<Export, ExportError> {
     let permit = running
         .clone()
@@ -113,6 +125,8 @@ pub async fn start(
     let completed = Arc::new(AtomicBool::new(false));
     let task = Task {
         request,
+        only,
+        _slot: slot,
         chunks,
         completed: completed.clone(),
         _permit: permit,
@@ -143,6 +157,8 @@ pub async fn start(
 /// What the export's task holds while it runs.
 struct Task {
     request: ExportRequest,
+    only: Option<Vec<i64>>,
+    _slot: Option<OwnedSemaphorePermit>,
     chunks: mpsc::Sender<io::Result<Bytes>>,
     completed: Arc<AtomicBool>,
     _permit: OwnedSemaphorePermit,
@@ -158,7 +174,7 @@ impl Task {
     ) -> bool {
         use futures_util::StreamExt;
 
-        let statement = copy_statement(&self.request);
+        let statement = copy_statement(&self.request, self.only.as_deref());
         let mut copy = match connection.copy_out_raw(&statement).await {
             Ok(copy) => copy,
             Err(error) => {

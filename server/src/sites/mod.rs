@@ -223,14 +223,21 @@ pub async fn find(pool: &PgPool, id: SiteId) -> Result<Option<SiteRow>, sqlx::Er
 
 /// Up to `limit` sites with ids above `after`, in id order (keyset pagination).
 #[tracing::instrument(skip(pool))]
-pub async fn list(pool: &PgPool, after: i64, limit: i64) -> Result<Vec<SiteRow>, sqlx::Error> {
+pub async fn list(
+    pool: &PgPool,
+    after: i64,
+    limit: i64,
+    only: Option<&[i64]>,
+) -> Result<Vec<SiteRow>, sqlx::Error> {
     sqlx::query_as!(
         SiteRow,
         r#"select id, name, emission_limit_mg, metadata::text as "metadata!", total_emissions_mg, reading_count,
                 first_reading_at, last_reading_at, version, created_at
-           from sites where id > $1 order by id limit $2"#,
+           from sites where id > $1 and ($3::bigint[] is null or id = any($3))
+          order by id limit $2"#,
         after,
         limit,
+        only as Option<&[i64]>,
     )
     .fetch_all(pool)
     .await

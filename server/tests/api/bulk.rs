@@ -343,7 +343,9 @@ async fn readings_outside_the_window_are_refused_unless_the_request_is_a_retry()
     let app_pool = plume::db::connect(&app.database_url, &Default::default())
         .await
         .unwrap();
-    let later = spawn_app_on(&app.database_url, app_pool, narrow).await;
+    let mut later = spawn_app_on(&app.database_url, app_pool, narrow).await;
+    // The same client: bulk keys are per client.
+    later.client = app.client.clone();
     let (status, replay) = status_and_body(later.bulk(Some("old"), CSV, as_csv(&old)).await).await;
     assert_eq!(status, StatusCode::OK, "{replay}");
     assert_eq!(replay["data"]["sites"], original["data"]["sites"]);

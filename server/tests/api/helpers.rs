@@ -3,6 +3,8 @@
 use std::sync::OnceLock;
 use std::time::Duration;
 
+use plume::auth::store::{self, NewClient};
+use plume::auth::{Kind, Scope};
 use plume::db::embedded::{ClusterOptions, EmbeddedCluster};
 use plume::db::{self, migrate, PoolSettings};
 use plume::state::{AppState, Settings};
@@ -68,8 +70,10 @@ pub fn test_cluster() -> (std::path::PathBuf, u16) {
 pub struct TestApp {
     /// `http://127.0.0.1:port`.
     pub address: String,
-    /// An HTTP client.
+    /// An HTTP client that sends an admin token on every request.
     pub client: reqwest::Client,
+    /// That admin token.
+    pub admin_token: String,
     /// A pool on the test's database, for arranging and checking.
     pub pool: PgPool,
     /// The app's own pool.
@@ -142,9 +146,13 @@ pub async fn spawn_app_on(database_url: &str, app_pool: PgPool, settings: Settin
     let shutdown = CancellationToken::new();
     let state = AppState::new(app_pool.clone(), settings);
     tokio::spawn(plume::http::serve(listener, state.clone(), shutdown.clone()));
+    // Several apps may serve one database: each mints its own admin.
+    let admin = format!("harness-admin-{}", uuid::Uuid::new_v4().simple());
+    let admin_token = mint(&pool, &admin, Kind::Admin, Scope::all()).await;
     TestApp {
         address,
-        client: reqwest::Client::new(),
+        client: client_with_token(&admin_token),
+        admin_token,
         pool,
         app_pool,
         database_url,
@@ -301,6 +309,39 @@ impl TestApp {
         assert_eq!(rollup_drift, 0, "site {site_id}: hourly rollups vs rows");
         (total, count)
     }
+}
+
+/// A client of `kind` named `name` over `scope`, with a token of the default lifetime; returns the token.
+pub async fn mint(pool: &PgPool, name: &str, kind: Kind, scope: Scope) -> String {
+    let client = NewClient {
+        name: name.to_owned(),
+        kind,
+        scope,
+        source_prefix: None,
+        can_export: false,
+        requests_per_second: None,
+        readings_per_second: None,
+    };
+    mint_client(pool, &client).await
+}
+
+/// `client` with a token of its kind's default lifetime; returns the token.
+pub async fn mint_client(pool: &PgPool, client: &NewClient) -> String {
+    let expires = chrono::Utc::now() + client.kind.default_lifetime();
+    let (_, token) = store::create_client(pool, client, expires, false).await.unwrap();
+    token.text
+}
+
+/// An HTTP client that sends `token` as a bearer token on every request.
+pub fn client_with_token(token: &str) -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}")).unwrap();
+    value.set_sensitive(true);
+    headers.insert(reqwest::header::AUTHORIZATION, value);
+    reqwest::Client::builder()
+        .default_headers(headers)
+        .build()
+        .unwrap()
 }
 
 /// Runs the `plume` binary with `args` against `database_url` and waits for it (blocking).

@@ -5,6 +5,8 @@
 
 #![allow(unreachable_pub)] // a test binary: `pub` marks what the test modules share
 
+mod auth;
+mod auth_matrix;
 mod bulk;
 mod bulk_concurrency;
 mod changes;

@@ -129,7 +129,10 @@ async fn reading_pages_and_exports_read_only_the_months_of_their_range() {
                 range,
                 format: ExportFormat::Csv,
             };
-            let text = format!("explain (format json) {}", export::select_statement(&request));
+            let text = format!(
+                "explain (format json) {}",
+                export::select_statement(&request, None)
+            );
             let plan: Value = sqlx::query_scalar(&text)
                 .fetch_one(&mut connection)
                 .await

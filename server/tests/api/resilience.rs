@@ -80,7 +80,13 @@ async fn a_client_hanging_up_mid_request_leaves_a_complete_batch_or_none() {
 
     let mut holding = app.hold_site_lock(id).await;
     // The client gives up while the batch waits inside its transaction.
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        reqwest::header::AUTHORIZATION,
+        format!("Bearer {}", app.admin_token).parse().unwrap(),
+    );
     let impatient = reqwest::Client::builder()
+        .default_headers(headers)
         .timeout(Duration::from_millis(300))
         .build()
         .unwrap();
