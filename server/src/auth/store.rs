@@ -33,6 +33,21 @@ pub struct NewClient {
     pub readings_per_second: Option<u32>,
 }
 
+impl NewClient {
+    /// A client of `kind` over `scope` with no further restriction and its kind's default limits.
+    pub fn new(name: impl Into<String>, kind: Kind, scope: Scope) -> Self {
+        Self {
+            name: name.into(),
+            kind,
+            scope,
+            source_prefix: None,
+            can_export: false,
+            requests_per_second: None,
+            readings_per_second: None,
+        }
+    }
+}
+
 /// A token that may be used: not revoked, not expired, its client not revoked.
 #[derive(Debug, Clone)]
 pub struct LiveToken {
@@ -137,15 +152,7 @@ pub async fn sign_in_token(
             if any {
                 return Ok(None);
             }
-            let admin = NewClient {
-                name: SIGN_IN_CLIENT.to_owned(),
-                kind: Kind::Admin,
-                scope: Scope::all(),
-                source_prefix: None,
-                can_export: false,
-                requests_per_second: None,
-                readings_per_second: None,
-            };
+            let admin = NewClient::new(SIGN_IN_CLIENT, Kind::Admin, Scope::all());
             match create_client(pool, &admin, expires_at, true).await {
                 Ok((_, token)) => Ok(Some(token)),
                 // Another process created it at the same moment: its link is the one printed.

@@ -16,15 +16,7 @@ use crate::helpers::{
 };
 
 fn ingest_client(name: &str, sites: Vec<i64>) -> NewClient {
-    NewClient {
-        name: name.to_owned(),
-        kind: Kind::Ingest,
-        scope: Scope::sites(sites),
-        source_prefix: None,
-        can_export: false,
-        requests_per_second: None,
-        readings_per_second: None,
-    }
+    NewClient::new(name, Kind::Ingest, Scope::sites(sites))
 }
 
 async fn post_v1(client: &reqwest::Client, app: &TestApp, key: &str, body: &Value) -> (StatusCode, Value) {
@@ -546,6 +538,36 @@ async fn a_session_is_a_cookie_the_page_cannot_read_and_cookie_writes_need_their
         1
     );
 
+    // A long poll of the session, waiting while it signs out.
+    let (_, first) = status_and_body(
+        reqwest::Client::new()
+            .get(format!("{}/v2/changes", app.address))
+            .header("cookie", &cookie)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    let poll = tokio::spawn({
+        let url = format!(
+            "{}/v2/changes?cursor={}&wait=30",
+            app.address,
+            first["meta"]["cursor"].as_str().unwrap()
+        );
+        let cookie = cookie.clone();
+        async move {
+            let started = Instant::now();
+            let response = reqwest::Client::new()
+                .get(url)
+                .header("cookie", cookie)
+                .send()
+                .await
+                .unwrap();
+            (response.status(), started.elapsed())
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
     // Signed out: the cookie no longer works, in this process or any other.
     let out = reqwest::Client::new()
         .delete(format!("{}/v2/session", app.address))
@@ -562,6 +584,9 @@ async fn a_session_is_a_cookie_the_page_cannot_read_and_cookie_writes_need_their
         .await
         .unwrap();
     assert_eq!(after.status(), StatusCode::UNAUTHORIZED);
+    let (status, waited) = poll.await.unwrap();
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "sign-out ends the long poll");
+    assert!(waited < Duration::from_secs(5), "{waited:?}");
     let audited = count(&app, "select count(*) from auth_audit where action in ('session.created', 'session.ended', 'site.created')").await;
     assert!(audited >= 3, "{audited}");
 }
@@ -609,4 +634,36 @@ async fn the_cli_creates_lists_rotates_and_revokes_tokens() {
     for action in ["client.created", "token.rotated", "client.revoked"] {
         assert!(audit.contains(action), "{action} in {audit}");
     }
+}
+
+#[tokio::test]
+async fn with_auth_off_every_caller_is_an_admin_and_ready_says_so() {
+    let off = plume::state::Settings {
+        auth: plume::auth::cache::AuthSettings {
+            mode: plume::auth::cache::AuthMode::Off,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let app = crate::helpers::spawn_app_with(off, PoolSettings::default()).await;
+    let stranger = reqwest::Client::new();
+    let created = stranger
+        .post(format!("{}/v1/sites", app.address))
+        .json(&json!({"name": "open", "emission_limit": "1"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), StatusCode::CREATED);
+    let (_, ready) = status_and_body(
+        stranger
+            .get(format!("{}/ready", app.address))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert!(
+        ready["data"]["auth"].as_str().unwrap().starts_with("off"),
+        "{ready}"
+    );
 }

@@ -77,15 +77,7 @@ impl Credentials {
         let revoked = mint(pool, "matrix-revoked", Kind::Admin, Scope::all()).await;
         let revoked_id = token::parse(&revoked).unwrap().id;
         store::revoke(pool, &revoked_id).await.unwrap();
-        let expired = NewClient {
-            name: "matrix-expired".into(),
-            kind: Kind::Admin,
-            scope: Scope::all(),
-            source_prefix: None,
-            can_export: false,
-            requests_per_second: None,
-            readings_per_second: None,
-        };
+        let expired = NewClient::new("matrix-expired", Kind::Admin, Scope::all());
         let past = chrono::Utc::now() - chrono::Duration::seconds(1);
         let (_, expired) = store::create_client(pool, &expired, past, false).await.unwrap();
         let admin_id = token::parse(&admin).unwrap().id;
@@ -94,13 +86,8 @@ impl Credentials {
         let last = bad_checksum.pop().unwrap();
         bad_checksum.push(if last == '0' { '1' } else { '0' });
         let exporter = NewClient {
-            name: "matrix-read-all-export".into(),
-            kind: Kind::Read,
-            scope: Scope::all(),
-            source_prefix: None,
             can_export: true,
-            requests_per_second: None,
-            readings_per_second: None,
+            ..NewClient::new("matrix-read-all-export", Kind::Read, Scope::all())
         };
         let tokens = vec![
             (Who::Nobody, None),
@@ -501,9 +488,11 @@ async fn no_secret_reaches_the_logs_of_the_whole_matrix() {
     let app = spawn_app().await;
     let (a, _, credentials) = arrange(&app.pool, &app).await;
     let port = crate::receiver::free_port().await;
+    let ops_port = crate::receiver::free_port().await;
     let mut server = tokio::process::Command::new(env!("CARGO_BIN_EXE_plume"))
         .args(["serve", "--no-relay", "--no-maintenance", "--log-format", "json"])
         .args(["--listen", &format!("127.0.0.1:{port}")])
+        .args(["--ops-listen", &format!("127.0.0.1:{ops_port}")])
         .env("DATABASE_URL", &app.database_url)
         .env("RUST_LOG", "debug")
         .stdout(std::process::Stdio::piped())
@@ -533,6 +522,14 @@ async fn no_secret_reaches_the_logs_of_the_whole_matrix() {
     })
     .await;
     run_matrix(&address, &credentials, a).await;
+    // The private listener serves /metrics without a token; the public one does not.
+    let open = reqwest::get(format!("http://127.0.0.1:{ops_port}/metrics"))
+        .await
+        .unwrap();
+    assert_eq!(open.status(), StatusCode::OK);
+    assert!(open.text().await.unwrap().contains("plume_auth_denied_total"));
+    let closed = reqwest::get(format!("{address}/metrics")).await.unwrap();
+    assert_eq!(closed.status(), StatusCode::UNAUTHORIZED);
     // A session too: its cookie is a secret as well.
     let admin = credentials
         .header(Who::Admin)

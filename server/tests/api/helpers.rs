@@ -313,16 +313,7 @@ impl TestApp {
 
 /// A client of `kind` named `name` over `scope`, with a token of the default lifetime; returns the token.
 pub async fn mint(pool: &PgPool, name: &str, kind: Kind, scope: Scope) -> String {
-    let client = NewClient {
-        name: name.to_owned(),
-        kind,
-        scope,
-        source_prefix: None,
-        can_export: false,
-        requests_per_second: None,
-        readings_per_second: None,
-    };
-    mint_client(pool, &client).await
+    mint_client(pool, &NewClient::new(name, kind, scope)).await
 }
 
 /// `client` with a token of its kind's default lifetime; returns the token.
