@@ -1,11 +1,13 @@
 // @ts-check
 // Follows /v2/changes with a long poll: every site at first, then each change the moment it commits.
+// It follows for one session: a 401 (signed out, the session expired or was revoked) stops it, and
+// so does a 403 (a session that may not read sites), until start() is called again.
 
 import { ApiError, changes } from './api.js';
 import { backoff } from './backoff.js';
 
 /** @typedef {import('./api-types').SiteMetrics} SiteMetrics */
-/** @typedef {'live' | 'reconnecting' | 'offline'} ConnectionState */
+/** @typedef {'live' | 'reconnecting' | 'offline' | 'signed-out' | 'refused'} ConnectionState */
 
 /** How long one poll waits on the server, in seconds. */
 const WAIT_SECONDS = 30;
@@ -25,6 +27,17 @@ export class Feed {
     this.failures = 0;
     /** @type {(() => void) | null} ends the current pause early */
     this.wake = null;
+    /** Counts start() and stop(): a loop whose number is not the latest has been stopped. */
+    this.generation = 0;
+    this.following = false;
+    window.addEventListener('offline', () => {
+      if (this.following) this.setState('offline');
+    });
+    window.addEventListener('online', () => {
+      if (!this.following) return;
+      this.setState('reconnecting');
+      this.wake?.();
+    });
   }
 
   /** @param {(changed: SiteMetrics[]) => void} listener @returns {() => void} unsubscribes */
@@ -45,19 +58,34 @@ export class Feed {
     for (const listener of this.stateListeners) listener(state);
   }
 
+  /** Follows every site from scratch: a new session may see other sites than the last. */
   start() {
-    window.addEventListener('offline', () => this.setState('offline'));
-    window.addEventListener('online', () => {
-      this.setState('reconnecting');
-      this.wake?.();
-    });
-    this.run();
+    this.stop();
+    this.following = true;
+    this.sites.clear();
+    this.cursor = null;
+    this.failures = 0;
+    this.setState(navigator.onLine ? 'reconnecting' : 'offline');
+    this.run(this.generation);
   }
 
-  async run() {
-    for (;;) {
+  /**
+   * Stops following. A poll under way is not aborted: the server ends it when the session ends,
+   * and its answer is ignored.
+   */
+  stop() {
+    this.generation += 1;
+    this.following = false;
+    this.wake?.();
+    this.setState('signed-out');
+  }
+
+  /** @param {number} generation this loop's; it ends once another start() or stop() is called */
+  async run(generation) {
+    while (generation === this.generation) {
       try {
         const { sites, cursor } = await changes(this.cursor, this.cursor ? WAIT_SECONDS : 0);
+        if (generation !== this.generation) return;
         this.cursor = cursor;
         this.failures = 0;
         if (this.state !== 'live') this.setState('live');
@@ -66,12 +94,20 @@ export class Feed {
           for (const listener of this.listeners) listener(sites);
         }
       } catch (error) {
+        if (generation !== this.generation) return;
+        // Asking again would get the same answer until the user signs in (again, or as another).
+        if (error instanceof ApiError && (error.endsSession || error.status === 403)) {
+          this.following = false;
+          this.setState(error.status === 403 ? 'refused' : 'signed-out');
+          return;
+        }
         // A refused cursor (another database's, or an older format) will never be accepted: start
         // again from every site.
         if (error instanceof ApiError && !error.retryable) this.cursor = null;
         this.failures += 1;
         this.setState(navigator.onLine ? 'reconnecting' : 'offline');
-        await this.pause(backoff(this.failures));
+        const asked = error instanceof ApiError ? error.retryAfter * 1000 : 0;
+        await this.pause(Math.max(asked, backoff(this.failures)));
       }
     }
   }

@@ -1,14 +1,15 @@
 // @ts-check
 // The dashboard: an overview of every site, a page per site, a form to create one, and the queue of
-// readings entered here. Views are chosen by the URL's fragment (#/, #/sites/7, #/new).
+// readings entered here. Views are chosen by the URL's fragment (#/, #/sites/7, #/new); each needs a
+// session, and shows only what that session may do. Without one, the sign-in view stands in.
 
-import { ApiError, createSite, series } from './api.js';
+import { ApiError, createSite, existingSession, mayWrite, onSessionEnded, series, signIn, signOut } from './api.js';
 import { drawSeries } from './chart.js';
 import { Feed } from './live.js';
 import { Queue } from './queue.js';
 
 /** @typedef {import('./api-types').SiteMetrics} SiteMetrics */
-/** @typedef {import('./api-types').FieldError} FieldError */
+/** @typedef {import('./api.js').SessionInfo} SessionInfo */
 /** @typedef {import('./queue.js').QueuedBatch} QueuedBatch */
 
 const feed = new Feed();
@@ -16,6 +17,8 @@ const queue = new Queue();
 const view = /** @type {HTMLElement} */ (document.getElementById('view'));
 /** What the current view must undo when another replaces it. */
 let leaveView = () => {};
+/** @type {SessionInfo | null} who is signed in; null while the sign-in view is shown */
+let session = null;
 
 /**
  * Makes an element. @param {string} tag @param {Record<string, string>} [attributes]
@@ -76,7 +79,7 @@ function overview() {
     ]),
     body,
   ]);
-  const empty = h('p', {}, ['No sites yet. ', h('a', { href: '#/new' }, ['Create one.'])]);
+  const empty = h('p', {}, ['No sites yet. ', ...(session?.can_create_sites ? [h('a', { href: '#/new' }, ['Create one.'])] : [])]);
   /** @type {Map<number, HTMLElement>} each site's row, updated in place so focus stays put */
   const rows = new Map();
   const render = () => {
@@ -301,7 +304,9 @@ function sitePage(siteId) {
       chartNote,
       chart,
     ]),
-    h('div', { class: 'columns' }, [form, sensor]),
+    mayWrite(session, siteId)
+      ? h('div', { class: 'columns' }, [form, sensor])
+      : h('p', { id: 'read-only' }, ['This session may view this site but not enter readings for it.']),
   );
   showMetrics();
   showSeries();
@@ -343,6 +348,10 @@ function localNow() {
 // ---- Create a site -----------------------------------------------------------------------------
 
 function newSite() {
+  if (!session?.can_create_sites) {
+    view.replaceChildren(h('h1', {}, ['New site']), h('p', {}, ['This session may not create sites.']));
+    return;
+  }
   const fields = {
     name: field('name', 'Name', { required: '', maxlength: '200', autocomplete: 'off' }),
     emission_limit: field('emission_limit', 'Emission limit (kg)', { inputmode: 'decimal', required: '', autocomplete: 'off' }),
@@ -368,7 +377,7 @@ function newSite() {
   view.replaceChildren(h('h1', {}, ['New site']), form);
 }
 
-// ---- The queue panel and the connection state --------------------------------------------------
+// ---- The queue panel ---------------------------------------------------------------------------
 
 /** @type {Map<string, HTMLElement>} each queued batch's row, updated in place so focus stays put */
 const queueRows = new Map();
@@ -409,18 +418,118 @@ async function showQueue() {
       queueRows.set(entry.key, row);
     }
     const cell = (/** @type {string} */ selector) => /** @type {HTMLElement} */ (row.querySelector(selector));
-    row.dataset.state = entry.state;
-    cell('.state').textContent = entry.state === 'retrying'
-      ? `retrying at ${new Date(entry.nextAt).toLocaleTimeString()} (${entry.lastError})`
+    // Signed out, every batch waits for the same thing: a sign-in.
+    const held = queue.held && entry.state !== 'rejected';
+    row.dataset.state = held ? 'held' : entry.state;
+    cell('.state').textContent = held ? 'waiting for you to sign in'
+      : entry.state === 'retrying' ? `retrying at ${new Date(entry.nextAt).toLocaleTimeString()} (${entry.lastError})`
       : entry.state === 'rejected' ? `refused: ${entry.lastError}` : entry.state;
     cell('.attempts').textContent = String(entry.attempts);
     cell('button').hidden = entry.state !== 'rejected';
   }
 }
 
-const STATE_WORDS = { live: 'Live', reconnecting: 'Reconnecting…', offline: 'Offline' };
+// ---- Signing in --------------------------------------------------------------------------------
+// A token is typed into a password field or arrives in a sign-in link's fragment (#sign-in=<token>);
+// either way it goes straight to POST /v2/session, which answers with an HttpOnly cookie that the
+// page never sees. The token itself is never kept: not in storage, not in the address bar, not in
+// the console.
+
+/**
+ * The token of a sign-in link, if the address is one. The fragment is removed at once, replacing
+ * this history entry, so that the token is neither bookmarked, shared nor kept in the history.
+ */
+function takeLinkToken() {
+  const link = location.hash.match(/^#sign-in=([^&]+)$/);
+  if (!link) return null;
+  history.replaceState(history.state, '', `${location.pathname}${location.search}`);
+  return link[1];
+}
+
+/**
+ * Why a token was not accepted, in words. @param {unknown} error
+ * @param {boolean} [link] whether it came from a sign-in link
+ */
+function refusal(error, link = false) {
+  if (!(error instanceof ApiError)) return `Signing in failed: ${error}.`;
+  if (error.status === 401) {
+    return link
+      ? 'This sign-in link was not accepted: each link works once, and only for a while. Sign in with a token instead.'
+      : 'This token was not accepted: it may be mistyped, expired or revoked.';
+  }
+  if (error.status === 429) return `Too many attempts: try again in ${error.retryAfter || 'a few'} seconds.`;
+  if (error.status === 0) return 'The server cannot be reached: try again in a moment.';
+  return `Signing in failed: ${error.message}.`;
+}
+
+/**
+ * Shows the sign-in form in place of the view; enters the dashboard once a token is accepted.
+ * @param {{ reason?: string, error?: string }} why the form is shown, and a refusal to show at once
+ */
+function showSignIn({ reason = '', error = '' }) {
+  const input = /** @type {HTMLInputElement} */ (h('input', {
+    id: 'sign-in-token',
+    name: 'token',
+    type: 'password',
+    autocomplete: 'off',
+    spellcheck: 'false',
+    required: '',
+    'aria-describedby': 'sign-in-reason sign-in-token-hint sign-in-error',
+  }));
+  const problem = h('p', { id: 'sign-in-error', class: 'notice error', role: 'alert' }, [error]);
+  const button = /** @type {HTMLButtonElement} */ (h('button', { type: 'submit' }, ['Sign in']));
+  const form = h('form', { id: 'sign-in-form', novalidate: '' }, [
+    problem,
+    h('div', { class: 'field' }, [
+      h('label', { for: 'sign-in-token' }, ['Token']),
+      input,
+      h('small', { id: 'sign-in-token-hint' }, ['A plume token (plume_…), from your administrator or ', h('code', {}, ['plume tokens create'])]),
+    ]),
+    button,
+  ]);
+  form.addEventListener('submit', async (event) => {
+    event.preventDefault();
+    const token = input.value.trim();
+    problem.textContent = '';
+    if (!token) {
+      problem.textContent = 'Enter a token.';
+      input.focus();
+      return;
+    }
+    button.disabled = true;
+    try {
+      const signedIn = await signIn(token);
+      input.value = '';
+      enter(signedIn);
+    } catch (caught) {
+      problem.textContent = refusal(caught);
+      input.setAttribute('aria-invalid', 'true');
+      input.focus();
+    } finally {
+      button.disabled = false;
+    }
+  });
+  view.replaceChildren(
+    h('h1', {}, ['Sign in']),
+    h('p', { id: 'sign-in-reason', class: 'notice', role: 'status' }, [reason]),
+    form,
+  );
+  input.focus();
+}
+
+// ---- Start-up: routing, the connection state, the session --------------------------------------
+
+const STATE_WORDS = {
+  live: 'Live',
+  reconnecting: 'Reconnecting…',
+  offline: 'Offline',
+  'signed-out': 'Signed out',
+  refused: 'This session may not follow the sites',
+};
 
 function route() {
+  // Signed out, the sign-in view stays whatever the address: the view asked for opens after.
+  if (!session) return;
   leaveView();
   leaveView = () => {};
   const site = location.hash.match(/^#\/sites\/(\d+)$/);
@@ -442,9 +551,77 @@ drop.addEventListener('change', () => {
   queue.dropFirstResponse = drop.checked;
   localStorage.setItem('plume.dropFirstResponse', String(drop.checked));
 });
+
+const account = /** @type {HTMLElement} */ (document.getElementById('account'));
+const accountName = /** @type {HTMLElement} */ (document.getElementById('account-name'));
+const accountError = /** @type {HTMLElement} */ (document.getElementById('account-error'));
+const newSiteLink = /** @type {HTMLElement} */ (document.getElementById('nav-new'));
+
+/** Opens the dashboard for a session: the view asked for, the live feed, the queue's deliveries. */
+function enter(/** @type {SessionInfo} */ signedIn) {
+  session = signedIn;
+  accountName.textContent = `${signedIn.client_name} (${signedIn.kind})`;
+  accountError.textContent = '';
+  account.hidden = false;
+  newSiteLink.hidden = !signedIn.can_create_sites;
+  // The feed first: it forgets the last session's sites before a view shows them.
+  feed.start();
+  route();
+  queue.resume();
+}
+
+/**
+ * Shows the sign-in view in place of the dashboard. The feed stops; the queue keeps its batches,
+ * under their keys, for the next session. A sign-in form already shown is left as the user left it.
+ * @param {{ reason?: string, error?: string }} why
+ */
+function leave(why) {
+  feed.stop();
+  queue.hold();
+  if (!session && document.getElementById('sign-in-form') && !why.error) return;
+  session = null;
+  account.hidden = true;
+  leaveView();
+  leaveView = () => {};
+  showSignIn(why);
+}
+
+/** Signs in with a sign-in link's token, if the address is one. @returns {Promise<boolean>} whether it was */
+async function followLink() {
+  const token = takeLinkToken();
+  if (token === null) return false;
+  try {
+    enter(await signIn(token));
+  } catch (error) {
+    leave({ error: refusal(error, true) });
+  }
+  return true;
+}
+
+onSessionEnded(() => leave({
+  reason: 'Your session has ended: it expired, was revoked, or was signed out elsewhere. Sign in again; readings waiting to be delivered are kept and sent once you do.',
+}));
+/** @type {HTMLElement} */ (document.getElementById('sign-out')).addEventListener('click', async () => {
+  accountError.textContent = '';
+  try {
+    await signOut();
+  } catch (error) {
+    // A 401 says the session had ended already: signed out either way.
+    if (!(error instanceof ApiError && error.status === 401)) {
+      accountError.textContent = `Not signed out: ${error instanceof ApiError ? error.message : error}.`;
+      return;
+    }
+  }
+  leave({ reason: 'You are signed out.' });
+});
+window.addEventListener('hashchange', async () => {
+  if (!(await followLink())) route();
+});
 queue.changeListeners.add(showQueue);
-window.addEventListener('hashchange', route);
-route();
 showQueue();
-feed.start();
 queue.start();
+if (!(await followLink())) {
+  const existing = await existingSession();
+  if (existing) enter(existing);
+  else leave({});
+}

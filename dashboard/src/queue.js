@@ -2,6 +2,8 @@
 // The delivery queue: every batch entered here is first written to IndexedDB under a fresh
 // idempotency key, then sent; it is retried under the same key until the server stores it (201) or
 // answers a retry from the stored result (200), and only then removed. It survives reloads.
+// Nothing is sent without a session: a 401 holds the batch (same key) and the whole queue until
+// resume() is called after the next sign-in.
 
 import { ApiError, ingest } from './api.js';
 import { backoff } from './backoff.js';
@@ -69,6 +71,8 @@ export class Queue {
     this.retryAll = false;
     /** @type {ReturnType<typeof setTimeout> | undefined} */
     this.timer = undefined;
+    /** Whether sending waits for a sign-in (until resume()). */
+    this.held = true;
   }
 
   start() {
@@ -78,6 +82,20 @@ export class Queue {
     });
     // Ask the browser not to evict the queue under storage pressure (it may still refuse).
     navigator.storage?.persist?.().catch(() => {});
+  }
+
+  /** Stops sending (the session is over); a request under way finishes. */
+  hold() {
+    this.held = true;
+    clearTimeout(this.timer);
+    this.changed();
+  }
+
+  /** Sends every waiting batch now: signed in, again or for the first time. */
+  resume() {
+    this.held = false;
+    this.retryAll = true;
+    this.changed();
     this.kick();
   }
 
@@ -140,6 +158,7 @@ export class Queue {
    * time in this page, and, through a Web Lock, in all of this origin's tabs.
    */
   async kick() {
+    if (this.held) return;
     if (this.running) {
       this.again = true;
       return;
@@ -172,9 +191,11 @@ export class Queue {
       const all = this.retryAll;
       this.retryAll = false;
       for (const entry of await this.all()) {
+        if (this.held) return null;
         if (entry.state !== 'rejected' && (all || entry.nextAt <= Date.now())) await this.send(entry);
       }
-    } while (this.again);
+    } while (this.again && !this.held);
+    if (this.held) return null;
     const due = (await this.all()).filter((entry) => entry.state === 'retrying').map((entry) => entry.nextAt);
     return due.length > 0 ? Math.min(...due) : null;
   }
@@ -192,11 +213,15 @@ export class Queue {
       for (const listener of this.deliveredListeners) listener(attempt, status, receipt);
     } catch (caught) {
       const error = caught instanceof ApiError ? caught : new ApiError(0, 'NETWORK', String(caught), []);
-      if (error.retryable) {
+      if (error.endsSession) {
+        // Not the batch's fault: it waits, under its key, for the user to sign in again.
+        this.hold();
+        await this.put({ ...attempt, state: 'queued', nextAt: 0, lastError: error.message });
+      } else if (error.retryable) {
         await this.put({
           ...attempt,
           state: 'retrying',
-          nextAt: Date.now() + backoff(attempt.attempts),
+          nextAt: Date.now() + Math.max(backoff(attempt.attempts), error.retryAfter * 1000),
           lastError: error.message,
         });
       } else {

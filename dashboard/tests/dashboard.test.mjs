@@ -1,5 +1,5 @@
 // The dashboard in a real browser (Debian's Chromium, headless) against two real plume processes
-// and their database.
+// and their database. Every page signs in, as a user would.
 
 import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -7,7 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { chromium } from 'playwright-core';
-import { CHROMIUM, createSite, holdSiteLock, ingest, metrics, startAll } from './harness.mjs';
+import { CHROMIUM, createSite, holdSiteLock, ingest, metrics, mintToken, revokeToken, sql, startAll } from './harness.mjs';
 
 let env;
 before(async () => {
@@ -22,12 +22,23 @@ const UNAVAILABLE = JSON.stringify({
   meta: { request_id: 'gateway' },
 });
 
-/** A page in a fresh browser context (its own IndexedDB), opened at `url`, its feed live. */
-async function open(url) {
-  const context = await env.browser.newContext();
+/** Signs `page` in through the sign-in form it shows. */
+async function signIn(page, token = env.token) {
+  await page.fill('#sign-in-token', token);
+  await page.click('#sign-in-form button[type="submit"]');
+  await page.locator('#account-name').waitFor();
+}
+
+/**
+ * A page in a fresh browser context (its own IndexedDB and cookies), opened at `url`, signed in
+ * with `token` (the admin's by default), its feed live.
+ */
+async function open(url, { token = env.token, contextOptions = {} } = {}) {
+  const context = await env.browser.newContext(contextOptions);
   const page = await context.newPage();
   page.on('pageerror', (error) => console.error('page error:', error));
   await page.goto(url);
+  await signIn(page, token);
   await page.locator('#connection[data-state="live"]').waitFor({ timeout: 10_000 });
   return { context, page };
 }
@@ -199,6 +210,7 @@ test('the queue survives a browser restart', async () => {
     browser = await launch();
     let page = browser.pages()[0] ?? (await browser.newPage());
     await page.goto(`${env.one}/#/sites/${site}`);
+    await signIn(page);
     await page.locator('#connection[data-state="live"]').waitFor();
     await browser.setOffline(true);
     await page.fill('#field-value', '0.75');
@@ -208,7 +220,8 @@ test('the queue survives a browser restart', async () => {
     browser = null;
     assert.equal((await metrics(env.one, site)).reading_count, 0);
 
-    // The same profile, started again: the queued batch is still there, and is delivered.
+    // The same profile, started again: the queued batch is still there, and is delivered (the
+    // session cookie outlives the browser, until the session's own end).
     browser = await launch();
     page = browser.pages()[0] ?? (await browser.newPage());
     await page.goto(`${env.one}/#/sites/${site}`);
@@ -237,9 +250,7 @@ test('a site can be created with the keyboard alone', async () => {
 
 test('on a phone the overview fits: each site\'s status is on screen', async () => {
   const site = await createSite(env.one, 'Narrow screen site with a rather long name');
-  const context = await env.browser.newContext({ viewport: { width: 390, height: 800 }, isMobile: true });
-  const page = await context.newPage();
-  await page.goto(`${env.one}/`);
+  const { context, page } = await open(`${env.one}/`, { contextOptions: { viewport: { width: 390, height: 800 }, isMobile: true } });
   const badge = page.locator(`tr[data-site-id="${site}"] .badge`);
   await badge.waitFor();
   const box = await badge.boundingBox();
@@ -247,4 +258,266 @@ test('on a phone the overview fits: each site\'s status is on screen', async () 
   const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
   assert.ok(overflow <= 0, `the page scrolls sideways by ${overflow} px`);
   await context.close();
+});
+
+// ---- Signing in and out ------------------------------------------------------------------------
+
+/** Every /v2/changes request `page` makes, each with whether its answer has arrived, and its status. */
+function watchPolls(page) {
+  const polls = [];
+  page.on('request', (request) => {
+    if (!request.url().includes('/v2/changes')) return;
+    const poll = { request, waits: request.url().includes('wait=30'), status: null };
+    polls.push(poll);
+    request.response().then((response) => { poll.status = response?.status() ?? 0; }, () => { poll.status = 0; });
+  });
+  return polls;
+}
+
+/** Waits until one of `polls` is a long poll still waiting on the server; returns it. */
+async function pendingLongPoll(polls) {
+  for (let i = 0; i < 100; i++) {
+    const pending = polls.find((poll) => poll.waits && poll.status === null);
+    if (pending) return pending;
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+  throw new Error('no long poll was waiting');
+}
+
+/** Everything the page could have kept: its storages, its script-visible cookies, its IndexedDB. */
+function everythingStored(page) {
+  return page.evaluate(async () => {
+    const stores = [JSON.stringify({ ...localStorage }), JSON.stringify({ ...sessionStorage }), document.cookie];
+    for (const { name } of await indexedDB.databases()) {
+      const database = await new Promise((resolve, reject) => {
+        const opening = indexedDB.open(String(name));
+        opening.onsuccess = () => resolve(opening.result);
+        opening.onerror = () => reject(opening.error);
+      });
+      for (const store of database.objectStoreNames) {
+        const all = database.transaction(store).objectStore(store).getAll();
+        stores.push(JSON.stringify(await new Promise((resolve) => { all.onsuccess = () => resolve(all.result); })));
+      }
+      database.close();
+    }
+    return stores.join('\n');
+  });
+}
+
+test('signing in through the form opens a live overview; the session cookie is out of the page\'s reach', async () => {
+  const site = await createSite(env.one, 'Signed-in overview');
+  const context = await env.browser.newContext();
+  const page = await context.newPage();
+  const logged = [];
+  page.on('console', (message) => logged.push(message.text()));
+  await page.goto(`${env.one}/`);
+  await page.locator('#sign-in-form').waitFor();
+  assert.equal(await page.getAttribute('#sign-in-token', 'type'), 'password');
+  assert.equal(await page.locator('label[for="sign-in-token"]').textContent(), 'Token');
+  assert.equal(await page.getAttribute('#connection', 'data-state'), 'signed-out');
+
+  // A wrong token is refused in the error region, and nothing else happens.
+  await page.fill('#sign-in-token', `${env.token.slice(0, -8)}00000000`);
+  await page.click('#sign-in-form button[type="submit"]');
+  await page.locator('#sign-in-error', { hasText: 'not accepted' }).waitFor();
+  assert.equal(await page.getAttribute('#sign-in-token', 'aria-invalid'), 'true');
+  assert.equal(await page.locator('#account').isVisible(), false);
+
+  await signIn(page);
+  assert.equal(await page.textContent('#account-name'), 'dashboard tests (admin)');
+  await page.locator('#connection[data-state="live"]').waitFor();
+  await overviewTotal(page, site).filter({ hasText: '0.000000' }).waitFor();
+  const started = Date.now();
+  assert.equal((await ingest(env.one, site, '2.75')).status, 201);
+  await overviewTotal(page, site).filter({ hasText: '2.750000' }).waitFor({ timeout: 1000 });
+  assert.ok(Date.now() - started <= 1000, `${Date.now() - started} ms`);
+
+  const [cookie] = (await context.cookies(env.one)).filter((c) => c.name === 'plume_session');
+  assert.ok(cookie, 'the session cookie is set');
+  assert.equal(cookie.httpOnly, true);
+  assert.equal(cookie.sameSite, 'Strict');
+  const stored = await everythingStored(page);
+  assert.ok(!stored.includes('plume_session') && !stored.includes(cookie.value), 'the cookie is not visible to scripts');
+  assert.ok(!stored.includes(env.token), 'the token is not kept');
+  assert.ok(!logged.some((line) => line.includes(env.token)), 'the token is not logged');
+  await context.close();
+});
+
+test('a POST carrying the session cookie is refused from another origin', async () => {
+  const { context, page } = await open(`${env.one}/`);
+  const [cookie] = (await context.cookies(env.one)).filter((c) => c.name === 'plume_session');
+  const createWith = (headers) => fetch(`${env.one}/v1/sites`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', cookie: `plume_session=${cookie.value}`, ...headers },
+    body: JSON.stringify({ name: 'Forged', emission_limit: '10' }),
+  });
+  const forged = await createWith({ origin: 'http://evil.example' });
+  assert.equal(forged.status, 403);
+  assert.equal((await forged.json()).error.code, 'FORBIDDEN');
+  assert.equal((await createWith({})).status, 403, 'without an Origin');
+  assert.equal((await createWith({ origin: env.one })).status, 201, 'from the dashboard\'s own origin');
+
+  // The same from a page of another origin (the other process's port) in the signed-in browser: a
+  // form posted across origins carries the cookie (the same site) and its own Origin, and the
+  // server refuses it.
+  const other = await context.newPage();
+  await other.goto(`${env.two}/`);
+  const answered = other.waitForResponse((response) => response.url() === `${env.one}/v1/sites`);
+  await other.evaluate((target) => {
+    const form = document.createElement('form');
+    Object.assign(form, { method: 'POST', action: target, enctype: 'text/plain' });
+    const input = Object.assign(document.createElement('input'), { name: '{"name":"Cross-origin","emission_limit":"1","x":"', value: '"}' });
+    form.append(input);
+    document.body.append(form);
+    form.submit();
+  }, `${env.one}/v1/sites`);
+  const response = await answered;
+  const sent = await response.request().allHeaders();
+  assert.equal(sent.origin, env.two);
+  assert.match(sent.cookie ?? '', /plume_session=/);
+  assert.equal(response.status(), 403);
+  const sites = await page.evaluate(async () => (await (await fetch('/v1/sites')).json()).data.map((site) => site.name));
+  assert.ok(sites.includes('Forged') && !sites.includes('Cross-origin'), 'only the same-origin request created a site');
+  await context.close();
+});
+
+test('signing out ends the open long poll, and the page stops polling', async () => {
+  const context = await env.browser.newContext();
+  const page = await context.newPage();
+  const polls = watchPolls(page);
+  await page.goto(`${env.one}/`);
+  await signIn(page);
+  await page.locator('#connection[data-state="live"]').waitFor();
+  const [cookie] = (await context.cookies(env.one)).filter((c) => c.name === 'plume_session');
+  const pending = await pendingLongPoll(polls);
+
+  const started = Date.now();
+  await page.click('#sign-out');
+  await page.locator('#sign-in-form').waitFor({ timeout: 1000 });
+  assert.equal(await page.textContent('#sign-in-reason'), 'You are signed out.');
+  assert.equal(await page.locator('#account').isVisible(), false);
+  const response = await pending.request.response();
+  assert.equal(response.status(), 401);
+  assert.ok(Date.now() - started <= 2000, `the long poll ended after ${Date.now() - started} ms`);
+  assert.deepEqual((await context.cookies(env.one)).filter((c) => c.name === 'plume_session'), [], 'the cookie is cleared');
+  const old = await fetch(`${env.two}/v2/session`, { headers: { cookie: `plume_session=${cookie.value}` } });
+  assert.equal(old.status, 401, 'the session is over in the other process too');
+
+  const count = polls.length;
+  await new Promise((resolve) => setTimeout(resolve, 2000));
+  assert.equal(polls.length, count, 'no poll after signing out');
+  await context.close();
+});
+
+test('revoking the signed-in client ends its session: the live overview shows the sign-in view', async () => {
+  const viewer = await mintToken(env, 'read', 'revoked viewer', ['--all-sites']);
+  const context = await env.browser.newContext();
+  const page = await context.newPage();
+  const polls = watchPolls(page);
+  await page.goto(`${env.two}/`);
+  await signIn(page, viewer.token);
+  await page.locator('#connection[data-state="live"]').waitFor();
+  const pending = await pendingLongPoll(polls);
+  await revokeToken(env, 'revoked viewer');
+  assert.equal((await pending.request.response()).status(), 401);
+  await page.locator('#sign-in-reason', { hasText: 'session has ended' }).waitFor({ timeout: 2000 });
+  assert.equal(await page.getAttribute('#connection', 'data-state'), 'signed-out');
+  const count = polls.length;
+  await new Promise((resolve) => setTimeout(resolve, 2000));
+  assert.equal(polls.length, count, 'no poll after the 401');
+  await context.close();
+});
+
+test('a batch queued when the session expires waits for the next sign-in, then is delivered once under its key', async () => {
+  const site = await createSite(env.one, 'Session expiry');
+  const { context, page } = await open(`${env.one}/#/sites/${site}`);
+  const answers = [];
+  page.on('response', (response) => {
+    if (response.url().endsWith('/v1/ingest')) answers.push({ key: response.request().headers()['idempotency-key'], status: response.status() });
+  });
+  // The feed's polls are held up from here on, as behind a slow proxy: a new site answers the one
+  // waiting on the server, and the next never reaches it. So it is the queue that first meets the
+  // end of the session.
+  const pollHeld = new Promise((resolve) => page.route('**/v2/changes**', resolve));
+  await createSite(env.one, 'Wakes the feed');
+  await pollHeld;
+  await context.setOffline(true);
+  await page.fill('#field-value', '6.5');
+  await page.click('#ingest-form button[type="submit"]');
+  const row = page.locator('#queue-table tbody tr');
+  await row.and(page.locator('[data-state="retrying"]')).waitFor();
+  const key = await row.getAttribute('data-key');
+
+  // The session expires while the page is offline; back online, the queue's next attempt is told so.
+  await sql(env, "update auth_sessions set expires_at = now(), idle_expires_at = now(); select pg_notify('plume_auth', '*')");
+  await context.setOffline(false);
+  await page.locator('#sign-in-reason', { hasText: 'session has ended' }).waitFor({ timeout: 5000 });
+  await row.and(page.locator('[data-state="held"]')).waitFor();
+  assert.equal(await row.getAttribute('data-key'), key, 'held under its key');
+  assert.equal((await metrics(env.one, site)).reading_count, 0, 'nothing stored yet');
+  assert.deepEqual(answers, [{ key, status: 401 }]);
+
+  await page.unroute('**/v2/changes**');
+  await signIn(page);
+  await page.locator('#queue-empty').waitFor({ state: 'visible', timeout: 5000 });
+  await page.locator('#site-total', { hasText: '6.500000' }).waitFor({ timeout: 5000 });
+  assert.deepEqual(new Set(answers.map((answer) => answer.key)), new Set([key]), 'always under the same key');
+  assert.equal(answers.filter((answer) => answer.status === 201).length, 1, 'stored by one answer');
+  const stored = await metrics(env.one, site);
+  assert.equal(stored.reading_count, 1);
+  assert.equal(stored.total_emissions_to_date, '6.500000');
+  await context.close();
+});
+
+test('a sign-in link signs in once, and its token leaves the address at once', async () => {
+  const token = env.signInLink.split('#sign-in=')[1];
+  const context = await env.browser.newContext();
+  const page = await context.newPage();
+  const logged = [];
+  page.on('console', (message) => logged.push(message.text()));
+  await page.goto(env.signInLink);
+  await page.locator('#account-name', { hasText: '(admin)' }).waitFor();
+  await page.locator('#connection[data-state="live"]').waitFor();
+  assert.equal(page.url(), `${env.one}/`);
+  assert.ok(!(await everythingStored(page)).includes(token), 'the token is not kept');
+  assert.ok(!logged.some((line) => line.includes(token)), 'the token is not logged');
+  await page.reload();
+  await page.locator('#connection[data-state="live"]').waitFor();
+  await context.close();
+
+  // The link works once: opened again, it is refused, with a word on what to do instead.
+  const again = await env.browser.newContext();
+  const second = await again.newPage();
+  await second.goto(env.signInLink);
+  await second.locator('#sign-in-error', { hasText: 'link was not accepted' }).waitFor();
+  assert.equal(second.url(), `${env.one}/`);
+  await again.close();
+});
+
+test('a read-only session sees no form to enter readings or create sites; an ingest session only its sites\'', async () => {
+  const site = await createSite(env.one, 'Read only');
+  const other = await createSite(env.one, 'Not in scope');
+  const viewer = await mintToken(env, 'read', 'viewer', ['--all-sites']);
+  const { context, page } = await open(`${env.one}/#/sites/${site}`, { token: viewer.token });
+  assert.equal(await page.textContent('#account-name'), 'viewer (read)');
+  await page.locator('#site-readings', { hasText: '0' }).waitFor();
+  await page.locator('#read-only').waitFor();
+  assert.equal(await page.locator('#ingest-form, #sensor-form').count(), 0);
+  assert.equal(await page.locator('#nav-new').isVisible(), false);
+  await page.goto(`${env.one}/#/new`);
+  await page.locator('h1', { hasText: 'New site' }).waitFor();
+  assert.equal(await page.locator('#site-form').count(), 0);
+  await context.close();
+
+  // A sensor's session writes to its own site only.
+  const sensor = await mintToken(env, 'ingest', 'sensor', ['--site', String(site)]);
+  const sensorContext = await env.browser.newContext();
+  const sensorPage = await sensorContext.newPage();
+  await sensorPage.goto(`${env.one}/#/sites/${site}`);
+  await signIn(sensorPage, sensor.token);
+  await sensorPage.locator('#ingest-form').waitFor();
+  await sensorPage.goto(`${env.one}/#/sites/${other}`);
+  await sensorPage.locator('#read-only').waitFor();
+  assert.equal(await sensorPage.locator('#ingest-form').count(), 0);
+  await sensorContext.close();
 });

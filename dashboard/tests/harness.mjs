@@ -1,13 +1,14 @@
 // Starts what the browser tests need: two plume processes sharing one PostgreSQL (the first starts
-// its embedded cluster, the second finds it running), and Debian's Chromium driven by
-// playwright-core.
+// its embedded cluster, the second finds it running), an admin token for the API calls the tests
+// make as another client would, and Debian's Chromium driven by playwright-core.
 
-import { spawn } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { promisify } from 'node:util';
 import { chromium } from 'playwright-core';
 
 const PLUME = process.env.PLUME_BIN ?? new URL('../../target/debug/plume', import.meta.url).pathname;
@@ -25,12 +26,24 @@ function freePort() {
   });
 }
 
-/** Starts `plume serve` on a free port over the embedded cluster in `dataDir`; resolves when ready. */
+/** The environment of a plume command over the embedded cluster in `dataDir`. */
+function plumeEnv(dataDir, more = {}) {
+  return { ...process.env, PLUME_DATA_DIR: dataDir, RUST_LOG: 'warn', DATABASE_URL: '', ...more };
+}
+
+/**
+ * Starts `plume serve` on a free port over the embedded cluster in `dataDir`; resolves when ready,
+ * with the one-time sign-in link it printed (kept out of the test output: it holds a token).
+ */
 async function startPlume(dataDir) {
   const port = await freePort();
   const child = spawn(PLUME, ['serve', '--no-demo', '--no-relay'], {
-    env: { ...process.env, PLUME_DATA_DIR: dataDir, PLUME_LISTEN: `127.0.0.1:${port}`, RUST_LOG: 'warn', DATABASE_URL: '' },
-    stdio: ['ignore', 'inherit', 'inherit'],
+    env: plumeEnv(dataDir, { PLUME_LISTEN: `127.0.0.1:${port}` }),
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
+  let printed = '';
+  child.stdout.on('data', (chunk) => {
+    printed += chunk;
   });
   const address = `http://127.0.0.1:${port}`;
   const deadline = Date.now() + 120_000;
@@ -49,8 +62,40 @@ async function startPlume(dataDir) {
     }
     await new Promise((resolve) => setTimeout(resolve, 200));
   }
-  return { address, child };
+  // Printed before serving starts, the link may still reach this end of the pipe a moment later.
+  for (let i = 0; i < 50 && !/#sign-in=\S+\n/.test(printed); i++) await new Promise((resolve) => setTimeout(resolve, 100));
+  const signInLink = printed.match(/http:\/\/\S+#sign-in=\S+/)?.[0] ?? null;
+  return { address, child, signInLink };
 }
+
+/**
+ * Mints a token with `plume tokens create` (e.g. `mintToken(env, 'read', 'viewer', ['--all-sites'])`);
+ * resolves with its JSON line: `client_id`, `token_id`, `token`.
+ */
+export async function mintToken(env, kind, name, args = []) {
+  const { stdout } = await promisify(execFile)(
+    PLUME,
+    ['tokens', 'create', '--kind', kind, '--name', name, '--json', ...args],
+    { env: plumeEnv(env.dataDir) },
+  );
+  return JSON.parse(stdout);
+}
+
+/** Revokes a token, or a client and all its tokens, by id or name (`plume tokens revoke`). */
+export async function revokeToken(env, which) {
+  await promisify(execFile)(PLUME, ['tokens', 'revoke', which], { env: plumeEnv(env.dataDir) });
+}
+
+/** Runs SQL on the `plume` database as the superuser; resolves with psql's unaligned output. */
+export async function sql(env, statement) {
+  const { stdout } = await promisify(execFile)('psql', [
+    '-h', '127.0.0.1', '-p', String(env.databasePort), '-U', 'postgres', '-qtAX', 'plume', '-c', statement,
+  ]);
+  return stdout.trim();
+}
+
+/** The admin token the helpers below send, as another client of the API would. */
+let apiToken = null;
 
 async function stopPlume({ child }) {
   if (child.exitCode !== null) return;
@@ -65,8 +110,11 @@ export async function startAll() {
   const dataDir = mkdtempSync(join(tmpdir(), 'plume-dashboard-'));
   const started = [];
   let browser;
+  let admin;
   try {
     started.push(await startPlume(dataDir));
+    admin = await mintToken({ dataDir }, 'admin', 'dashboard tests');
+    apiToken = admin.token;
     started.push(await startPlume(dataDir));
     browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: ['--no-sandbox'] });
   } catch (error) {
@@ -78,7 +126,12 @@ export async function startAll() {
   return {
     one: one.address,
     two: two.address,
+    dataDir,
     databasePort: clusterPort(dataDir),
+    /** An admin token, for the tests' own API calls and for signing the dashboard in. */
+    token: admin.token,
+    /** The one-time sign-in link the first process printed. */
+    signInLink: one.signInLink,
     browser,
     async stop() {
       await browser.close();
@@ -100,18 +153,15 @@ function clusterPort(dataDir) {
  * for it wait inside the server; resolves once the lock is held.
  */
 export async function holdSiteLock(env, siteId, seconds) {
-  const sql = `begin; select 1 from sites where id = ${Number(siteId)} for update; select pg_sleep(${Number(seconds)}); commit;`;
-  const psql = spawn('psql', ['-h', '127.0.0.1', '-p', String(env.databasePort), '-U', 'postgres', '-q', 'plume', '-c', sql], {
+  const hold = `begin; select 1 from sites where id = ${Number(siteId)} for update; select pg_sleep(${Number(seconds)}); commit;`;
+  const psql = spawn('psql', ['-h', '127.0.0.1', '-p', String(env.databasePort), '-U', 'postgres', '-q', 'plume', '-c', hold], {
     stdio: 'ignore',
   });
   for (let i = 0; i < 100; i++) {
     await new Promise((resolve) => setTimeout(resolve, 50));
-    const probe = spawn('psql', ['-h', '127.0.0.1', '-p', String(env.databasePort), '-U', 'postgres', '-qtA', 'plume', '-c',
-      `select count(*) from pg_locks l join pg_class c on c.oid = l.relation where c.relname = 'sites' and l.mode = 'RowShareLock' and l.granted and l.pid <> pg_backend_pid()`]);
-    let out = '';
-    probe.stdout.on('data', (chunk) => { out += chunk; });
-    await new Promise((resolve) => probe.on('exit', resolve));
-    if (Number(out.trim()) > 0) return psql;
+    const held = await sql(env, `select count(*) from pg_locks l join pg_class c on c.oid = l.relation
+      where c.relname = 'sites' and l.mode = 'RowShareLock' and l.granted and l.pid <> pg_backend_pid()`);
+    if (Number(held) > 0) return psql;
   }
   throw new Error('the site lock was not taken');
 }
@@ -120,7 +170,7 @@ export async function holdSiteLock(env, siteId, seconds) {
 export async function post(address, path, body, headers = {}) {
   const response = await fetch(`${address}${path}`, {
     method: 'POST',
-    headers: { 'content-type': 'application/json', ...headers },
+    headers: { 'content-type': 'application/json', authorization: `Bearer ${apiToken}`, ...headers },
     body: JSON.stringify(body),
   });
   return { status: response.status, body: await response.json() };
@@ -138,6 +188,6 @@ export async function ingest(address, siteId, value, key = randomUUID()) {
 }
 
 export async function metrics(address, siteId) {
-  const response = await fetch(`${address}/v1/sites/${siteId}/metrics`);
+  const response = await fetch(`${address}/v1/sites/${siteId}/metrics`, { headers: { authorization: `Bearer ${apiToken}` } });
   return (await response.json()).data;
 }

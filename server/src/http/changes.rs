@@ -22,7 +22,8 @@ use crate::state::AppState;
 
 /// The long-poll routes, relative to `/v2`.
 pub fn router() -> Routes {
-    Routes::new().get("/changes", Rule::Read, get_changes).get(
+    // Metrics only, of the sites in scope: what an ingest client may read as well.
+    Routes::new().get("/changes", Rule::SiteMetrics, get_changes).get(
         "/sites/{id}/metrics",
         Rule::SiteMetrics,
         get_metrics,

@@ -176,6 +176,22 @@ fn reader_of_a(who: Who) -> StatusCode {
     ok_for(&READERS, who, StatusCode::OK)
 }
 
+/// The change feed: metrics of the sites in scope, for every client that may read metrics.
+fn follower(who: Who) -> StatusCode {
+    ok_for(
+        &[
+            Who::IngestA,
+            Who::IngestB,
+            Who::ReadA,
+            Who::ReadAll,
+            Who::ReadAllExport,
+            Who::Admin,
+        ],
+        who,
+        StatusCode::OK,
+    )
+}
+
 fn metrics_of_a(who: Who) -> StatusCode {
     match who {
         Who::Metrics => StatusCode::FORBIDDEN,
@@ -275,7 +291,7 @@ fn cases(a: i64) -> Vec<Case> {
             "/v2/changes",
             "/v2/changes".into(),
             None,
-            reader_of_a,
+            follower,
             false,
         ),
         case(
