@@ -49,6 +49,7 @@ async fn serve_on(database: &Database, args: &ServeArgs, shutdown: CancellationT
                 .context("seeding demo data")?;
         }
     }
+    http::server::raise_open_file_limit();
     let listener = TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("listening on {}", args.listen))?;

@@ -13,6 +13,7 @@ use partitioning::AcceptedWindow;
 use crate::auth::cache::{AuthMode, AuthSettings};
 use crate::auth::Kind;
 use crate::db::{DatabaseSource, PoolSettings};
+use crate::http::server::ServeLimits;
 use crate::outbox::relay::RelayConfig;
 use crate::outbox::sink::WebhookSink;
 use crate::state::Settings;
@@ -517,6 +518,18 @@ pub struct ServeArgs {
     /// more are answered 503. Each costs memory only, no database connection.
     #[arg(long, env = "PLUME_MAX_WAITERS", default_value_t = 10_000)]
     pub max_waiters: usize,
+    /// Most connections open at once; more are closed as they arrive. Raise the open-file limit
+    /// (`ulimit -n`) with it: plume raises its own soft limit to the hard one at start.
+    #[arg(long, env = "PLUME_MAX_CONNECTIONS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub max_connections: u64,
+    /// How long a client may take to send a request's headers, and how long an idle keep-alive
+    /// connection is kept (e.g. 10s).
+    #[arg(long, env = "PLUME_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub header_read_timeout: Duration,
+    /// How long a request may take, its body included, except long polls and exports (e.g. 60s):
+    /// a 32 MiB bulk body must arrive within it. Past it: 503, and a retry is safe.
+    #[arg(long, env = "PLUME_REQUEST_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
+    pub request_timeout: Duration,
     /// Do not load the demo data (otherwise loaded when the embedded database has no sites yet).
     #[arg(long, env = "PLUME_NO_DEMO")]
     pub no_demo: bool,
@@ -587,6 +600,11 @@ impl ServeArgs {
             max_bulk_body_bytes: self.max_bulk_body_bytes,
             max_waiters: self.max_waiters,
             auth: self.auth.settings(),
+            limits: ServeLimits {
+                max_connections: self.max_connections as usize,
+                header_read_timeout: self.header_read_timeout,
+                request_timeout: self.request_timeout,
+            },
         }
     }
 }

@@ -9,6 +9,7 @@ use tokio::sync::{Notify, Semaphore};
 use crate::auth::cache::{Auth, AuthSettings};
 use crate::changes::{ChangeHub, ChangeSignal};
 use crate::http::health::ReadyCache;
+use crate::http::server::ServeLimits;
 use crate::ingest::group::GroupCommitter;
 use crate::metrics::Metrics;
 
@@ -25,6 +26,8 @@ pub struct Settings {
     pub max_waiters: usize,
     /// Whether requests authenticate, and how dashboard sessions last.
     pub auth: AuthSettings,
+    /// Connection and request bounds of the listener.
+    pub limits: ServeLimits,
 }
 
 impl Default for Settings {
@@ -35,6 +38,7 @@ impl Default for Settings {
             max_bulk_body_bytes: 32 * 1024 * 1024,
             max_waiters: 10_000,
             auth: AuthSettings::default(),
+            limits: ServeLimits::default(),
         }
     }
 }

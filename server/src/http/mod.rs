@@ -13,6 +13,7 @@ pub mod health;
 pub mod ingest;
 pub mod json;
 pub mod query;
+pub mod server;
 pub mod session;
 pub mod sites;
 pub mod typescript;
@@ -20,7 +21,6 @@ pub mod typescript;
 use axum::extract::DefaultBodyLimit;
 use axum::http::Uri;
 use axum::response::{IntoResponse, Response};
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Router;
@@ -71,6 +71,7 @@ pub fn operations_app(state: AppState) -> Router {
 
 fn with_middleware(router: Router<AppState>, table: access::AccessTable, state: AppState) -> Router {
     let body_limit = state.settings.max_body_bytes;
+    let request_timeout = state.settings.limits.request_timeout;
     let guard = access::Guard {
         state: state.clone(),
         table: Arc::new(table),
@@ -79,6 +80,9 @@ fn with_middleware(router: Router<AppState>, table: access::AccessTable, state: 
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         // After routing (so it knows the route's rule) and before any body is read.
+        .layer(axum::middleware::from_fn(move |request, next| {
+            server::request_timeout(request_timeout, request, next)
+        }))
         .layer(axum::middleware::from_fn_with_state(guard, access::authorize))
         .layer(DefaultBodyLimit::max(body_limit))
         // Inside the request-id layer, so even a panic answers in the envelope with its request id.
@@ -119,7 +123,8 @@ pub async fn serve(
         changes.close();
         auth.close();
     });
-    serve_router(listener, app(state), shutdown).await
+    let limits = state.settings.limits;
+    server::serve(listener, app(state), shutdown, limits).await
 }
 
 /// Serves `router` on `listener` until `shutdown` is cancelled, then lets in-flight requests finish.
@@ -128,12 +133,7 @@ pub async fn serve_router(
     router: Router,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    axum::serve(
-        listener,
-        router.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(async move { shutdown.cancelled().await })
-    .await
+    server::serve(listener, router, shutdown, server::ServeLimits::default()).await
 }
 
 #[cfg(test)]

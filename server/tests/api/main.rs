@@ -26,4 +26,5 @@ mod receiver;
 mod relay;
 mod resilience;
 mod seed;
+mod slow_clients;
 mod validation;

@@ -1,0 +1,133 @@
+//! Clients that would hold the service: a header trickled a byte at a time, thousands of idle
+//! connections, a request that takes too long.
+
+use std::time::{Duration, Instant};
+
+use plume::db::PoolSettings;
+use plume::http::server::{raise_open_file_limit, ServeLimits};
+use plume::state::Settings;
+use reqwest::StatusCode;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::helpers::{batch, hours_ago, spawn_app, spawn_app_with, status_and_body};
+
+fn with_limits(limits: ServeLimits) -> Settings {
+    Settings {
+        limits,
+        ..Settings::default()
+    }
+}
+
+#[tokio::test]
+async fn a_header_sent_a_byte_a_second_is_cut_off() {
+    let limits = ServeLimits {
+        header_read_timeout: Duration::from_secs(1),
+        ..ServeLimits::default()
+    };
+    let app = spawn_app_with(with_limits(limits), PoolSettings::default()).await;
+    let mut stream = TcpStream::connect(app.address.trim_start_matches("http://"))
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let mut cut_off = None;
+    for byte in b"GET /health HTTP/1.1\r\nhost: x\r\n\r\n".iter().cycle().take(20) {
+        if stream.write_all(&[*byte]).await.is_err() {
+            cut_off = Some(started.elapsed());
+            break;
+        }
+        // The server closes its side: a read returns the end (or an error) at once.
+        let mut answer = [0u8; 256];
+        if let Ok(read) = tokio::time::timeout(Duration::from_millis(500), stream.read(&mut answer)).await {
+            if read.map_or(true, |n| n == 0 || answer.starts_with(b"HTTP/1.1 408")) {
+                cut_off = Some(started.elapsed());
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let cut_off = cut_off.expect("the trickling client is cut off");
+    assert!(cut_off < Duration::from_secs(4), "{cut_off:?}");
+}
+
+#[tokio::test]
+async fn five_thousand_idle_connections_do_not_keep_a_request_waiting() {
+    raise_open_file_limit();
+    let app = spawn_app().await;
+    let host = app.address.trim_start_matches("http://").to_owned();
+    let mut idle = Vec::with_capacity(5_000);
+    for _ in 0..5_000 {
+        idle.push(TcpStream::connect(&host).await.unwrap());
+    }
+    let started = Instant::now();
+    let (status, _) = status_and_body(app.get("/v1/sites").await).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    drop(idle);
+}
+
+#[tokio::test]
+async fn past_the_connection_cap_new_connections_are_closed_and_old_ones_served() {
+    let limits = ServeLimits {
+        max_connections: 3,
+        ..ServeLimits::default()
+    };
+    let app = spawn_app_with(with_limits(limits), PoolSettings::default()).await;
+    let host = app.address.trim_start_matches("http://").to_owned();
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        held.push(TcpStream::connect(&host).await.unwrap());
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut extra = TcpStream::connect(&host).await.unwrap();
+    extra
+        .write_all(b"GET /health HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .ok();
+    let mut answer = [0u8; 64];
+    let read = tokio::time::timeout(Duration::from_secs(2), extra.read(&mut answer))
+        .await
+        .unwrap();
+    assert!(
+        read.map_or(true, |n| n == 0),
+        "the fourth connection is closed unanswered"
+    );
+    // A held connection is still served.
+    held[0]
+        .write_all(b"GET /health HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let read = held[0].read(&mut answer).await.unwrap();
+    assert!(answer[..read].starts_with(b"HTTP/1.1 200"));
+}
+
+#[tokio::test]
+async fn a_request_that_takes_too_long_is_503_and_its_retry_counts_once() {
+    let limits = ServeLimits {
+        request_timeout: Duration::from_secs(1),
+        ..ServeLimits::default()
+    };
+    let app = spawn_app_with(with_limits(limits), PoolSettings::default()).await;
+    let id = app.create_site("Slow", "100").await;
+    let body = batch(id, &[("a", &hours_ago(1), "2")]);
+    let holding = app.hold_site_lock(id).await;
+    let (status, answer) = status_and_body(app.ingest("slow-1", &body).await).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{answer}");
+    assert_eq!(answer["error"]["code"], "UNAVAILABLE");
+    drop(holding);
+    let mut stored = false;
+    for _ in 0..50 {
+        let (status, _) = status_and_body(app.ingest("slow-1", &body).await).await;
+        if status == StatusCode::OK || status == StatusCode::CREATED {
+            stored = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(stored);
+    assert_eq!(app.assert_totals_match_rows(id).await, (2_000_000, 1));
+}
