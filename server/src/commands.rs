@@ -213,6 +213,7 @@ async fn spawn_outbox(
     let pool_settings = PoolSettings {
         max_connections: outbox::relay::POOL_CONNECTIONS,
         acquire_timeout: Duration::from_secs(30),
+        ..PoolSettings::default()
     };
     let pool = db::connect(database_url, &pool_settings)
         .await
@@ -220,7 +221,12 @@ async fn spawn_outbox(
     let (metrics, wake) = (state.metrics.clone(), state.outbox_wake.clone());
     let relay = match sink {
         Some(sink) => {
-            tracing::info!(urls = ?args.webhook_urls, "outbox events go to the alerting webhook");
+            let urls: Vec<String> = args
+                .webhook_urls
+                .iter()
+                .map(crate::outbox::sink::redacted)
+                .collect();
+            tracing::info!(?urls, "outbox events go to the alerting webhook");
             let relay = Relay::new(pool.clone(), sink, config, metrics, wake);
             tokio::spawn(relay.run(shutdown.clone()))
         }

@@ -362,7 +362,8 @@ pub struct RelayArgs {
     #[arg(
         long = "alert-webhook-url",
         env = "PLUME_ALERT_WEBHOOK_URL",
-        value_delimiter = ','
+        value_delimiter = ',',
+        hide_env_values = true
     )]
     pub webhook_urls: Vec<reqwest::Url>,
     /// Shared secret for the `X-Plume-Signature-256` HMAC-SHA256 of each body (required with a URL).
@@ -453,7 +454,7 @@ pub enum LogFormat {
 pub struct DatabaseArgs {
     /// PostgreSQL URL (the database needs the pg_partman extension available). Without it, plume
     /// runs its own PostgreSQL under --data-dir.
-    #[arg(long, env = "DATABASE_URL")]
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
     pub database_url: Option<String>,
     /// Directory of the embedded PostgreSQL cluster (used only without --database-url).
     #[arg(long, env = "PLUME_DATA_DIR", default_value = ".plume")]
@@ -464,6 +465,14 @@ pub struct DatabaseArgs {
     /// Seconds a request waits for a free connection before answering 503.
     #[arg(long, env = "PLUME_DB_ACQUIRE_TIMEOUT_SECS", default_value_t = 5)]
     pub db_acquire_timeout_secs: u64,
+    /// How long one statement may run before PostgreSQL cancels it (e.g. 60s); the request
+    /// answers 503 and may be retried.
+    #[arg(long, env = "PLUME_DB_STATEMENT_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
+    pub db_statement_timeout: Duration,
+    /// How long a statement may wait for a lock before PostgreSQL gives up (e.g. 30s); the request
+    /// answers 503 and may be retried.
+    #[arg(long, env = "PLUME_DB_LOCK_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub db_lock_timeout: Duration,
 }
 
 impl DatabaseArgs {
@@ -480,6 +489,8 @@ impl DatabaseArgs {
         PoolSettings {
             max_connections: self.db_max_connections.max(1),
             acquire_timeout: Duration::from_secs(self.db_acquire_timeout_secs),
+            statement_timeout: self.db_statement_timeout,
+            lock_timeout: self.db_lock_timeout,
         }
     }
 }

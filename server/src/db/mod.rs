@@ -32,6 +32,11 @@ pub struct PoolSettings {
     pub max_connections: u32,
     /// How long a request waits for a free connection before the service answers 503.
     pub acquire_timeout: Duration,
+    /// How long one statement may run before PostgreSQL cancels it (the request answers 503).
+    pub statement_timeout: Duration,
+    /// How long a statement may wait for a lock (a site's row, a partition) before PostgreSQL
+    /// gives up (the request answers 503, and a retry is safe).
+    pub lock_timeout: Duration,
 }
 
 impl Default for PoolSettings {
@@ -39,13 +44,21 @@ impl Default for PoolSettings {
         Self {
             max_connections: 16,
             acquire_timeout: Duration::from_secs(5),
+            statement_timeout: Duration::from_secs(60),
+            lock_timeout: Duration::from_secs(30),
         }
     }
 }
 
 /// Opens a pool whose connections each carry plume's session state (the ingest staging table).
 pub async fn connect(database_url: &str, settings: &PoolSettings) -> Result<PgPool, sqlx::Error> {
-    let options = PgConnectOptions::from_str(database_url)?.application_name("plume");
+    let millis = |d: Duration| format!("{}ms", d.as_millis().max(1));
+    let options = PgConnectOptions::from_str(database_url)?
+        .application_name("plume")
+        .options([
+            ("statement_timeout", millis(settings.statement_timeout)),
+            ("lock_timeout", millis(settings.lock_timeout)),
+        ]);
     PgPoolOptions::new()
         .max_connections(settings.max_connections)
         .acquire_timeout(settings.acquire_timeout)

@@ -15,7 +15,7 @@ const JS: &str = "text/javascript; charset=utf-8";
 const CSS: &str = "text/css; charset=utf-8";
 
 /// Each asset's path under `/assets/`, content type and bytes.
-const ASSETS: [(&str, &str, &[u8]); 9] = [
+const ASSETS: [(&str, &str, &[u8]); 15] = [
     (
         "src/main.js",
         JS,
@@ -41,6 +41,32 @@ const ASSETS: [(&str, &str, &[u8]); 9] = [
         "src/chart.js",
         JS,
         include_bytes!("../../../dashboard/src/chart.js"),
+    ),
+    ("src/dom.js", JS, include_bytes!("../../../dashboard/src/dom.js")),
+    (
+        "src/overview.js",
+        JS,
+        include_bytes!("../../../dashboard/src/overview.js"),
+    ),
+    (
+        "src/site-page.js",
+        JS,
+        include_bytes!("../../../dashboard/src/site-page.js"),
+    ),
+    (
+        "src/forms.js",
+        JS,
+        include_bytes!("../../../dashboard/src/forms.js"),
+    ),
+    (
+        "src/queue-panel.js",
+        JS,
+        include_bytes!("../../../dashboard/src/queue-panel.js"),
+    ),
+    (
+        "src/session.js",
+        JS,
+        include_bytes!("../../../dashboard/src/session.js"),
     ),
     (
         "src/style.css",

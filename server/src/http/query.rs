@@ -88,7 +88,7 @@ async fn get_export(
             ExportError::Database(error) => ApiError::from(error),
         })?;
     let extension = match request.format {
-        ExportFormat::Csv => "csv",
+        ExportFormat::Csv | ExportFormat::RawCsv => "csv",
         ExportFormat::Ndjson => "ndjson",
     };
     let disposition = format!(

@@ -273,6 +273,9 @@ fn check_object(
     Some((site?, reading?))
 }
 
+/// The most columns a CSV header may have: five are known, the rest must be refused anyway.
+const MAX_CSV_COLUMNS: usize = 16;
+
 /// The columns of a CSV body, by position.
 struct CsvColumns {
     site_id: usize,
@@ -289,6 +292,17 @@ fn csv_readings(
     now: DateTime<Utc>,
     problems: &mut Problems,
 ) -> Option<Vec<Located>> {
+    // Counted before the CSV reader splits the line: a header of millions of empty columns would
+    // otherwise become millions of fields.
+    let first_line = body.split(|b| *b == b'\n').next().unwrap_or_default();
+    let columns = first_line.iter().filter(|b| **b == b',').count() + 1;
+    if columns > MAX_CSV_COLUMNS {
+        problems.push(
+            "line 1",
+            format!("has {columns} columns; a header names at most {MAX_CSV_COLUMNS}"),
+        );
+        return None;
+    }
     let mut reader = csv::ReaderBuilder::new()
         .has_headers(false)
         .flexible(true)

@@ -193,3 +193,12 @@ fn a_huge_count_of_tiny_items_is_counted_without_keeping_them() {
     );
     assert_eq!(paths(BulkFormat::Csv, &rows), ["readings"]);
 }
+
+#[test]
+fn a_csv_header_of_millions_of_columns_is_refused_before_it_is_split() {
+    let header = ",".repeat(4_000_000);
+    let body = format!("{header}\n1,a,2026-11-26T10:00:00Z,1\n");
+    assert_eq!(paths(BulkFormat::Csv, &body), ["line 1"]);
+    let within = "site_id,source_id,timestamp,value,unit,x,y,z,a,b,c,d,e,f,g,h\n";
+    assert!(paths(BulkFormat::Csv, within).iter().all(|path| path == "line 1"));
+}

@@ -122,7 +122,7 @@ pub struct WebhookSink {
 impl fmt::Debug for WebhookSink {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("WebhookSink")
-            .field("urls", &self.urls)
+            .field("urls", &self.urls.iter().map(redacted).collect::<Vec<_>>())
             .field("secret", &"<redacted>")
             .finish()
     }
@@ -163,12 +163,12 @@ impl WebhookSink {
             .body(delivery.body.clone())
             .send()
             .await
-            .map_err(|e| DeliveryError(format!("{url}: {}", error_chain(&e))))?;
+            .map_err(|e| DeliveryError(format!("{}: {}", redacted(url), error_chain(&e.without_url()))))?;
         let status = response.status();
         if status.is_success() {
             Ok(())
         } else {
-            Err(DeliveryError(format!("{url}: answered {status}")))
+            Err(DeliveryError(format!("{}: answered {status}", redacted(url))))
         }
     }
 }
@@ -208,6 +208,22 @@ pub fn verify(secret: &[u8], body: &[u8], signature: &str) -> bool {
     mac.verify_slice(&expected).is_ok()
 }
 
+/// `url` without its user name, password, query or fragment: fit for logs, the dead letters and
+/// `plume outbox status`, which must never show a credential some receivers take in their URL.
+pub fn redacted(url: &reqwest::Url) -> String {
+    let mut shown = url.clone();
+    let _ = shown.set_username("");
+    let _ = shown.set_password(None);
+    shown.set_fragment(None);
+    let had_query = shown.query().is_some();
+    shown.set_query(None);
+    if had_query {
+        format!("{shown}?…")
+    } else {
+        shown.to_string()
+    }
+}
+
 /// An error and its causes on one line (reqwest's own message hides the cause, e.g. "connection
 /// refused").
 fn error_chain(error: &dyn std::error::Error) -> String {
@@ -223,6 +239,16 @@ fn error_chain(error: &dyn std::error::Error) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_redacted_url_keeps_where_it_goes_and_drops_its_credentials() {
+        let url: reqwest::Url = "https://user:secret@alerts.example:8443/hook?key=abc#x"
+            .parse()
+            .unwrap();
+        assert_eq!(redacted(&url), "https://alerts.example:8443/hook?…");
+        let plain: reqwest::Url = "http://alerts.example/hook".parse().unwrap();
+        assert_eq!(redacted(&plain), "http://alerts.example/hook");
+    }
+
     use super::*;
 
     #[test]

@@ -230,7 +230,7 @@ impl Task {
 /// The content type of `format`.
 pub fn content_type(format: ExportFormat) -> &'static str {
     match format {
-        ExportFormat::Csv => "text/csv; charset=utf-8",
+        ExportFormat::Csv | ExportFormat::RawCsv => "text/csv; charset=utf-8",
         ExportFormat::Ndjson => "application/x-ndjson",
     }
 }

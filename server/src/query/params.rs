@@ -37,6 +37,7 @@ pub struct ExportParams {
     from: Option<String>,
     to: Option<String>,
     format: Option<String>,
+    raw: Option<String>,
 }
 
 /// A checked series request.
@@ -64,8 +65,11 @@ pub struct PageRequest {
 /// The formats of an export.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ExportFormat {
-    /// RFC 4180 CSV with a header line.
+    /// RFC 4180 CSV with a header line; a source id a spreadsheet would run as a formula (it
+    /// starts with `=`, `+`, `-`, `@`, a tab or a carriage return) gets a leading `'`.
     Csv,
+    /// The same CSV with every source id as stored (`raw=true`), for pipelines, not spreadsheets.
+    RawCsv,
     /// One JSON object per line.
     Ndjson,
 }
@@ -181,8 +185,24 @@ impl ExportParams {
     /// the format is `csv` unless asked.
     pub fn check(&self) -> Result<ExportRequest, ApiError> {
         let mut problems = Vec::new();
+        let raw = match self.raw.as_deref() {
+            None | Some("false") => false,
+            Some("true") => true,
+            Some(_) => {
+                problems.push(FieldError::new("raw", "must be true or false"));
+                false
+            }
+        };
         let format = match self.format.as_deref() {
+            None | Some("csv") if raw => Some(ExportFormat::RawCsv),
             None | Some("csv") => Some(ExportFormat::Csv),
+            Some("ndjson") if raw => {
+                problems.push(FieldError::new(
+                    "raw",
+                    "applies to csv only (ndjson is always raw)",
+                ));
+                None
+            }
             Some("ndjson") => Some(ExportFormat::Ndjson),
             Some(_) => {
                 problems.push(FieldError::new("format", "must be csv or ndjson"));

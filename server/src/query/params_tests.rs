@@ -118,12 +118,23 @@ fn an_export_needs_a_site_or_a_bounded_range() {
             from: from.map(str::to_owned),
             to: to.map(str::to_owned),
             format: format.map(str::to_owned),
+            raw: None,
         };
     let whole_site = params(Some("7"), None, None, None).check().unwrap();
     assert_eq!(
         (whole_site.site, whole_site.format),
         (SiteId::new(7), ExportFormat::Csv)
     );
+    let raw = ExportParams {
+        raw: Some("true".into()),
+        ..params(Some("7"), None, None, None)
+    };
+    assert_eq!(raw.check().unwrap().format, ExportFormat::RawCsv);
+    let raw_ndjson = ExportParams {
+        raw: Some("true".into()),
+        ..params(Some("7"), None, None, Some("ndjson"))
+    };
+    assert!(raw_ndjson.check().is_err());
     let month = params(
         None,
         Some("2026-01-01T00:00:00Z"),

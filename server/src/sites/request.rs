@@ -69,6 +69,10 @@ pub fn parse_new_site(body: &[u8]) -> Result<NewSite, ApiError> {
     let metadata = match json::present(raw.metadata) {
         None => Ok("{}".to_string()),
         Some(raw) if !raw.get().starts_with('{') => Err("must be a JSON object"),
+        Some(raw) if raw.get().len() > MAX_METADATA_BYTES => Err("must be at most 16384 bytes of JSON"),
+        Some(raw) if depth(raw.get()) > MAX_METADATA_DEPTH => {
+            Err("must nest at most 16 objects or arrays deep")
+        }
         Some(raw) if has_nul_escape(raw.get()) => Err("must not contain the NUL character (\\u0000)"),
         Some(raw) => Ok(raw.get().to_string()),
     }
@@ -83,6 +87,34 @@ pub fn parse_new_site(body: &[u8]) -> Result<NewSite, ApiError> {
         }),
         _ => Err(ApiError::Validation(errors)),
     }
+}
+
+/// The most bytes of JSON a site's metadata may take: it is returned with the site in every list,
+/// so its size multiplies by the page size.
+pub const MAX_METADATA_BYTES: usize = 16 * 1024;
+
+/// How deep a site's metadata may nest objects and arrays.
+pub const MAX_METADATA_DEPTH: usize = 16;
+
+/// How deep valid JSON text nests objects and arrays (brackets inside strings do not count).
+fn depth(json: &str) -> usize {
+    let (mut depth, mut deepest, mut in_string, mut escaped) = (0usize, 0usize, false, false);
+    for byte in json.bytes() {
+        match (in_string, escaped, byte) {
+            (true, true, _) => escaped = false,
+            (true, false, b'\\') => escaped = true,
+            (true, false, b'"') => in_string = false,
+            (true, false, _) => {}
+            (false, _, b'"') => in_string = true,
+            (false, _, b'{' | b'[') => {
+                depth += 1;
+                deepest = deepest.max(depth);
+            }
+            (false, _, b'}' | b']') => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    deepest
 }
 
 /// Whether valid JSON text holds a `\u0000` escape in a string (PostgreSQL's text and jsonb cannot).
@@ -150,6 +182,23 @@ mod tests {
         );
         let site = parse_new_site(br#"{"name":"a","emission_limit":1,"metadata":{"path":"C:\\u0000"}}"#);
         assert!(site.is_ok());
+    }
+
+    #[test]
+    fn metadata_is_bounded_in_size_and_depth() {
+        let nested = |levels: usize| {
+            format!(
+                "{}{}",
+                "{\"a\":".repeat(levels),
+                "1".to_owned() + &"}".repeat(levels)
+            )
+        };
+        let body = |metadata: &str| format!(r#"{{"name":"a","emission_limit":1,"metadata":{metadata}}}"#);
+        assert!(parse_new_site(body(&nested(16)).as_bytes()).is_ok());
+        assert_eq!(details(&body(&nested(17)))[0].0, "metadata");
+        assert_eq!(depth(r#"{"a":"{{{[[[","b":[{}]}"#), 3);
+        let large = format!(r#"{{"k":"{}"}}"#, "x".repeat(MAX_METADATA_BYTES));
+        assert_eq!(details(&body(&large))[0].0, "metadata");
     }
 
     #[test]

@@ -601,3 +601,28 @@ async fn no_secret_reaches_the_logs_of_the_whole_matrix() {
         assert!(!text.contains("plume_admin_"), "{args:?}");
     }
 }
+
+#[test]
+fn help_shows_no_secret_from_the_environment() {
+    for args in [
+        vec!["serve", "--help"],
+        vec!["tokens", "list", "--help"],
+        vec!["relay", "--help"],
+    ] {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_plume"))
+            .args(&args)
+            .env("DATABASE_URL", "postgres://plume:hunter2@db.example/plume")
+            .env(
+                "PLUME_ALERT_WEBHOOK_URL",
+                "https://u:whsecret@alerts.example/hook",
+            )
+            .env("PLUME_ALERT_WEBHOOK_SECRET", "a-webhook-signing-secret")
+            .output()
+            .unwrap();
+        let help = String::from_utf8_lossy(&output.stdout);
+        assert!(help.contains("DATABASE_URL"), "{args:?}");
+        for secret in ["hunter2", "whsecret", "a-webhook-signing-secret"] {
+            assert!(!help.contains(secret), "{secret} in {args:?} --help");
+        }
+    }
+}

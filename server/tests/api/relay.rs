@@ -488,3 +488,43 @@ async fn an_event_older_than_the_maximum_age_is_dead_lettered_at_its_next_failur
     let status = admin::status(&app.pool).await.unwrap();
     assert_eq!((status.pending, status.dead), (0, 1));
 }
+
+#[tokio::test]
+async fn credentials_in_a_failing_webhook_url_appear_in_no_error_or_status() {
+    let app = spawn_app().await;
+    let site = app.create_site("Secretive", "100").await;
+    ingest_one(&app, site, "hidden", 0, "1").await;
+    // Nothing listens there: every attempt fails with a connection error naming the URL, if any.
+    let port = free_port().await;
+    let url: reqwest::Url = format!("http://hook-user:pa55word@127.0.0.1:{port}/hooks?token=qu3ry-secret")
+        .parse()
+        .unwrap();
+    let relay = relay_to(
+        &app,
+        url,
+        RelayConfig {
+            max_attempts: 2,
+            ..fast_config()
+        },
+    );
+    wait_for("the event to be dead-lettered", || async {
+        relay.run_once().await.unwrap();
+        admin::status(&app.pool).await.unwrap().dead == 1
+    })
+    .await;
+    let dead = admin::dead_events(&app.pool, 10).await.unwrap();
+    let shown = format!("{dead:?} {:?}", admin::status(&app.pool).await.unwrap());
+    assert!(shown.contains(&format!("127.0.0.1:{port}/hooks")), "{shown}");
+    for secret in ["hook-user", "pa55word", "qu3ry-secret"] {
+        assert!(!shown.contains(secret), "{secret} in {shown}");
+    }
+    let stored: String =
+        sqlx::query_scalar("select coalesce(string_agg(coalesce(last_error, ''), ' '), '') from outbox_dead")
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    assert!(
+        !stored.contains("pa55word") && !stored.contains("qu3ry-secret"),
+        "{stored}"
+    );
+}

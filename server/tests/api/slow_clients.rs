@@ -131,3 +131,28 @@ async fn a_request_that_takes_too_long_is_503_and_its_retry_counts_once() {
     assert!(stored);
     assert_eq!(app.assert_totals_match_rows(id).await, (2_000_000, 1));
 }
+
+#[tokio::test]
+async fn a_lock_held_too_long_is_503_from_the_database_and_the_retry_counts_once() {
+    let pool = PoolSettings {
+        lock_timeout: Duration::from_millis(500),
+        ..PoolSettings::default()
+    };
+    let app = spawn_app_with(Settings::default(), pool).await;
+    let id = app.create_site("Locked", "100").await;
+    let body = batch(id, &[("a", &hours_ago(1), "3")]);
+    let holding = app.hold_site_lock(id).await;
+    let started = Instant::now();
+    let (status, answer) = status_and_body(app.ingest("locked-1", &body).await).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{answer}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(app.claimed_batches().await, 0, "nothing half-stored");
+    drop(holding);
+    let (status, _) = status_and_body(app.ingest("locked-1", &body).await).await;
+    assert_eq!(status, StatusCode::CREATED);
+    assert_eq!(app.assert_totals_match_rows(id).await, (3_000_000, 1));
+}

@@ -44,7 +44,7 @@ impl RowWriter {
     /// A writer of `format` handing out chunks of about `chunk_bytes`; a CSV starts with its header.
     pub(super) fn new(format: ExportFormat, chunk_bytes: usize) -> Self {
         let mut output = Vec::with_capacity(chunk_bytes + 1024);
-        if format == ExportFormat::Csv {
+        if format != ExportFormat::Ndjson {
             output.extend_from_slice(CSV_HEADER.as_bytes());
         }
         Self {
@@ -169,10 +169,15 @@ fn parse_row(data: &[u8]) -> io::Result<Option<(Option<Row<'_>>, usize)>> {
 /// Appends `row` as one line of `format`.
 fn write_row(format: ExportFormat, out: &mut Vec<u8>, row: &Row<'_>) {
     match format {
-        ExportFormat::Csv => {
+        ExportFormat::Csv | ExportFormat::RawCsv => {
             write_integer(out, row.site_id);
             out.push(b',');
-            write_csv_field(out, row.source_id);
+            if format == ExportFormat::Csv && starts_a_formula(row.source_id) {
+                // A spreadsheet would run it: a leading quote makes it text (OWASP's advice).
+                write_csv_field(out, &format!("'{}", row.source_id));
+            } else {
+                write_csv_field(out, row.source_id);
+            }
             out.push(b',');
             write_rfc3339(out, row.unix_micros);
             out.push(b',');
@@ -279,6 +284,14 @@ fn civil_from_days(days: i64) -> (i64, u32, u32) {
     } as u32;
     let year = year_of_era + era * 400 + i64::from(month <= 2);
     (year, month, day)
+}
+
+/// Whether a spreadsheet opening the CSV would take `text` for a formula.
+fn starts_a_formula(text: &str) -> bool {
+    matches!(
+        text.as_bytes().first(),
+        Some(b'=' | b'+' | b'-' | b'@' | b'\t' | b'\r')
+    )
 }
 
 /// A CSV field, quoted (with quotes doubled) only when it holds a comma, quote or line break.

@@ -46,6 +46,29 @@ fn csv_and_ndjson_whatever_the_pieces_the_data_arrives_in() {
 }
 
 #[test]
+fn a_source_id_a_spreadsheet_would_run_is_made_text_unless_raw() {
+    let data = copy_of(&[
+        (7, "=HYPERLINK(\"http://x\",\"y\")", 1_769_860_800_000_000, 1),
+        (7, "+1", 1_769_860_800_000_000, 1),
+        (7, "@sum", 1_769_860_800_000_000, 1),
+        (7, "-2", 1_769_860_800_000_000, 1),
+        (7, "a=b", 1_769_860_800_000_000, 1),
+    ]);
+    let sources = |csv: String| -> Vec<String> {
+        let mut reader = csv::Reader::from_reader(csv.as_bytes());
+        reader.records().map(|r| r.unwrap()[1].to_owned()).collect()
+    };
+    assert_eq!(
+        sources(export(ExportFormat::Csv, &data, data.len())),
+        ["'=HYPERLINK(\"http://x\",\"y\")", "'+1", "'@sum", "'-2", "a=b"]
+    );
+    assert_eq!(
+        sources(export(ExportFormat::RawCsv, &data, data.len())),
+        ["=HYPERLINK(\"http://x\",\"y\")", "+1", "@sum", "-2", "a=b"]
+    );
+}
+
+#[test]
 fn an_empty_export_is_a_csv_header_or_nothing() {
     let data = copy_of(&[]);
     assert_eq!(export(ExportFormat::Csv, &data, 5), CSV_HEADER);
