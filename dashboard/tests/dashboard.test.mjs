@@ -450,8 +450,16 @@ test('a batch queued when the session expires waits for the next sign-in, then i
 
   // The session expires while the page is offline; back online, the queue's next attempt is told so.
   await sql(env, "update auth_sessions set expires_at = now(), idle_expires_at = now(); select pg_notify('plume_auth', '*')");
+  // The notification makes the server re-check its sessions in the background: wait until it has,
+  // or the queue's next attempt could still be let through.
+  for (let i = 0; ; i++) {
+    const probe = await context.request.get(`${env.one}/v2/session`);
+    if (probe.status() === 401) break;
+    assert.ok(i < 100, 'the expired session is refused within 10 s');
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
   await context.setOffline(false);
-  await page.locator('#sign-in-reason', { hasText: 'session has ended' }).waitFor({ timeout: 5000 });
+  await page.locator('#sign-in-reason', { hasText: 'session has ended' }).waitFor({ timeout: 10000 });
   await row.and(page.locator('[data-state="held"]')).waitFor();
   assert.equal(await row.getAttribute('data-key'), key, 'held under its key');
   assert.equal((await metrics(env.one, site)).reading_count, 0, 'nothing stored yet');

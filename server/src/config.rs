@@ -541,6 +541,11 @@ pub struct ServeArgs {
     /// a 32 MiB bulk body must arrive within it. Past it: 503, and a retry is safe.
     #[arg(long, env = "PLUME_REQUEST_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
     pub request_timeout: Duration,
+    /// Host names (or addresses) requests may name in their `Host` header, comma-separated; others
+    /// get 421. Default: on a loopback --listen, only localhost, 127.0.0.1 and [::1] (a defence
+    /// against DNS rebinding); elsewhere any host.
+    #[arg(long, env = "PLUME_ALLOWED_HOSTS", value_delimiter = ',')]
+    pub allowed_hosts: Vec<String>,
     /// Do not load the demo data (otherwise loaded when the embedded database has no sites yet).
     #[arg(long, env = "PLUME_NO_DEMO")]
     pub no_demo: bool,
@@ -611,6 +616,11 @@ impl ServeArgs {
             max_bulk_body_bytes: self.max_bulk_body_bytes,
             max_waiters: self.max_waiters,
             auth: self.auth.settings(),
+            allowed_hosts: if self.allowed_hosts.is_empty() {
+                crate::http::server::default_allowed_hosts(self.listen)
+            } else {
+                Some(self.allowed_hosts.clone())
+            },
             limits: ServeLimits {
                 max_connections: self.max_connections as usize,
                 header_read_timeout: self.header_read_timeout,

@@ -28,6 +28,8 @@ pub struct Settings {
     pub auth: AuthSettings,
     /// Connection and request bounds of the listener.
     pub limits: ServeLimits,
+    /// The `Host` names requests may carry (any when `None`).
+    pub allowed_hosts: Option<Vec<String>>,
 }
 
 impl Default for Settings {
@@ -39,6 +41,7 @@ impl Default for Settings {
             max_waiters: 10_000,
             auth: AuthSettings::default(),
             limits: ServeLimits::default(),
+            allowed_hosts: None,
         }
     }
 }

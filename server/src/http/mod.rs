@@ -76,7 +76,8 @@ fn with_middleware(router: Router<AppState>, table: access::AccessTable, state: 
         state: state.clone(),
         table: Arc::new(table),
     };
-    router
+    let allowed_hosts: Option<Arc<[String]>> = state.settings.allowed_hosts.as_deref().map(Arc::from);
+    let router = router
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         // After routing (so it knows the route's rule) and before any body is read.
@@ -88,7 +89,14 @@ fn with_middleware(router: Router<AppState>, table: access::AccessTable, state: 
         // Inside the request-id layer, so even a panic answers in the envelope with its request id.
         .layer(CatchPanicLayer::custom(panic_response))
         .layer(axum::middleware::from_fn(envelope::request_id))
-        .with_state(state)
+        .with_state(state);
+    match allowed_hosts {
+        // Outermost: a request for another host is refused before anything else looks at it.
+        Some(allowed) => router.layer(axum::middleware::from_fn(move |request, next| {
+            server::check_host(allowed.clone(), request, next)
+        })),
+        None => router,
+    }
 }
 
 fn panic_response(panic: Box<dyn std::any::Any + Send + 'static>) -> Response {

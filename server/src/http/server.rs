@@ -34,6 +34,19 @@ pub struct ServeLimits {
     pub request_timeout: Duration,
 }
 
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_host_is_compared_without_its_port() {
+        assert_eq!(host_name("localhost:8080"), "localhost");
+        assert_eq!(host_name("[::1]:8080"), "[::1]");
+        assert_eq!(host_name("[::1]"), "[::1]");
+        assert_eq!(host_name("plume.example"), "plume.example");
+    }
+}
+
 impl Default for ServeLimits {
     fn default() -> Self {
         Self {
@@ -67,6 +80,43 @@ pub async fn request_timeout(timeout: Duration, request: Request, next: Next) ->
         ))
         .into_response(),
     }
+}
+
+/// Middleware: refuses (421) a request whose `Host` is not one of `allowed` (names or addresses,
+/// any port), so that a page on a rebound DNS name cannot reach a plume listening on localhost.
+pub async fn check_host(allowed: Arc<[String]>, request: Request, next: Next) -> Response {
+    let host = request
+        .headers()
+        .get(axum::http::header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .map(host_name)
+        .unwrap_or_default();
+    if allowed.iter().any(|name| name.eq_ignore_ascii_case(host)) {
+        return next.run(request).await;
+    }
+    let mut response = ApiError::Forbidden(format!(
+        "this server does not answer for the host {host:?} (see --allowed-hosts)"
+    ))
+    .into_response();
+    *response.status_mut() = axum::http::StatusCode::MISDIRECTED_REQUEST;
+    response
+}
+
+/// The host of a `Host` header, without its port (`[::1]:8080` → `[::1]`).
+fn host_name(header: &str) -> &str {
+    match header.rfind(':') {
+        Some(colon) if !header[colon..].contains(']') => &header[..colon],
+        _ => header,
+    }
+}
+
+/// The hosts a listener on `address` answers for by default: its loopback names when it listens
+/// on a loopback address, else any (`None`).
+pub fn default_allowed_hosts(address: SocketAddr) -> Option<Vec<String>> {
+    address
+        .ip()
+        .is_loopback()
+        .then(|| ["localhost", "127.0.0.1", "[::1]"].map(str::to_owned).to_vec())
 }
 
 /// Serves `router` on `listener` within `limits` until `shutdown` is cancelled, then lets in-flight

@@ -156,3 +156,22 @@ async fn a_lock_held_too_long_is_503_from_the_database_and_the_retry_counts_once
     assert_eq!(status, StatusCode::CREATED);
     assert_eq!(app.assert_totals_match_rows(id).await, (3_000_000, 1));
 }
+
+#[tokio::test]
+async fn a_request_for_another_host_is_refused() {
+    let settings = Settings {
+        allowed_hosts: plume::http::server::default_allowed_hosts("127.0.0.1:8080".parse().unwrap()),
+        ..Settings::default()
+    };
+    let app = spawn_app_with(settings, PoolSettings::default()).await;
+    let rebound = app
+        .client
+        .get(format!("{}/v1/sites", app.address))
+        .header("host", "attacker.example")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(rebound.status(), StatusCode::MISDIRECTED_REQUEST);
+    let (status, _) = status_and_body(app.get("/v1/sites").await).await;
+    assert_eq!(status, StatusCode::OK, "127.0.0.1 with its port is allowed");
+}
