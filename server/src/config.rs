@@ -37,7 +37,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the HTTP service (migrating first; with the embedded database, seeding demo data on first start).
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Apply pending database migrations and create the partitions the accepted window needs, then exit.
     Migrate(MigrateArgs),
     /// Load data into the database.

@@ -15,7 +15,7 @@ async fn main() -> ExitCode {
     let shutdown = CancellationToken::new();
     tokio::spawn(cancel_on_signal(shutdown.clone()));
     let result = match cli.command {
-        Command::Serve(args) => plume::commands::serve(args, shutdown).await,
+        Command::Serve(args) => plume::commands::serve(*args, shutdown).await,
         Command::Migrate(args) => plume::commands::migrate(args).await,
         Command::Seed(args) => plume::commands::seed(args).await,
         Command::Relay(args) => plume::commands::relay(args, shutdown).await,

@@ -34,19 +34,6 @@ pub struct ServeLimits {
     pub request_timeout: Duration,
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_host_is_compared_without_its_port() {
-        assert_eq!(host_name("localhost:8080"), "localhost");
-        assert_eq!(host_name("[::1]:8080"), "[::1]");
-        assert_eq!(host_name("[::1]"), "[::1]");
-        assert_eq!(host_name("plume.example"), "plume.example");
-    }
-}
-
 impl Default for ServeLimits {
     fn default() -> Self {
         Self {
@@ -193,5 +180,18 @@ pub fn raise_open_file_limit() {
         if let Err(error) = setrlimit(Resource::Nofile, raised) {
             tracing::warn!(%error, "could not raise the open-file limit");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_host_is_compared_without_its_port() {
+        assert_eq!(host_name("localhost:8080"), "localhost");
+        assert_eq!(host_name("[::1]:8080"), "[::1]");
+        assert_eq!(host_name("[::1]"), "[::1]");
+        assert_eq!(host_name("plume.example"), "plume.example");
     }
 }
