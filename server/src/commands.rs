@@ -251,7 +251,7 @@ async fn spawn_outbox(
 /// `plume relay`: the relay and its housekeeping only (and, with `--listen`, the operational
 /// endpoints), until `shutdown`.
 pub async fn relay(args: RelayCommandArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let database = Database::open(&args.database.source(), &args.database.pool_settings()).await?;
+    let database = Database::open(&args.database.source()?, &args.database.pool_settings()).await?;
     let result = relay_on(&database, &args, shutdown).await;
     database.close().await;
     result
@@ -292,7 +292,7 @@ async fn relay_on(
 
 /// `plume outbox status`.
 pub async fn outbox_status(args: OutboxStatusArgs) -> anyhow::Result<()> {
-    let database = Database::open(&args.database.source(), &args.database.pool_settings()).await?;
+    let database = Database::open(&args.database.source()?, &args.database.pool_settings()).await?;
     let result = async {
         let status = outbox::admin::status(&database.pool).await?;
         let dead = outbox::admin::dead_events(&database.pool, 50).await?;
@@ -316,7 +316,7 @@ pub async fn outbox_retry_dead(args: RetryDeadArgs) -> anyhow::Result<()> {
         Some(id) => Requeue::Event(id),
         None => Requeue::All,
     };
-    let database = Database::open(&args.database.source(), &args.database.pool_settings()).await?;
+    let database = Database::open(&args.database.source()?, &args.database.pool_settings()).await?;
     let result = outbox::admin::retry_dead(&database.pool, which).await;
     database.close().await;
     let requeued = result.context("re-queueing dead events")?;
@@ -409,7 +409,7 @@ async fn seed_synthetic(mut args: SeedArgs) -> anyhow::Result<()> {
 
 /// Opens and migrates the database, then makes sure every month of the accepted window has a partition.
 async fn open(database: &crate::config::DatabaseArgs, window: &WindowArgs) -> anyhow::Result<Database> {
-    let db = Database::open(&database.source(), &database.pool_settings()).await?;
+    let db = Database::open(&database.source()?, &database.pool_settings()).await?;
     if let Err(error) =
         partitioning::ensure_window_covered(&db.pool, window.window(), chrono::Utc::now()).await
     {

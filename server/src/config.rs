@@ -300,6 +300,16 @@ impl RetentionPolicyArgs {
     }
 }
 
+/// A secret kept in a file (its surrounding whitespace trimmed); the error names the option, never
+/// the content.
+fn read_secret(path: &std::path::Path, option: &str) -> anyhow::Result<String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|error| anyhow::anyhow!("{option} {}: {error}", path.display()))?;
+    let secret = text.trim();
+    anyhow::ensure!(!secret.is_empty(), "{option} {} is empty", path.display());
+    Ok(secret.to_owned())
+}
+
 /// Parses `90s`, `30m`, `1h` or `2d` (a bare number is seconds).
 fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
@@ -373,6 +383,14 @@ pub struct RelayArgs {
         hide_env_values = true
     )]
     pub webhook_secret: Option<String>,
+    /// A file holding the signing secret (a Docker or Kubernetes secret), instead of
+    /// --alert-webhook-secret.
+    #[arg(
+        long = "alert-webhook-secret-file",
+        env = "PLUME_ALERT_WEBHOOK_SECRET_FILE",
+        conflicts_with = "webhook_secret"
+    )]
+    pub webhook_secret_file: Option<PathBuf>,
     /// Seconds one webhook request may take before it counts as failed.
     #[arg(long = "alert-webhook-timeout-secs", env = "PLUME_ALERT_WEBHOOK_TIMEOUT_SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=300))]
     pub webhook_timeout_secs: u64,
@@ -414,9 +432,13 @@ impl RelayArgs {
         if self.webhook_urls.is_empty() {
             return Ok(None);
         }
-        let secret = match self.webhook_secret.as_deref() {
+        let from_file = match &self.webhook_secret_file {
+            Some(path) => Some(read_secret(path, "--alert-webhook-secret-file")?),
+            None => None,
+        };
+        let secret = match from_file.as_deref().or(self.webhook_secret.as_deref()) {
             Some(secret) if !secret.is_empty() => secret,
-            _ => anyhow::bail!("--alert-webhook-url needs --alert-webhook-secret (PLUME_ALERT_WEBHOOK_SECRET) to sign events"),
+            _ => anyhow::bail!("--alert-webhook-url needs --alert-webhook-secret (PLUME_ALERT_WEBHOOK_SECRET) or --alert-webhook-secret-file to sign events"),
         };
         let timeout = Duration::from_secs(self.webhook_timeout_secs);
         Ok(Some(WebhookSink::new(
@@ -456,6 +478,9 @@ pub struct DatabaseArgs {
     /// runs its own PostgreSQL under --data-dir.
     #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
     pub database_url: Option<String>,
+    /// A file holding the PostgreSQL URL (a Docker or Kubernetes secret), instead of --database-url.
+    #[arg(long, env = "PLUME_DATABASE_URL_FILE", conflicts_with = "database_url")]
+    pub database_url_file: Option<PathBuf>,
     /// Directory of the embedded PostgreSQL cluster (used only without --database-url).
     #[arg(long, env = "PLUME_DATA_DIR", default_value = ".plume")]
     pub data_dir: PathBuf,
@@ -476,12 +501,15 @@ pub struct DatabaseArgs {
 }
 
 impl DatabaseArgs {
-    /// The database to use.
-    pub fn source(&self) -> DatabaseSource {
-        match &self.database_url {
+    /// The database to use; an error when --database-url-file cannot be read.
+    pub fn source(&self) -> anyhow::Result<DatabaseSource> {
+        if let Some(path) = &self.database_url_file {
+            return Ok(DatabaseSource::Url(read_secret(path, "--database-url-file")?));
+        }
+        Ok(match &self.database_url {
             Some(url) if !url.is_empty() => DatabaseSource::Url(url.clone()),
             _ => DatabaseSource::Embedded(self.data_dir.clone()),
-        }
+        })
     }
 
     /// Pool settings.

@@ -18,7 +18,7 @@ use crate::quantity::Milligrams;
 
 /// `plume partitions status`.
 pub async fn status(args: PartitionStatusArgs) -> anyhow::Result<()> {
-    let database = Database::open(&args.database.source(), &args.database.pool_settings()).await?;
+    let database = Database::open(&args.database.source()?, &args.database.pool_settings()).await?;
     let result = status::status(&database.pool, args.exact, Utc::now()).await;
     database.close().await;
     let status = result.context("reading the partitions")?;
@@ -32,7 +32,7 @@ pub async fn status(args: PartitionStatusArgs) -> anyhow::Result<()> {
 
 /// `plume partitions maintain`.
 pub async fn maintain(args: MaintainArgs) -> anyhow::Result<()> {
-    let database = Database::open(&args.database.source(), &args.database.pool_settings()).await?;
+    let database = Database::open(&args.database.source()?, &args.database.pool_settings()).await?;
     let job = MaintenanceJob {
         pool: database.pool.clone(),
         settings: maintenance_settings(&args.window, &args.retention),
@@ -79,7 +79,7 @@ async fn maintenance_lock(database: &Database) -> anyhow::Result<MaintenanceLock
 
 /// `plume partitions repair-default`.
 pub async fn repair_default(args: RepairDefaultArgs) -> anyhow::Result<()> {
-    let database = Database::open(&args.database.source(), &args.database.pool_settings()).await?;
+    let database = Database::open(&args.database.source()?, &args.database.pool_settings()).await?;
     let lock = match maintenance_lock(&database).await {
         Ok(lock) => lock,
         Err(error) => {
@@ -120,7 +120,7 @@ pub async fn retention(args: RetentionArgs) -> anyhow::Result<()> {
     if args.apply && args.archive_dir.is_none() && !args.no_archive {
         anyhow::bail!("--apply drops readings: give --archive-dir DIR to keep them, or --no-archive to drop them for good");
     }
-    let database = Database::open(&args.database.source(), &args.database.pool_settings()).await?;
+    let database = Database::open(&args.database.source()?, &args.database.pool_settings()).await?;
     let policy = RetentionPolicy {
         keep_months: args.keep,
         archive_dir: args.archive_dir.clone(),
@@ -164,7 +164,7 @@ pub async fn retention(args: RetentionArgs) -> anyhow::Result<()> {
 
 /// `plume verify`.
 pub async fn verify(args: VerifyArgs) -> anyhow::Result<()> {
-    let database = Database::open(&args.database.source(), &args.database.pool_settings()).await?;
+    let database = Database::open(&args.database.source()?, &args.database.pool_settings()).await?;
     let result = verify::verify(&database.pool).await;
     database.close().await;
     let verification = result.context("verifying site totals")?;

@@ -17,7 +17,7 @@ pub async fn create(args: TokenCreateArgs) -> anyhow::Result<()> {
         None => args.kind.default_lifetime(),
     };
     let expires_at = Utc::now() + lifetime;
-    let database = Database::open(&args.database.source(), &args.database.pool_settings()).await?;
+    let database = Database::open(&args.database.source()?, &args.database.pool_settings()).await?;
     let created = store::create_client(&database.pool, &client, expires_at, false).await;
     database.close().await;
     let (client_id, token) = match created {
@@ -122,7 +122,7 @@ fn describe(scope: &Scope) -> String {
 
 /// `plume tokens list`.
 pub async fn list(args: TokenListArgs) -> anyhow::Result<()> {
-    let database = Database::open(&args.database.source(), &args.database.pool_settings()).await?;
+    let database = Database::open(&args.database.source()?, &args.database.pool_settings()).await?;
     let listed = store::list(&database.pool).await;
     database.close().await;
     let tokens = listed.context("listing tokens")?;
@@ -164,7 +164,7 @@ pub async fn list(args: TokenListArgs) -> anyhow::Result<()> {
 
 /// `plume tokens revoke`.
 pub async fn revoke(args: TokenRevokeArgs) -> anyhow::Result<()> {
-    let database = Database::open(&args.database.source(), &args.database.pool_settings()).await?;
+    let database = Database::open(&args.database.source()?, &args.database.pool_settings()).await?;
     let revoked = store::revoke(&database.pool, &args.which).await;
     database.close().await;
     match revoked.context("revoking")? {
@@ -181,7 +181,7 @@ pub async fn revoke(args: TokenRevokeArgs) -> anyhow::Result<()> {
 /// `plume tokens rotate`.
 pub async fn rotate(args: TokenRotateArgs) -> anyhow::Result<()> {
     let grace = chrono::Duration::from_std(args.grace).context("--grace is too long")?;
-    let database = Database::open(&args.database.source(), &args.database.pool_settings()).await?;
+    let database = Database::open(&args.database.source()?, &args.database.pool_settings()).await?;
     let rotated = store::rotate(&database.pool, &args.token_id, grace).await;
     database.close().await;
     let (token, old_ends) = rotated?;
@@ -211,7 +211,7 @@ pub async fn rotate(args: TokenRotateArgs) -> anyhow::Result<()> {
 /// `plume tokens audit`.
 pub async fn audit(args: TokenAuditArgs) -> anyhow::Result<()> {
     let since = Utc::now() - chrono::Duration::from_std(args.since).context("--since is too long")?;
-    let database = Database::open(&args.database.source(), &args.database.pool_settings()).await?;
+    let database = Database::open(&args.database.source()?, &args.database.pool_settings()).await?;
     let rows = audit::since(&database.pool, since, 10_000).await;
     database.close().await;
     for row in rows.context("reading the audit trail")? {

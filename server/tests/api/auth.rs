@@ -667,3 +667,27 @@ async fn with_auth_off_every_caller_is_an_admin_and_ready_says_so() {
         "{ready}"
     );
 }
+
+#[tokio::test]
+async fn the_database_url_can_come_from_a_secret_file() {
+    let app = spawn_app().await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("database-url");
+    std::fs::write(&file, format!("{}\n", app.database_url)).unwrap();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_plume"))
+        .args(["tokens", "list", "--json", "--database-url-file"])
+        .arg(&file)
+        .env_remove("DATABASE_URL")
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let listed: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert!(listed.as_array().unwrap().iter().any(|t| t["client"].as_str().unwrap().starts_with("harness-admin")));
+    let missing = std::process::Command::new(env!("CARGO_BIN_EXE_plume"))
+        .args(["tokens", "list", "--database-url-file", "/nonexistent/url"])
+        .env_remove("DATABASE_URL")
+        .output()
+        .unwrap();
+    assert!(!missing.status.success());
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("--database-url-file"));
+}
