@@ -24,6 +24,9 @@ pub const DEFAULT_METRICS_REQUESTS: u32 = 10;
 pub const EXPORTS_PER_CLIENT: usize = 2;
 /// Long polls one client may hold open at once (a dashboard holds one per open tab).
 pub const LONG_POLLS_PER_CLIENT: usize = 100;
+/// Change-feed reads a second one client may force on the database (a poll without a cursor or
+/// with `wait=0`); polls answered from the process's memory are not counted.
+pub const FEED_READS_PER_SECOND: u32 = 5;
 
 /// A token bucket: `rate` tokens a second, holding at most `burst`.
 #[derive(Debug)]
@@ -87,6 +90,7 @@ pub struct ClientLimits {
     readings: Option<Bucket>,
     exports: Option<Arc<Semaphore>>,
     long_polls: Option<Arc<Semaphore>>,
+    feed_reads: Option<Bucket>,
 }
 
 impl ClientLimits {
@@ -97,6 +101,7 @@ impl ClientLimits {
             readings: None,
             exports: None,
             long_polls: None,
+            feed_reads: None,
         }
     }
 
@@ -116,6 +121,7 @@ impl ClientLimits {
             readings,
             exports: Some(Arc::new(Semaphore::new(EXPORTS_PER_CLIENT))),
             long_polls: Some(Arc::new(Semaphore::new(LONG_POLLS_PER_CLIENT))),
+            feed_reads: Some(Bucket::per_second(FEED_READS_PER_SECOND)),
         }
     }
 
@@ -135,6 +141,16 @@ impl ClientLimits {
             Some(bucket) => bucket
                 .take(count as f64)
                 .map_err(|wait| Throttled::after("readings", wait)),
+            None => Ok(()),
+        }
+    }
+
+    /// Counts one change-feed read from the database.
+    pub fn feed_read(&self) -> Result<(), Throttled> {
+        match &self.feed_reads {
+            Some(bucket) => bucket
+                .take(1.0)
+                .map_err(|wait| Throttled::after("change feed reads", wait)),
             None => Ok(()),
         }
     }

@@ -64,7 +64,7 @@ async fn get_changes(
         Some(sites) => Watch::In(Arc::from(sites)),
     };
     let since = cursor.clone().unwrap_or_else(Snapshot::origin);
-    let (found, head) = look(&state, cursor.as_ref(), &since, wait, &watch).await?;
+    let (found, head) = look(&state, &principal, cursor.as_ref(), &since, wait, &watch).await?;
     if let Some(found) = found {
         return Ok(answer(&found.data, &found.cursor));
     }
@@ -96,6 +96,7 @@ async fn get_changes(
 /// from the database.
 async fn look(
     state: &AppState,
+    principal: &Principal,
     cursor: Option<&Snapshot>,
     since: &Snapshot,
     wait: Duration,
@@ -111,6 +112,7 @@ async fn look(
     if let Some(known) = from_memory {
         return Ok(known);
     }
+    principal.limits.feed_read().map_err(ApiError::RateLimited)?;
     let head = Arc::new(state.changes.read(since, None).await?);
     if since.is_ahead_of(head.snapshot()) {
         return Err(ApiError::invalid(

@@ -691,3 +691,21 @@ async fn the_database_url_can_come_from_a_secret_file() {
     assert!(!missing.status.success());
     assert!(String::from_utf8_lossy(&missing.stderr).contains("--database-url-file"));
 }
+
+#[tokio::test]
+async fn one_client_may_force_only_a_few_change_feed_reads_a_second() {
+    let app = spawn_app().await;
+    let viewer = client_with_token(&mint(&app.pool, "poller", Kind::Read, Scope::all()).await);
+    let mut statuses = Vec::new();
+    for _ in 0..15 {
+        // No cursor: each is read from the database.
+        let response = viewer.get(format!("{}/v2/changes", app.address)).send().await.unwrap();
+        statuses.push(response.status());
+    }
+    let limit = plume::auth::limits::FEED_READS_PER_SECOND as usize * 2;
+    assert!(statuses[..limit].iter().all(|s| *s == StatusCode::OK), "{statuses:?}");
+    assert!(statuses.contains(&StatusCode::TOO_MANY_REQUESTS), "{statuses:?}");
+    // Another client is not held back by this one.
+    let (status, _) = status_and_body(app.get("/v2/changes").await).await;
+    assert_eq!(status, StatusCode::OK);
+}
