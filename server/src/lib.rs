@@ -13,7 +13,7 @@
 //! - [`outbox`]: events for the alerting service, written in the ingest transaction, and their relay;
 //! - [`db`]: the connection pool, the embedded PostgreSQL cluster and migrations;
 //! - [`quantity`]: exact milligram arithmetic, from JSON text to database and back;
-//! - [`config`], [`commands`], [`seed`], [`metrics`], [`state`], [`error`].
+//! - [`config`], [`commands`], [`seed`], [`metrics`], [`state`], [`error`], [`text`].
 
 pub mod auth;
 pub mod changes;
@@ -30,6 +30,7 @@ pub mod query;
 pub mod seed;
 pub mod sites;
 pub mod state;
+pub mod text;
 
 /// Sets up `tracing`: text or JSON lines on stderr, filtered by `RUST_LOG` (default `info`).
 pub fn init_tracing(format: config::LogFormat) {

@@ -319,6 +319,8 @@ pub(super) fn check_reading(
                 Err("must be 1 to 64 characters long")
             } else if text.chars().any(char::is_control) {
                 Err("must not contain control characters")
+            } else if crate::text::has_format_characters(&text) {
+                Err("must not contain invisible format characters (bidirectional controls, zero-width characters)")
             } else {
                 Ok(text)
             }

@@ -111,3 +111,13 @@ fn readings_outside_the_window_are_held_for_the_replay_check() {
     let found = paths(r#"{"site_id":0,"readings":[{"timestamp":"2020-01-01T00:00:00Z","value":1}]}"#);
     assert_eq!(found, ["site_id", "readings[0].timestamp"]);
 }
+
+#[test]
+fn a_source_id_that_could_pass_for_another_is_refused() {
+    for source in ["north\\u202e1", "north\\u200b1", "\\ufeffnorth"] {
+        let body = format!(
+            r#"{{"site_id":1,"readings":[{{"timestamp":"2026-11-26T10:00:00Z","value":1,"source_id":"{source}"}}]}}"#
+        );
+        assert_eq!(paths(&body), ["readings[0].source_id"], "{source}");
+    }
+}

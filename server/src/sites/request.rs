@@ -41,10 +41,12 @@ pub fn parse_new_site(body: &[u8]) -> Result<NewSite, ApiError> {
                 Err("must not be blank")
             } else if name.chars().any(char::is_control) {
                 Err("must not contain control characters")
+            } else if crate::text::has_format_characters(&name) {
+                Err("must not contain invisible format characters (bidirectional controls, zero-width characters)")
             } else if length > 200 {
                 Err("must be at most 200 characters long")
             } else {
-                Ok(name)
+                Ok(crate::text::nfc(&name))
             }
         }),
     }
@@ -176,6 +178,12 @@ mod tests {
     #[test]
     fn nul_characters_are_refused_and_escaped_backslashes_are_not_nul() {
         assert_eq!(details(r#"{"name":"a\u0000b","emission_limit":1}"#)[0].0, "name");
+        assert_eq!(
+            details(r#"{"name":"pad\u202e7","emission_limit":1}"#)[0].0,
+            "name"
+        );
+        let decomposed = parse_new_site(br#"{"name":"Mu\u0308ller","emission_limit":1}"#).unwrap();
+        assert_eq!(decomposed.name, "M\u{fc}ller");
         assert_eq!(
             details(r#"{"name":"a","emission_limit":1,"metadata":{"k\u0000":1}}"#)[0].0,
             "metadata"

@@ -680,9 +680,17 @@ async fn the_database_url_can_come_from_a_secret_file() {
         .env_remove("DATABASE_URL")
         .output()
         .unwrap();
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let listed: Value = serde_json::from_slice(&output.stdout).unwrap();
-    assert!(listed.as_array().unwrap().iter().any(|t| t["client"].as_str().unwrap().starts_with("harness-admin")));
+    assert!(listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|t| t["client"].as_str().unwrap().starts_with("harness-admin")));
     let missing = std::process::Command::new(env!("CARGO_BIN_EXE_plume"))
         .args(["tokens", "list", "--database-url-file", "/nonexistent/url"])
         .env_remove("DATABASE_URL")
@@ -699,11 +707,18 @@ async fn one_client_may_force_only_a_few_change_feed_reads_a_second() {
     let mut statuses = Vec::new();
     for _ in 0..15 {
         // No cursor: each is read from the database.
-        let response = viewer.get(format!("{}/v2/changes", app.address)).send().await.unwrap();
+        let response = viewer
+            .get(format!("{}/v2/changes", app.address))
+            .send()
+            .await
+            .unwrap();
         statuses.push(response.status());
     }
     let limit = plume::auth::limits::FEED_READS_PER_SECOND as usize * 2;
-    assert!(statuses[..limit].iter().all(|s| *s == StatusCode::OK), "{statuses:?}");
+    assert!(
+        statuses[..limit].iter().all(|s| *s == StatusCode::OK),
+        "{statuses:?}"
+    );
     assert!(statuses.contains(&StatusCode::TOO_MANY_REQUESTS), "{statuses:?}");
     // Another client is not held back by this one.
     let (status, _) = status_and_body(app.get("/v2/changes").await).await;
