@@ -16,6 +16,7 @@ use crate::db::{DatabaseSource, PoolSettings};
 use crate::http::server::ServeLimits;
 use crate::outbox::relay::RelayConfig;
 use crate::outbox::sink::WebhookSink;
+use crate::query::export::ExportLimits;
 use crate::state::Settings;
 
 /// plume: exact, retry-safe storage for methane emission readings.
@@ -574,6 +575,14 @@ pub struct ServeArgs {
     /// against DNS rebinding); elsewhere any host.
     #[arg(long, env = "PLUME_ALLOWED_HOSTS", value_delimiter = ',')]
     pub allowed_hosts: Vec<String>,
+    /// The longest an export may run before it is ended (e.g. 1h): it holds a database snapshot
+    /// that keeps VACUUM from cleaning up behind it.
+    #[arg(long, env = "PLUME_EXPORT_MAX_DURATION", default_value = "1h", value_parser = parse_duration)]
+    pub export_max_duration: Duration,
+    /// The slowest an export's client may read on average, in bytes a second, after its first 30
+    /// seconds; a slower one is ended and its slot freed.
+    #[arg(long, env = "PLUME_EXPORT_MIN_RATE", default_value_t = 64 * 1024)]
+    pub export_min_rate: u64,
     /// Do not load the demo data (otherwise loaded when the embedded database has no sites yet).
     #[arg(long, env = "PLUME_NO_DEMO")]
     pub no_demo: bool,
@@ -648,6 +657,11 @@ impl ServeArgs {
                 crate::http::server::default_allowed_hosts(self.listen)
             } else {
                 Some(self.allowed_hosts.clone())
+            },
+            exports: ExportLimits {
+                max_duration: self.export_max_duration,
+                min_bytes_per_second: self.export_min_rate,
+                ..ExportLimits::default()
             },
             limits: ServeLimits {
                 max_connections: self.max_connections as usize,

@@ -12,6 +12,7 @@ use crate::http::health::ReadyCache;
 use crate::http::server::ServeLimits;
 use crate::ingest::group::GroupCommitter;
 use crate::metrics::Metrics;
+use crate::query::export::ExportLimits;
 
 /// Settings the request handlers need, fixed at start-up.
 #[derive(Debug, Clone)]
@@ -30,6 +31,8 @@ pub struct Settings {
     pub limits: ServeLimits,
     /// The `Host` names requests may carry (any when `None`).
     pub allowed_hosts: Option<Vec<String>>,
+    /// How long and how slowly an export may run.
+    pub exports: ExportLimits,
 }
 
 impl Default for Settings {
@@ -42,6 +45,7 @@ impl Default for Settings {
             auth: AuthSettings::default(),
             limits: ServeLimits::default(),
             allowed_hosts: None,
+            exports: ExportLimits::default(),
         }
     }
 }

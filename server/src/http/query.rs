@@ -81,7 +81,8 @@ async fn get_export(
     }
     let slot = principal.limits.export_slot().map_err(ApiError::RateLimited)?;
     let only = scope.listed().map(<[i64]>::to_vec);
-    let export = export::start(&state.pool, &state.exports, request, only, slot)
+    let limits = state.settings.exports;
+    let export = export::start(&state.pool, &state.exports, request, only, slot, limits)
         .await
         .map_err(|error| match error {
             ExportError::Busy => ApiError::Busy(error.to_string()),

@@ -36,6 +36,29 @@ pub const MAX_CONCURRENT_EXPORTS: usize = 4;
 /// How long a client may take to accept the next chunk before its export is ended.
 const STALLED_CLIENT: Duration = Duration::from_secs(60);
 
+/// How long and how slowly an export may run: it holds a connection, a slot and a snapshot that
+/// holds back VACUUM for as long as it runs, so a client that reads a chunk now and then must not
+/// keep it for ever.
+#[derive(Debug, Clone, Copy)]
+pub struct ExportLimits {
+    /// The longest an export may run.
+    pub max_duration: Duration,
+    /// The slowest average a client may read at, in bytes a second, once `grace` has passed.
+    pub min_bytes_per_second: u64,
+    /// How long before the rate is checked (a client and a network warming up).
+    pub grace: Duration,
+}
+
+impl Default for ExportLimits {
+    fn default() -> Self {
+        Self {
+            max_duration: Duration::from_secs(3600),
+            min_bytes_per_second: 64 * 1024,
+            grace: Duration::from_secs(30),
+        }
+    }
+}
+
 /// Why an export did not start.
 #[derive(Debug, thiserror::Error)]
 pub enum ExportError {
@@ -115,6 +138,7 @@ pub async fn start(
     request: ExportRequest,
     only: Option<Vec<i64>>,
     slot: Option<OwnedSemaphorePermit>,
+    limits: ExportLimits,
 ) -> Result<Export, ExportError> {
     let permit = running
         .clone()
@@ -125,6 +149,9 @@ pub async fn start(
     let completed = Arc::new(AtomicBool::new(false));
     let task = Task {
         request,
+        limits,
+        began: tokio::time::Instant::now(),
+        sent: 0,
         only,
         _slot: slot,
         chunks,
@@ -157,6 +184,10 @@ pub async fn start(
 /// What the export's task holds while it runs.
 struct Task {
     request: ExportRequest,
+    limits: ExportLimits,
+    began: tokio::time::Instant,
+    /// Bytes the client has taken so far.
+    sent: u64,
     only: Option<Vec<i64>>,
     _slot: Option<OwnedSemaphorePermit>,
     chunks: mpsc::Sender<io::Result<Bytes>>,
@@ -168,7 +199,7 @@ impl Task {
     /// Runs the `COPY` on `connection` and sends its output; whether the connection may go back to
     /// the pool (only when the `COPY` ran to its end).
     async fn run(
-        self,
+        mut self,
         connection: &mut sqlx::PgConnection,
         started: oneshot::Sender<Result<(), sqlx::Error>>,
     ) -> bool {
@@ -215,15 +246,35 @@ impl Task {
         }
     }
 
-    /// Hands the client a chunk; false when it left or has not taken one for [`STALLED_CLIENT`].
-    async fn send(&self, chunk: io::Result<Bytes>) -> bool {
-        match tokio::time::timeout(STALLED_CLIENT, self.chunks.send(chunk)).await {
-            Ok(sent) => sent.is_ok(),
+    /// Hands the client a chunk; false when it left, has not taken one for [`STALLED_CLIENT`],
+    /// reads slower than the limits allow, or the export has run its longest.
+    async fn send(&mut self, chunk: io::Result<Bytes>) -> bool {
+        let size = chunk.as_ref().map_or(0, |bytes| bytes.len() as u64);
+        let deadline = self.began + self.limits.max_duration;
+        let wait_until = deadline.min(tokio::time::Instant::now() + STALLED_CLIENT);
+        match tokio::time::timeout_at(wait_until, self.chunks.send(chunk)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => return false,
             Err(_) => {
-                tracing::warn!("an export's client took no data for {STALLED_CLIENT:?}; ending it");
-                false
+                tracing::warn!(
+                    "an export's client took no data in time, or the export ran its longest; ending it"
+                );
+                return false;
             }
         }
+        self.sent += size;
+        let elapsed = self.began.elapsed();
+        if elapsed > self.limits.grace
+            && (self.sent as f64) < self.limits.min_bytes_per_second as f64 * elapsed.as_secs_f64()
+        {
+            tracing::warn!(
+                sent = self.sent,
+                seconds = elapsed.as_secs_f64(),
+                "an export's client reads slower than the minimum rate; ending it"
+            );
+            return false;
+        }
+        tokio::time::Instant::now() < deadline
     }
 }
 

@@ -175,3 +175,66 @@ async fn a_request_for_another_host_is_refused() {
     let (status, _) = status_and_body(app.get("/v1/sites").await).await;
     assert_eq!(status, StatusCode::OK, "127.0.0.1 with its port is allowed");
 }
+
+/// A site with `rows` readings written straight into the table (a few MB of export).
+async fn site_with_rows(app: &crate::helpers::TestApp, rows: i64) -> i64 {
+    let id = app.create_site("Exported", "100").await;
+    sqlx::query(
+        "insert into measurements (site_id, source_id, measured_at, value_mg)
+         select $1, 'source-' || (n % 10), now() - interval '1 hour' - n * interval '1 second', 1000
+           from generate_series(1, $2) n",
+    )
+    .bind(id)
+    .bind(rows)
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    id
+}
+
+fn export_limits(limits: plume::query::export::ExportLimits) -> Settings {
+    Settings {
+        exports: limits,
+        ..Settings::default()
+    }
+}
+
+#[tokio::test]
+async fn an_export_that_runs_too_long_or_too_slowly_is_ended_and_frees_its_slot() {
+    use plume::query::export::ExportLimits;
+    for limits in [
+        ExportLimits {
+            max_duration: Duration::from_secs(2),
+            min_bytes_per_second: 1,
+            grace: Duration::from_secs(600),
+        },
+        ExportLimits {
+            max_duration: Duration::from_secs(600),
+            min_bytes_per_second: 4 * 1024 * 1024,
+            grace: Duration::from_millis(500),
+        },
+    ] {
+        let app = spawn_app_with(export_limits(limits), PoolSettings::default()).await;
+        let site = site_with_rows(&app, 300_000).await;
+        let url = format!("{}/v2/export?site_id={site}&format=csv", app.address);
+        let started = Instant::now();
+        let mut response = app.client.get(&url).send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        // A chunk now and then: never the whole export.
+        let mut received = 0usize;
+        let ended = loop {
+            match response.chunk().await {
+                Ok(Some(chunk)) => received += chunk.len(),
+                Ok(None) => break false,
+                Err(_) => break true,
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            assert!(started.elapsed() < Duration::from_secs(60), "never ended");
+        };
+        assert!(ended, "{limits:?}: the export broke off, after {received} bytes");
+        assert!(received < 300_000 * 30, "{limits:?}: not the whole export");
+        // Its slot is free again: a client's next export starts.
+        let next = app.client.get(&url).send().await.unwrap();
+        assert_eq!(next.status(), StatusCode::OK);
+    }
+}
