@@ -1,7 +1,9 @@
 //! What plume's end-to-end benchmarks share: a fresh database on a durable PostgreSQL (a private
-//! temporary cluster unless a URL is given), a webhook receiver that answers at once, and the
-//! service itself in-process or as a `plume` child process ([`service`]).
+//! temporary cluster unless a URL is given) with an admin token minted in it ([`credentials`]), a
+//! webhook receiver that answers at once, and the service itself in-process or as a `plume` child
+//! process ([`service`]).
 
+pub mod credentials;
 pub mod service;
 
 use std::collections::HashSet;
@@ -15,6 +17,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use axum::Router;
+use credentials::BearerToken;
 use plume::db::embedded::{ClusterOptions, EmbeddedCluster};
 use plume::db::{self, migrate, PoolSettings};
 use plume::outbox::relay::{self, Relay, RelayConfig};
@@ -41,6 +44,9 @@ pub struct BenchDatabase {
     pub url: String,
     /// A pool as the service opens it.
     pub pool: PgPool,
+    /// An admin client's token, minted as the database was created: every route, every site, no
+    /// per-client limits.
+    pub admin_token: BearerToken,
     cluster: Option<(EmbeddedCluster, tempfile::TempDir)>,
 }
 
@@ -90,18 +96,26 @@ impl BenchDatabase {
             .await
             .context("migrating the benchmark database")?;
         let pool = db::connect(&url, pool).await?;
-        Ok(Self { url, pool, cluster })
+        let admin_token = BearerToken::admin(&pool).await?;
+        Ok(Self {
+            url,
+            pool,
+            admin_token,
+            cluster,
+        })
     }
 
-    /// The existing database at `url`, migrated; left in place when closed.
+    /// The existing database at `url`, migrated, with a new admin token; left in place when closed.
     pub async fn existing(url: &str, pool: &PoolSettings) -> anyhow::Result<Self> {
         migrate::run(url)
             .await
             .context("migrating the benchmark database")?;
         let pool = db::connect(url, pool).await?;
+        let admin_token = BearerToken::admin(&pool).await?;
         Ok(Self {
             url: url.to_owned(),
             pool,
+            admin_token,
             cluster: None,
         })
     }
@@ -132,7 +146,7 @@ impl BenchDatabase {
 }
 
 /// The secret the benchmarks sign and verify with.
-pub const SECRET: &[u8] = b"bench-secret";
+pub const SECRET: &[u8] = b"bench-webhook-signing-secret-of-32-bytes";
 
 #[derive(Debug, Default)]
 struct Counts {

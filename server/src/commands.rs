@@ -32,6 +32,8 @@ const HOUSEKEEPING_INTERVAL: Duration = Duration::from_secs(15 * 60);
 /// `plume serve`: open (or start) the database, migrate, seed a new embedded database, serve until
 /// `shutdown`, then stop everything in order.
 pub async fn serve(args: ServeArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
+    // A bad webhook configuration is refused before anything starts.
+    args.relay.webhook_sink()?;
     let database = open(&args.database, &args.window).await?;
     let result = serve_on(&database, &args, shutdown).await;
     database.close().await;
@@ -251,6 +253,7 @@ async fn spawn_outbox(
 /// `plume relay`: the relay and its housekeeping only (and, with `--listen`, the operational
 /// endpoints), until `shutdown`.
 pub async fn relay(args: RelayCommandArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
+    args.relay.webhook_sink()?;
     let database = Database::open(&args.database.source()?, &args.database.pool_settings()).await?;
     let result = relay_on(&database, &args, shutdown).await;
     database.close().await;

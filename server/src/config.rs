@@ -301,6 +301,9 @@ impl RetentionPolicyArgs {
     }
 }
 
+/// The shortest webhook signing secret accepted: a guessable one would let anybody forge alerts.
+pub const MIN_WEBHOOK_SECRET_BYTES: usize = 32;
+
 /// A secret kept in a file (its surrounding whitespace trimmed); the error names the option, never
 /// the content.
 fn read_secret(path: &std::path::Path, option: &str) -> anyhow::Result<String> {
@@ -378,12 +381,15 @@ pub struct RelayArgs {
     )]
     pub webhook_urls: Vec<reqwest::Url>,
     /// Shared secret for the `X-Plume-Signature-256` HMAC-SHA256 of each body (required with a URL).
+    ///
+    /// Give it twice to rotate (the new secret first, the old second): each event is then signed
+    /// with both, and receivers move to the new one at their own pace.
     #[arg(
         long = "alert-webhook-secret",
         env = "PLUME_ALERT_WEBHOOK_SECRET",
         hide_env_values = true
     )]
-    pub webhook_secret: Option<String>,
+    pub webhook_secret: Vec<String>,
     /// A file holding the signing secret (a Docker or Kubernetes secret), instead of
     /// --alert-webhook-secret.
     #[arg(
@@ -433,18 +439,29 @@ impl RelayArgs {
         if self.webhook_urls.is_empty() {
             return Ok(None);
         }
-        let from_file = match &self.webhook_secret_file {
-            Some(path) => Some(read_secret(path, "--alert-webhook-secret-file")?),
-            None => None,
+        let secrets = match &self.webhook_secret_file {
+            Some(path) => vec![read_secret(path, "--alert-webhook-secret-file")?],
+            None => self.webhook_secret.clone(),
         };
-        let secret = match from_file.as_deref().or(self.webhook_secret.as_deref()) {
-            Some(secret) if !secret.is_empty() => secret,
-            _ => anyhow::bail!("--alert-webhook-url needs --alert-webhook-secret (PLUME_ALERT_WEBHOOK_SECRET) or --alert-webhook-secret-file to sign events"),
-        };
+        anyhow::ensure!(
+            !secrets.is_empty(),
+            "--alert-webhook-url needs --alert-webhook-secret (PLUME_ALERT_WEBHOOK_SECRET) or --alert-webhook-secret-file to sign events"
+        );
+        anyhow::ensure!(
+            secrets.len() <= 2,
+            "give --alert-webhook-secret at most twice: the new secret, then the old"
+        );
+        for secret in &secrets {
+            anyhow::ensure!(
+                secret.len() >= MIN_WEBHOOK_SECRET_BYTES,
+                "a webhook signing secret must be at least {MIN_WEBHOOK_SECRET_BYTES} bytes (e.g. `openssl rand -base64 32`)"
+            );
+        }
         let timeout = Duration::from_secs(self.webhook_timeout_secs);
-        Ok(Some(WebhookSink::new(
+        let secrets = secrets.into_iter().map(String::into_bytes).collect();
+        Ok(Some(WebhookSink::with_secrets(
             self.webhook_urls.clone(),
-            secret.as_bytes(),
+            secrets,
             timeout,
         )?))
     }

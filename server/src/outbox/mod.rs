@@ -16,6 +16,7 @@ pub mod admin;
 pub mod housekeeping;
 pub mod relay;
 pub mod report;
+pub mod signature;
 pub mod sink;
 mod streams;
 

@@ -12,13 +12,14 @@ use serde_json::Value;
 use sha2::Sha256;
 use uuid::Uuid;
 
-use super::StoredEvent;
+use super::{signature, StoredEvent};
 
 /// Header carrying the event id (also in the body): what consumers deduplicate on.
 pub const EVENT_ID_HEADER: &str = "x-plume-event-id";
 /// Header carrying the event type.
 pub const EVENT_TYPE_HEADER: &str = "x-plume-event-type";
-/// Header carrying `sha256=<hex HMAC-SHA256 of the body with the shared secret>`.
+/// Header carrying `sha256=<hex HMAC-SHA256 of the body with the (first) shared secret>`.
+/// Deprecated: it can be replayed; verify the Standard Webhooks headers ([`super::signature`]).
 pub const SIGNATURE_HEADER: &str = "x-plume-signature-256";
 /// Header carrying which attempt this is, from 1.
 pub const ATTEMPT_HEADER: &str = "x-plume-delivery-attempt";
@@ -116,7 +117,8 @@ impl Sink for LogSink {
 pub struct WebhookSink {
     client: reqwest::Client,
     urls: Vec<reqwest::Url>,
-    secret: Vec<u8>,
+    /// The signing secrets, the newest first.
+    secrets: Vec<Vec<u8>>,
 }
 
 impl fmt::Debug for WebhookSink {
@@ -131,6 +133,16 @@ impl fmt::Debug for WebhookSink {
 impl WebhookSink {
     /// A sink for `urls`, signing with `secret`, giving up on a request after `timeout`.
     pub fn new(urls: Vec<reqwest::Url>, secret: &[u8], timeout: Duration) -> Result<Self, reqwest::Error> {
+        Self::with_secrets(urls, vec![secret.to_vec()], timeout)
+    }
+
+    /// A sink signing with each of `secrets` (the newest first, so a receiver can move to it
+    /// while the old one still verifies).
+    pub fn with_secrets(
+        urls: Vec<reqwest::Url>,
+        secrets: Vec<Vec<u8>>,
+        timeout: Duration,
+    ) -> Result<Self, reqwest::Error> {
         let client = reqwest::Client::builder()
             .timeout(timeout)
             // A redirect would turn the POST into a body-less GET whose 2xx is no delivery: a 3xx
@@ -142,7 +154,7 @@ impl WebhookSink {
         Ok(Self {
             client,
             urls,
-            secret: secret.to_vec(),
+            secrets,
         })
     }
 
@@ -150,7 +162,7 @@ impl WebhookSink {
         &self,
         url: &reqwest::Url,
         delivery: &Delivery,
-        signature: &str,
+        signatures: &Signatures,
     ) -> Result<(), DeliveryError> {
         let response = self
             .client
@@ -159,7 +171,10 @@ impl WebhookSink {
             .header(EVENT_ID_HEADER, delivery.event_id.to_string())
             .header(EVENT_TYPE_HEADER, &delivery.event_type)
             .header(ATTEMPT_HEADER, delivery.attempt.to_string())
-            .header(SIGNATURE_HEADER, signature)
+            .header(SIGNATURE_HEADER, &signatures.legacy)
+            .header(signature::ID_HEADER, delivery.event_id.to_string())
+            .header(signature::TIMESTAMP_HEADER, signatures.timestamp.to_string())
+            .header(signature::SIGNATURE_HEADER, &signatures.standard)
             .body(delivery.body.clone())
             .send()
             .await
@@ -175,8 +190,18 @@ impl WebhookSink {
 
 impl Sink for WebhookSink {
     async fn deliver(&self, delivery: &Delivery) -> Result<(), DeliveryError> {
-        let signature = sign(&self.secret, &delivery.body);
-        let attempts = self.urls.iter().map(|url| self.post(url, delivery, &signature));
+        let timestamp = Utc::now().timestamp();
+        let signatures = Signatures {
+            legacy: sign(&self.secrets[0], &delivery.body),
+            standard: signature::sign(
+                &self.secrets,
+                &delivery.event_id.to_string(),
+                timestamp,
+                &delivery.body,
+            ),
+            timestamp,
+        };
+        let attempts = self.urls.iter().map(|url| self.post(url, delivery, &signatures));
         let failures: Vec<String> = futures_util::future::join_all(attempts)
             .await
             .into_iter()
@@ -188,6 +213,14 @@ impl Sink for WebhookSink {
             Err(DeliveryError(failures.join("; ")))
         }
     }
+}
+
+/// One delivery's signatures, the same for every URL.
+#[derive(Debug)]
+struct Signatures {
+    legacy: String,
+    standard: String,
+    timestamp: i64,
 }
 
 /// `sha256=` and the hex HMAC-SHA256 of `body` keyed with `secret`: the value of

@@ -12,7 +12,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use axum::Router;
-use plume::outbox::sink;
+use plume::outbox::{signature, sink};
 use serde_json::Value;
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
@@ -157,7 +157,17 @@ async fn receive(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: By
         event_type: header(sink::EVENT_TYPE_HEADER),
         site_id: json["site_id"].as_i64().unwrap(),
         sequence: json["sequence"].as_i64().unwrap(),
-        signature_valid: sink::verify(SECRET, &body, &header(sink::SIGNATURE_HEADER)),
+        // Both the Standard Webhooks signature (id, timestamp and body) and the deprecated one.
+        signature_valid: sink::verify(SECRET, &body, &header(sink::SIGNATURE_HEADER))
+            && header(signature::ID_HEADER) == header(sink::EVENT_ID_HEADER)
+            && signature::verify(
+                &[SECRET.to_vec()],
+                &header(signature::ID_HEADER),
+                &header(signature::TIMESTAMP_HEADER),
+                &body,
+                &header(signature::SIGNATURE_HEADER),
+                chrono::Utc::now().timestamp(),
+            ),
         attempt_header: header(sink::ATTEMPT_HEADER).parse().unwrap_or(0),
         body: json,
     };

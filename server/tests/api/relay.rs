@@ -528,3 +528,27 @@ async fn credentials_in_a_failing_webhook_url_appear_in_no_error_or_status() {
         "{stored}"
     );
 }
+
+#[test]
+fn short_or_too_many_webhook_secrets_are_refused_at_start() {
+    let run = |secrets: &[&str]| {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_plume"));
+        command.args(["relay", "--alert-webhook-url", "http://127.0.0.1:9/hook"]);
+        for secret in secrets {
+            command.args(["--alert-webhook-secret", secret]);
+        }
+        // The database is never reached: the sink is checked first.
+        command.env("DATABASE_URL", "postgres://127.0.0.1:9/none");
+        let output = command.output().unwrap();
+        (
+            output.status.success(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    };
+    let (ok, stderr) = run(&["short"]);
+    assert!(!ok && stderr.contains("at least 32 bytes"), "{stderr}");
+    assert!(!stderr.contains("short\""), "the secret is not echoed");
+    let long = "x".repeat(32);
+    let (ok, stderr) = run(&[&long, &long, &long]);
+    assert!(!ok && stderr.contains("at most twice"), "{stderr}");
+}
