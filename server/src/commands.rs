@@ -3,6 +3,7 @@
 pub mod partitions;
 pub mod tokens;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -19,6 +20,7 @@ use crate::config::{
     RetryDeadArgs, SeedArgs, ServeArgs, WindowArgs,
 };
 use crate::db::{self, Database, PoolSettings};
+use crate::metrics::Metrics;
 use crate::outbox::admin::Requeue;
 use crate::outbox::housekeeping::Housekeeping;
 use crate::outbox::relay::Relay;
@@ -82,9 +84,13 @@ async fn serve_on(database: &Database, args: &ServeArgs, shutdown: CancellationT
             }
         });
     }
-    tokio::spawn(auth_housekeeping(
+    tokio::spawn(housekeeping(
         database.pool.clone(),
-        args.auth.audit_retention_days,
+        Retention {
+            audit: chrono::Duration::days(i64::from(args.auth.audit_retention_days)),
+            receipts: Duration::from_secs(u64::from(args.auth.receipt_retention_days) * 86_400),
+        },
+        state.metrics.clone(),
         shutdown.clone(),
     ));
     let maintenance =
@@ -144,23 +150,45 @@ async fn print_sign_in(
     Ok(())
 }
 
-/// Time between passes of the auth housekeeping.
-const AUTH_HOUSEKEEPING_INTERVAL: Duration = Duration::from_secs(15 * 60);
+/// Time between passes of the housekeeping of receipts, the audit trail and sessions.
+const HOUSEKEEPING_PASS_INTERVAL: Duration = Duration::from_secs(15 * 60);
 
-/// Deletes old audit rows, ended sessions and expired sign-in links, now and every
-/// [`AUTH_HOUSEKEEPING_INTERVAL`], so none of those tables grows without bound.
-async fn auth_housekeeping(pool: PgPool, audit_retention_days: u32, shutdown: CancellationToken) {
-    let retention = chrono::Duration::days(i64::from(audit_retention_days));
+/// How long receipts and audit rows are kept.
+#[derive(Debug, Clone, Copy)]
+struct Retention {
+    audit: chrono::Duration,
+    receipts: Duration,
+}
+
+/// Deletes receipts past the replay window, old audit rows, ended sessions and expired sign-in
+/// links, now and every [`HOUSEKEEPING_PASS_INTERVAL`], so none of those tables grows without bound.
+async fn housekeeping(
+    pool: PgPool,
+    retention: Retention,
+    metrics: Arc<Metrics>,
+    shutdown: CancellationToken,
+) {
     loop {
-        match store::delete_expired(&pool, retention).await {
+        match store::delete_expired(&pool, retention.audit).await {
             Ok(deleted) if deleted > 0 => {
                 tracing::info!(deleted, "deleted old audit rows, sessions and sign-in links")
             }
             Ok(_) => {}
             Err(error) => tracing::warn!(%error, "auth housekeeping failed; retrying at the next pass"),
         }
+        match crate::ingest::receipts::prune(&pool, retention.receipts).await {
+            Ok(deleted) => {
+                metrics
+                    .receipts_pruned
+                    .fetch_add(deleted, std::sync::atomic::Ordering::Relaxed);
+                if deleted > 0 {
+                    tracing::info!(deleted, "deleted receipts past the replay window");
+                }
+            }
+            Err(error) => tracing::warn!(%error, "pruning receipts failed; retrying at the next pass"),
+        }
         tokio::select! {
-            () = tokio::time::sleep(AUTH_HOUSEKEEPING_INTERVAL) => {}
+            () = tokio::time::sleep(HOUSEKEEPING_PASS_INTERVAL) => {}
             () = shutdown.cancelled() => return,
         }
     }

@@ -644,6 +644,11 @@ pub struct AuthArgs {
     /// A dashboard session ends this long after sign-in, however busy (e.g. 12h, 1d).
     #[arg(long, env = "PLUME_SESSION_LIFETIME", default_value = "12h", value_parser = parse_duration)]
     pub session_lifetime: Duration,
+    /// Days an ingest request's receipt (its idempotency key and answer) is kept: a retry within
+    /// them is answered with the original receipt; a later one is stored again and finds all its
+    /// readings duplicates (201, nothing counted twice). At least 7.
+    #[arg(long, env = "PLUME_RECEIPT_RETENTION_DAYS", default_value_t = 30, value_parser = clap::value_parser!(u32).range(7..=36_500))]
+    pub receipt_retention_days: u32,
     /// Days the audit trail (`auth_audit`) is kept.
     #[arg(long, env = "PLUME_AUDIT_RETENTION_DAYS", default_value_t = 90, value_parser = clap::value_parser!(u32).range(1..=3650))]
     pub audit_retention_days: u32,

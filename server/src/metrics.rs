@@ -63,6 +63,8 @@ pub struct Metrics {
     fresh_conflicts: AtomicU64,
     group_commits: AtomicU64,
     grouped_batches: AtomicU64,
+    /// Receipts deleted by the housekeeping once past the replay window.
+    pub receipts_pruned: AtomicU64,
     /// The outbox relay's counters.
     pub outbox: OutboxCounters,
     /// The partition maintenance job's counters, shared with the job.
@@ -144,6 +146,11 @@ impl Metrics {
                 "plume_ingest_grouped_batches_total",
                 "v1 batches stored in a shared transaction.",
                 &self.grouped_batches,
+            ),
+            (
+                "plume_receipts_pruned_total",
+                "Idempotency receipts deleted once past the replay window (--receipt-retention-days).",
+                &self.receipts_pruned,
             ),
         ] {
             let _ = writeln!(

@@ -11,6 +11,7 @@ pub mod copy;
 pub mod fresh;
 pub mod group;
 pub mod processor;
+pub mod receipts;
 pub mod request;
 pub mod store;
 

@@ -236,3 +236,54 @@ async fn a_retry_is_replayed_even_after_its_readings_left_the_window() {
     assert_eq!(refused["error"]["details"][0]["path"], "readings[0].timestamp");
     assert_eq!(app.assert_totals_match_rows(id).await, (4_000_000, 1));
 }
+
+#[tokio::test]
+async fn a_retry_after_its_receipt_was_pruned_counts_nothing_twice() {
+    let app = spawn_app().await;
+    let id = app.create_site("Pruned", "100").await;
+    let body = batch(id, &[("a", &hours_ago(2), "1.5"), ("b", &hours_ago(2), "2")]);
+    let response = app.ingest("old-key", &body).await;
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let bulk = format!("site_id,source_id,timestamp,value\n{id},c,{},4\n", hours_ago(3));
+    assert_eq!(
+        app.bulk(Some("old-bulk"), "text/csv", bulk.clone())
+            .await
+            .status(),
+        StatusCode::CREATED
+    );
+
+    // Past the replay window, the housekeeping deletes both receipts (and only old ones).
+    for table in ["ingest_batches", "bulk_batches"] {
+        sqlx::query(&format!(
+            "update {table} set created_at = now() - interval '40 days'"
+        ))
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    }
+    let young = batch(id, &[("d", &hours_ago(1), "1")]);
+    assert_eq!(
+        app.ingest("young-key", &young).await.status(),
+        StatusCode::CREATED
+    );
+    let pruned = plume::ingest::receipts::prune(&app.pool, std::time::Duration::from_secs(30 * 86_400))
+        .await
+        .unwrap();
+    assert_eq!(pruned, 2);
+    assert_eq!(app.claimed_batches().await, 1, "the young receipt stays");
+
+    // The late retries are stored again, and every reading is a duplicate: totals do not move.
+    let (status, receipt) = status_and_body(app.ingest("old-key", &body).await).await;
+    assert_eq!(status, StatusCode::CREATED);
+    assert_eq!(
+        (
+            receipt["data"]["readings_accepted"].as_i64(),
+            receipt["data"]["readings_duplicate"].as_i64()
+        ),
+        (Some(0), Some(2))
+    );
+    let (status, receipt) = status_and_body(app.bulk(Some("old-bulk"), "text/csv", bulk).await).await;
+    assert_eq!(status, StatusCode::CREATED);
+    assert_eq!(receipt["data"]["readings_accepted"], 0);
+    assert_eq!(app.assert_totals_match_rows(id).await, (8_500_000, 4));
+}

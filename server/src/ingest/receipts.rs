@@ -1,0 +1,47 @@
+//! Receipt retention: idempotency keys and the answers they replay are kept for a replay window,
+//! then deleted in small batches, so `ingest_batches` and `bulk_batches` do not grow for ever.
+//!
+//! A retry that arrives after its receipt is gone still counts nothing twice: its key is free, so
+//! it is stored again, and every reading it carries is already stored under its identity (site,
+//! source, time), so it answers 201 with all of them duplicates and moves no total.
+
+use std::time::Duration;
+
+use sqlx::PgPool;
+
+/// Rows deleted per statement: short transactions, short locks.
+const ROWS_PER_DELETE: i64 = 5_000;
+
+/// Statements per pass at most, so one pass stays short however far behind it is.
+const DELETES_PER_PASS: usize = 200;
+
+/// Deletes receipts older than `keep`, in batches; returns how many.
+pub async fn prune(pool: &PgPool, keep: Duration) -> Result<u64, sqlx::Error> {
+    let before = chrono::Utc::now() - chrono::Duration::from_std(keep).unwrap_or(chrono::Duration::MAX);
+    let mut deleted = 0;
+    for _ in 0..DELETES_PER_PASS {
+        let v1 = sqlx::query!(
+            "delete from ingest_batches where ctid = any(array(
+                 select ctid from ingest_batches where created_at < $1 limit $2))",
+            before,
+            ROWS_PER_DELETE,
+        )
+        .execute(pool)
+        .await?
+        .rows_affected();
+        let bulk = sqlx::query!(
+            "delete from bulk_batches where ctid = any(array(
+                 select ctid from bulk_batches where created_at < $1 limit $2))",
+            before,
+            ROWS_PER_DELETE,
+        )
+        .execute(pool)
+        .await?
+        .rows_affected();
+        deleted += v1 + bulk;
+        if v1 < ROWS_PER_DELETE as u64 && bulk < ROWS_PER_DELETE as u64 {
+            break;
+        }
+    }
+    Ok(deleted)
+}
