@@ -8,7 +8,7 @@ use tokio::sync::{Notify, Semaphore};
 
 use crate::auth::cache::{Auth, AuthSettings};
 use crate::changes::{ChangeHub, ChangeSignal};
-use crate::http::health::ReadyCache;
+use crate::http::health::{GaugeCache, ReadyCache};
 use crate::http::server::ServeLimits;
 use crate::ingest::group::GroupCommitter;
 use crate::metrics::Metrics;
@@ -71,6 +71,8 @@ pub struct AppState {
     pub auth: Auth,
     /// `/ready`'s latest answer.
     pub ready: Arc<ReadyCache>,
+    /// `/metrics`' latest database gauges.
+    pub gauges: Arc<GaugeCache>,
     /// Permits for the exports running at once ([`crate::query::export::MAX_CONCURRENT_EXPORTS`]).
     pub exports: Arc<Semaphore>,
 }
@@ -86,6 +88,7 @@ impl AppState {
             changes: ChangeHub::start(pool.clone(), signal.clone(), settings.max_waiters, auth.clone()),
             auth,
             ready: Arc::default(),
+            gauges: Arc::default(),
             committer: GroupCommitter::start(pool.clone(), metrics.clone(), signal.clone()),
             change_signal: signal,
             pool,

@@ -79,17 +79,44 @@ async fn ready(State(state): State<AppState>) -> Result<Envelope<serde_json::Val
     }))
 }
 
-/// The process's counters, then the outbox gauges, which are the database's (the same from every
-/// instance); when the database does not answer, the gauges are left out rather than the page.
+/// How long the database's gauges on `/metrics` are reused: however often it is scraped (by
+/// several Prometheus servers, or by a client with a metrics token), they cost a few queries every
+/// few seconds.
+const GAUGES_CACHED_FOR: Duration = Duration::from_secs(5);
+
+/// The database's gauges as last rendered, and when.
+#[derive(Debug, Default)]
+pub struct GaugeCache(Mutex<Option<(Instant, String)>>);
+
+/// The process's counters, then the outbox and partition gauges, which are the database's (the
+/// same from every instance; read at most every [`GAUGES_CACHED_FOR`]); when the database does not
+/// answer, the gauges are left out rather than the page.
 async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     let mut page = state.metrics.render();
     state.changes.render_metrics(&mut page);
     state.auth.render_metrics(&mut page);
-    match outbox::admin::status(&state.pool).await {
+    let cached = state.gauges.0.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let gauges = match cached {
+        Some((at, gauges)) if at.elapsed() < GAUGES_CACHED_FOR => gauges,
+        _ => {
+            let gauges = database_gauges(&state.pool).await;
+            *state.gauges.0.lock().unwrap_or_else(|p| p.into_inner()) =
+                Some((Instant::now(), gauges.clone()));
+            gauges
+        }
+    };
+    page.push_str(&gauges);
+    ([(CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], page)
+}
+
+/// The outbox and partition gauges, read from the database.
+async fn database_gauges(pool: &sqlx::PgPool) -> String {
+    let mut page = String::new();
+    match outbox::admin::status(pool).await {
         Ok(status) => render_outbox_gauges(&mut page, &status),
         Err(error) => tracing::warn!(%error, "reading the outbox status for /metrics failed"),
     }
-    match partition_gauges(&state.pool).await {
+    match partition_gauges(pool).await {
         Ok((months_ahead, default_rows)) => {
             let gauges = [
                 (
@@ -109,7 +136,7 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
         }
         Err(error) => tracing::warn!(%error, "reading the partitions for /metrics failed"),
     }
-    ([(CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], page)
+    page
 }
 
 /// Months premade ahead and rows in the default partition, read from the catalog and the (empty,
