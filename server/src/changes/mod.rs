@@ -500,11 +500,12 @@ fn own_connections(app: &PgConnectOptions) -> PgConnectOptions {
 
 /// The sites whose last change has an id at or above `horizon` (the snapshot's own xmin if none),
 /// only `site` if given, read in one statement with the snapshot it saw.
+/// Heads hold metrics only: the sites' metadata (up to 16 KiB each) is not read.
 async fn read_head(pool: &PgPool, horizon: Option<u64>, site: Option<SiteId>) -> Result<Head, sqlx::Error> {
     let rows = sqlx::query(
         r#"with now as (select pg_current_snapshot() as snapshot)
            select now.snapshot::text as snapshot, pg_snapshot_xmin(now.snapshot)::text as own_xmin,
-                  s.id, s.name, s.emission_limit_mg, s.metadata::text as metadata, s.total_emissions_mg,
+                  s.id, s.name, s.emission_limit_mg, '{}'::text as metadata, s.total_emissions_mg,
                   s.reading_count, s.first_reading_at, s.last_reading_at, s.version, s.created_at,
                   s.change_xid::text as change_xid
              from now
