@@ -86,11 +86,16 @@ export async function revokeToken(env, which) {
   await promisify(execFile)(PLUME, ['tokens', 'revoke', which], { env: plumeEnv(env.dataDir) });
 }
 
+/** psql's environment: the embedded cluster's superuser password, from its data directory. */
+function psqlEnv(env) {
+  return { ...process.env, PGPASSWORD: readFileSync(join(env.dataDir, 'password'), 'utf8').trim() };
+}
+
 /** Runs SQL on the `plume` database as the superuser; resolves with psql's unaligned output. */
 export async function sql(env, statement) {
   const { stdout } = await promisify(execFile)('psql', [
     '-h', '127.0.0.1', '-p', String(env.databasePort), '-U', 'postgres', '-qtAX', 'plume', '-c', statement,
-  ]);
+  ], { env: psqlEnv(env) });
   return stdout.trim();
 }
 
@@ -156,6 +161,7 @@ export async function holdSiteLock(env, siteId, seconds) {
   const hold = `begin; select 1 from sites where id = ${Number(siteId)} for update; select pg_sleep(${Number(seconds)}); commit;`;
   const psql = spawn('psql', ['-h', '127.0.0.1', '-p', String(env.databasePort), '-U', 'postgres', '-q', 'plume', '-c', hold], {
     stdio: 'ignore',
+    env: psqlEnv(env),
   });
   for (let i = 0; i < 100; i++) {
     await new Promise((resolve) => setTimeout(resolve, 50));

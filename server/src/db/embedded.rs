@@ -83,6 +83,7 @@ impl ClusterOptions {
 #[derive(Debug)]
 pub struct EmbeddedCluster {
     port: u16,
+    data_dir: PathBuf,
     log_path: PathBuf,
     supervisor: Child,
     /// Closing this pipe is what tells the supervisor to stop the server.
@@ -118,6 +119,7 @@ impl EmbeddedCluster {
         if !pgdata.join("PG_VERSION").exists() {
             initdb(options, &pgdata, run_as)?;
         }
+        let data_dir = options.data_dir.clone();
 
         let port = free_port()?;
         let mut server = vec![
@@ -166,6 +168,7 @@ impl EmbeddedCluster {
         let lifeline = supervisor.stdin.take();
         let mut cluster = Self {
             port,
+            data_dir,
             log_path,
             supervisor,
             lifeline,
@@ -174,9 +177,9 @@ impl EmbeddedCluster {
         Ok(cluster)
     }
 
-    /// A connection URL for `database` as the superuser `postgres`.
+    /// A connection URL for `database` as the superuser `postgres`, with its password.
     pub fn url(&self, database: &str) -> String {
-        url_on(self.port, database)
+        url_on(&self.data_dir, self.port, database)
     }
 
     /// The TCP port the server listens on (loopback only).
@@ -237,9 +240,19 @@ pub fn running_port(data_dir: &Path, bin_dir: &Path) -> Option<u16> {
     ready.then_some(port)
 }
 
-/// The URL of `database` on a cluster started by [`EmbeddedCluster::start`] listening on `port`.
-pub fn url_on(port: u16, database: &str) -> String {
-    format!("postgres://postgres@127.0.0.1:{port}/{database}")
+/// The file in the data directory that holds the superuser's password (0600, the plume user's).
+pub const PASSWORD_FILE: &str = "password";
+
+/// The URL of `database` on the cluster of `data_dir` listening on `port`, with the superuser's
+/// password from [`PASSWORD_FILE`] (a cluster made before passwords has none, and trusts loopback).
+pub fn url_on(data_dir: &Path, port: u16, database: &str) -> String {
+    match fs::read_to_string(data_dir.join(PASSWORD_FILE)) {
+        Ok(password) => format!(
+            "postgres://postgres:{}@127.0.0.1:{port}/{database}",
+            password.trim()
+        ),
+        Err(_) => format!("postgres://postgres@127.0.0.1:{port}/{database}"),
+    }
 }
 
 /// Checks that PostgreSQL 15 and pg_partman are installed where `bin_dir` says.
@@ -257,16 +270,51 @@ pub fn check_installation(bin_dir: &Path) -> Result<(), ClusterError> {
     Ok(())
 }
 
+/// Initialises the cluster with a random superuser password (scram-sha-256 for every connection):
+/// any other local user or process reaching the loopback port is refused, where `trust` would make
+/// it a superuser able to run `COPY ... PROGRAM`. The password is kept in [`PASSWORD_FILE`], readable
+/// by the plume user only; initdb reads it from a file of its own, deleted after.
 fn initdb(options: &ClusterOptions, pgdata: &Path, run_as: Option<(u32, u32)>) -> Result<(), ClusterError> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let mut secret = [0u8; 24];
+    rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut secret);
+    let password = hex::encode(secret);
+    let write_private = |path: &Path| {
+        fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(path)
+            .and_then(|mut file| std::io::Write::write_all(&mut file, password.as_bytes()))
+            .and_then(|()| fs::set_permissions(path, fs::Permissions::from_mode(0o600)))
+            .map_err(|e| ClusterError::Io(format!("writing {}", path.display()), e))
+    };
+    write_private(&options.data_dir.join(PASSWORD_FILE))?;
+    let pwfile = pgdata.with_file_name("initdb-password");
+    write_private(&pwfile)?;
+    if let Some((uid, gid)) = run_as {
+        std::os::unix::fs::chown(&pwfile, Some(uid), Some(gid))
+            .map_err(|e| ClusterError::Io(format!("handing {} to postgres", pwfile.display()), e))?;
+    }
     let mut command = Command::new(options.bin_dir.join("initdb"));
     command
         .arg("-D")
         .arg(pgdata)
-        .args(["-U", "postgres", "--auth=trust", "--encoding=UTF8", "--no-locale"]);
+        .args([
+            "-U",
+            "postgres",
+            "--auth=scram-sha-256",
+            "--encoding=UTF8",
+            "--no-locale",
+        ])
+        .arg(format!("--pwfile={}", pwfile.display()));
     if options.ephemeral {
         command.arg("--no-sync");
     }
-    let output = run(as_user(run_as, &mut command))?;
+    let output = run(as_user(run_as, &mut command));
+    let _ = fs::remove_file(&pwfile);
+    let output = output?;
     if !output.status.success() {
         return Err(ClusterError::Command {
             what: "initdb".into(),

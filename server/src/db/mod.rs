@@ -101,7 +101,7 @@ impl Database {
                 if let Some(port) = embedded::running_port(dir, Path::new(embedded::DEFAULT_PG_BIN_DIR)) {
                     // Another plume process runs this cluster: share it, and leave stopping it to that one.
                     tracing::info!(port, data_dir = %dir.display(), "using the embedded PostgreSQL already running");
-                    (embedded::url_on(port, EMBEDDED_DATABASE), None)
+                    (embedded::url_on(dir, port, EMBEDDED_DATABASE), None)
                 } else {
                     start_embedded(dir).await?
                 }

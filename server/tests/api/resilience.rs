@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use reqwest::StatusCode;
 use serde_json::json;
-use sqlx::Executor;
+use sqlx::{Connection, Executor};
 
 use crate::helpers::*;
 
@@ -207,4 +207,26 @@ async fn a_command_finds_the_embedded_cluster_another_process_already_runs() {
     assert_eq!(plume::db::embedded::running_port(&data_dir, bin_dir), Some(port));
     let elsewhere = tempfile::tempdir().unwrap();
     assert_eq!(plume::db::embedded::running_port(elsewhere.path(), bin_dir), None);
+}
+
+#[tokio::test]
+async fn the_embedded_cluster_refuses_whoever_lacks_its_password() {
+    use std::os::unix::fs::PermissionsExt;
+    let (data_dir, port) = crate::helpers::test_cluster();
+    let password_file = data_dir.join(plume::db::embedded::PASSWORD_FILE);
+    let mode = std::fs::metadata(&password_file).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "readable by plume's user only");
+    let stranger =
+        sqlx::PgConnection::connect(&format!("postgres://postgres@127.0.0.1:{port}/postgres")).await;
+    assert!(stranger.is_err(), "no password, no connection");
+    let guesser =
+        sqlx::PgConnection::connect(&format!("postgres://postgres:guess@127.0.0.1:{port}/postgres")).await;
+    assert!(guesser.is_err());
+    let url = plume::db::embedded::url_on(&data_dir, port, "postgres");
+    let mut plume = sqlx::PgConnection::connect(&url).await.unwrap();
+    let one: i32 = sqlx::query_scalar("select 1")
+        .fetch_one(&mut plume)
+        .await
+        .unwrap();
+    assert_eq!(one, 1);
 }
