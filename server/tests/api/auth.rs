@@ -169,6 +169,32 @@ async fn until_refused(client: &reqwest::Client, address: &str) -> Duration {
     }
 }
 
+/// A long poll of the session `cookie` on `address`, waiting in the background (from the cursor of
+/// a first poll); ends with its status and how long it waited.
+async fn waiting_long_poll(address: &str, cookie: &str) -> tokio::task::JoinHandle<(StatusCode, Duration)> {
+    let client = reqwest::Client::new();
+    let first = client
+        .get(format!("{address}/v2/changes"))
+        .header("cookie", cookie)
+        .send()
+        .await
+        .unwrap();
+    let (_, first) = status_and_body(first).await;
+    let url = format!(
+        "{address}/v2/changes?cursor={}&wait=30",
+        first["meta"]["cursor"].as_str().unwrap()
+    );
+    let cookie = cookie.to_owned();
+    let poll = tokio::spawn(async move {
+        let started = Instant::now();
+        let response = client.get(url).header("cookie", cookie).send().await.unwrap();
+        (response.status(), started.elapsed())
+    });
+    // Until it is surely waiting on the server.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    poll
+}
+
 async fn second_process(app: &TestApp) -> TestApp {
     let pool = db::connect(&app.database_url, &PoolSettings::default())
         .await
@@ -206,30 +232,7 @@ async fn a_revoked_token_is_refused_by_every_process_within_a_second_and_its_lon
         .next()
         .unwrap()
         .to_owned();
-    let (_, first) = status_and_body(
-        reqwest::Client::new()
-            .get(format!("{}/v2/changes", other.address))
-            .header("cookie", &cookie)
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
-    let cursor = first["meta"]["cursor"].as_str().unwrap().to_owned();
-    let poll = tokio::spawn({
-        let url = format!("{}/v2/changes?cursor={cursor}&wait=30", other.address);
-        async move {
-            let started = Instant::now();
-            let response = reqwest::Client::new()
-                .get(url)
-                .header("cookie", cookie)
-                .send()
-                .await
-                .unwrap();
-            (response.status(), started.elapsed())
-        }
-    });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let poll = waiting_long_poll(&other.address, &cookie).await;
 
     let id = token::parse(&token).unwrap().id;
     let revoked_at = Instant::now();
@@ -539,34 +542,7 @@ async fn a_session_is_a_cookie_the_page_cannot_read_and_cookie_writes_need_their
     );
 
     // A long poll of the session, waiting while it signs out.
-    let (_, first) = status_and_body(
-        reqwest::Client::new()
-            .get(format!("{}/v2/changes", app.address))
-            .header("cookie", &cookie)
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
-    let poll = tokio::spawn({
-        let url = format!(
-            "{}/v2/changes?cursor={}&wait=30",
-            app.address,
-            first["meta"]["cursor"].as_str().unwrap()
-        );
-        let cookie = cookie.clone();
-        async move {
-            let started = Instant::now();
-            let response = reqwest::Client::new()
-                .get(url)
-                .header("cookie", cookie)
-                .send()
-                .await
-                .unwrap();
-            (response.status(), started.elapsed())
-        }
-    });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let poll = waiting_long_poll(&app.address, &cookie).await;
 
     // Signed out: the cookie no longer works, in this process or any other.
     let out = reqwest::Client::new()
