@@ -6,6 +6,13 @@
 #
 #   benches/run.sh            # all shapes, 3 runs each (about 8 minutes on 2 cores)
 #   RUNS=5 benches/run.sh v2  # one shape: v2 | v1 | one-site | duplicates
+#
+# AUTH="enforce off" runs each shape with authentication enforced and off (`plume-load --auth`),
+# alternating run by run (enforce, off, off, enforce, ...: neither always goes first) so that both
+# share the machine's drift, and reports each apart: what authentication costs. The shapes auth-v1, auth-replays and auth-one-client are made for it
+# (the default AUTH is enforce alone, as the service runs):
+#
+#   AUTH="enforce off" benches/run.sh auth-v1 auth-replays auth-one-client   # about 12 minutes
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
@@ -18,7 +25,11 @@ declare -A shapes=(
     [v1]="--api v1 --clients 64 --sites 100 --seconds 20 --replay-seconds 5 --baseline"
     [one-site]="--api v1 --clients 10 --sites 1 --seconds 20"
     [duplicates]="--api v1 --clients 64 --sites 100 --seconds 20 --duplicate-ratio 0.1"
+    [auth-v1]="--api v1 --clients 64 --sites 100 --seconds 20"
+    [auth-replays]="--api v1 --clients 64 --sites 100 --seconds 5 --replay-seconds 20"
+    [auth-one-client]="--api v1 --clients 1 --sites 100 --seconds 10 --replay-seconds 10"
 )
+read -r -a modes <<<"${AUTH:-enforce}"
 selected=("${@:-v2 v1 one-site duplicates}")
 read -r -a selected <<<"${selected[*]}"
 
@@ -27,26 +38,42 @@ median() { sort -n | awk '{ v[NR] = $1 } END { if (NR == 0) print "-"; else if (
 
 summary=()
 for shape in "${selected[@]}"; do
-    [ -n "${shapes[$shape]:-}" ] || { echo "unknown shape $shape: v2 | v1 | one-site | duplicates" >&2; exit 2; }
-    log=$(mktemp)
+    [ -n "${shapes[$shape]:-}" ] || {
+        echo "unknown shape $shape: v2 | v1 | one-site | duplicates | auth-v1 | auth-replays | auth-one-client" >&2
+        exit 2
+    }
+    declare -A logs=()
+    for mode in "${modes[@]}"; do logs[$mode]=$(mktemp); done
     for run in $(seq "$runs"); do
-        echo "== $shape, run $run: plume-load ${shapes[$shape]}"
-        # shellcheck disable=SC2086
-        "${load[@]}" ${shapes[$shape]} | tee -a "$log"
+        order=("${modes[@]}")
+        if [ $((run % 2)) -eq 0 ]; then mapfile -t order < <(printf '%s\n' "${modes[@]}" | tac); fi
+        for mode in "${order[@]}"; do
+            echo "== $shape, run $run, auth $mode: plume-load ${shapes[$shape]} --auth $mode"
+            # shellcheck disable=SC2086
+            "${load[@]}" ${shapes[$shape]} --auth "$mode" | tee -a "${logs[$mode]}"
+        done
     done
-    # A figure a shape does not print (replays without --replay-seconds) is "-", not an error.
-    figure() { { grep -o "$1" "$log" || true; } | { grep -o '[0-9.]*' || true; }; }
-    rate=$(figure 'accepted [0-9]* readings/s' | median)
-    p99=$({ grep '^accepted' "$log" || true; } | { grep -o 'p99 [0-9.]*' || true; } | awk '{ print $2 }' | median)
-    ratio=$(figure 'service/baseline = [0-9]*%' | median)
-    replays=$(figure 'replays: [0-9]* requests/s' | median)
-    rss=$(figure 'server peak RSS: [0-9]* MB' | median)
-    [ "$ratio" = - ] || ratio="$ratio%"
-    [ "$rss" = - ] || rss="$rss MB"
-    summary+=("| $shape | $runs | $rate | $p99 | $ratio | $replays | $rss |")
-    rm -f "$log"
+    for mode in "${modes[@]}"; do
+        log=${logs[$mode]}
+        # A figure a shape does not print (replays without --replay-seconds) is "-", not an error.
+        figure() { { grep -o "$1" "$log" || true; } | { grep -o '[0-9.]*' || true; }; }
+        # The latency percentile $2 (p50, p99) of the lines starting with $1.
+        latency() { { grep "^$1" "$log" || true; } | { grep -o "$2 [0-9.]*" || true; } | awk '{ print $2 }' | median; }
+        # The server's CPU µs per request on the lines starting with $1.
+        cpu() { { grep "^$1" "$log" || true; } | { grep -o '[0-9]* µs' || true; } | awk '{ print $1 }' | median; }
+        rate=$(figure 'accepted [0-9]* readings/s' | median)
+        ratio=$(figure 'service/baseline = [0-9]*%' | median)
+        replays=$(figure 'replays: [0-9]* requests/s' | median)
+        rss=$(figure 'server peak RSS: [0-9]* MB' | median)
+        [ "$ratio" = - ] || ratio="$ratio%"
+        [ "$rss" = - ] || rss="$rss MB"
+        summary+=("| $shape | $mode | $runs | $rate | $(latency accepted p50) / $(latency accepted p99) | $ratio | $replays | $(latency replays: p50) / $(latency replays: p99) | $(cpu 'server CPU') / $(cpu "replays' server CPU") | $rss |")
+        rm -f "$log"
+    done
+    unset logs
 done
 echo
-echo "| shape | runs | readings/s (median) | p99 ms (median) | service/psql \\copy | replays/s | server peak RSS |"
-echo "|---|---|---|---|---|---|---|"
+echo "| shape | auth | runs | readings/s | p50 / p99 ms | service/psql \\copy | replays/s | replays p50 / p99 ms | server CPU µs per request / per replay | server peak RSS |"
+echo "|---|---|---|---|---|---|---|---|---|---|"
 printf '%s\n' "${summary[@]}"
+echo "(medians of the runs)"

@@ -5,9 +5,9 @@
 //!    at once. The baseline, measured in the same run, is the same webhook sink posting the same
 //!    number of events at the same concurrency with no database at all: the HTTP ceiling.
 //! 2. **Backlog under ingestion.** Runs the HTTP service with its relay and drives v1 ingestion with
-//!    `--ingest-clients` concurrent clients for `--ingest-seconds`, sampling the outbox backlog;
-//!    prints ingestion rate, the largest backlog and oldest-pending age seen, both at the end of the
-//!    load, and how long the relay took to drain what was left.
+//!    `--ingest-clients` concurrent clients (with an admin token) for `--ingest-seconds`, sampling
+//!    the outbox backlog; prints ingestion rate, the largest backlog and oldest-pending age seen,
+//!    both at the end of the load, and how long the relay took to drain what was left.
 //!
 //! Every delivered event id is checked against the number written: nothing lost, nothing extra.
 
@@ -178,6 +178,10 @@ async fn relay_throughput(
     let elapsed = started.elapsed();
     shutdown.cancel();
     running.await?;
+    // No HTTP server closes them here: the change listener and the auth sweep would otherwise
+    // outlive the cluster and warn as it stops.
+    state.changes.close();
+    state.auth.close();
     ensure!(
         complete,
         "the relay did not deliver every event within 10 minutes"
@@ -205,15 +209,17 @@ async fn backlog_under_ingestion(args: &Args, db: &BenchDatabase, receiver: &Rec
     let started = Instant::now();
     let clients: Vec<_> = (0..args.ingest_clients)
         .map(|client| {
-            tokio::spawn(ingest_client(
+            Ok(tokio::spawn(ingest_client(
                 client,
                 args.sites,
+                // The admin token, on a connection pool of the client's own.
+                db.admin_token.client()?,
                 address.clone(),
                 stop.clone(),
                 stored.clone(),
-            ))
+            )))
         })
-        .collect();
+        .collect::<anyhow::Result<_>>()?;
     let (mut max_pending, mut max_age) = (0, 0.0f64);
     while started.elapsed() < Duration::from_secs(args.ingest_seconds) {
         tokio::time::sleep(Duration::from_millis(250)).await;
@@ -276,15 +282,15 @@ async fn backlog_under_ingestion(args: &Args, db: &BenchDatabase, receiver: &Rec
     Ok(())
 }
 
-/// Posts 100-reading batches for sites in turn until `stop`, each with new readings.
+/// Posts 100-reading batches for sites in turn with `http` until `stop`, each with new readings.
 async fn ingest_client(
     client: usize,
     sites: u64,
+    http: reqwest::Client,
     address: String,
     stop: Arc<AtomicBool>,
     stored: Arc<AtomicU64>,
 ) -> anyhow::Result<()> {
-    let http = reqwest::Client::new();
     let start = chrono::Utc::now() - chrono::Duration::days(60);
     let mut batch = 0u64;
     while !stop.load(Ordering::Relaxed) {

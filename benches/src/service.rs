@@ -1,5 +1,5 @@
 //! The service under load: inside the load tool, or the real `plume` binary in a process of its
-//! own, whose peak memory can then be read.
+//! own, whose peak memory and CPU time can then be read.
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -29,9 +29,13 @@ pub enum Service {
 }
 
 impl Service {
-    /// Serves `db` inside this process, its relay delivering to `receiver`.
-    pub async fn in_process(db: &BenchDatabase, receiver: &Receiver) -> anyhow::Result<Self> {
-        let state = AppState::new(db.pool.clone(), Settings::default());
+    /// Serves `db` inside this process with `settings`, its relay delivering to `receiver`.
+    pub async fn in_process(
+        db: &BenchDatabase,
+        receiver: &Receiver,
+        settings: Settings,
+    ) -> anyhow::Result<Self> {
+        let state = AppState::new(db.pool.clone(), settings);
         let shutdown = CancellationToken::new();
         let address = start_service(db, &state, receiver, &shutdown).await?;
         Ok(Self::InProcess {
@@ -95,6 +99,27 @@ impl Service {
     /// The child's resident memory now, in bytes (`VmRSS`); `None` in process.
     pub fn rss(&self) -> anyhow::Result<Option<u64>> {
         self.memory("VmRSS")
+    }
+
+    /// The CPU time the child has used so far, user and system, all threads; `None` in process.
+    /// The server's own work, apart from the load tool's and PostgreSQL's on the same cores.
+    pub fn cpu_time(&self) -> anyhow::Result<Option<Duration>> {
+        let Self::Process { child, .. } = self else {
+            return Ok(None);
+        };
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", child.id()))?;
+        // The fields after the command name, which is in parentheses and may hold spaces:
+        // utime and stime are the 14th and 15th of the whole line, in clock ticks.
+        let after_name = stat
+            .rsplit_once(')')
+            .context("no command name in the server's /proc stat")?
+            .1;
+        let mut fields = after_name.split_whitespace().skip(11);
+        let mut ticks =
+            || -> anyhow::Result<u64> { Ok(fields.next().context("a short /proc stat line")?.parse()?) };
+        let ticks = ticks()? + ticks()?;
+        let per_second = rustix::param::clock_ticks_per_second();
+        Ok(Some(Duration::from_secs_f64(ticks as f64 / per_second as f64)))
     }
 
     fn memory(&self, field: &str) -> anyhow::Result<Option<u64>> {

@@ -11,7 +11,8 @@
 //! first: a negative figure.) That is one round; each of `--rounds` re-arms every waiter with the
 //! cursor it was given.
 //!
-//! Beside it, from the same client: a plain `GET /v1/sites/{id}/metrics`, one at a time and
+//! Every request carries an admin token minted as the database was created (admins have no
+//! per-client limit on long polls). Beside it, from the same client: a plain `GET /v1/sites/{id}/metrics`, one at a time and
 //! `--waiters` at once, for what an HTTP round trip and a burst of answers cost on this machine;
 //! how long re-arming every waiter takes; and each server's resident memory before any waiter,
 //! with all of them waiting and after the last round. The client shares the machine's cores with
@@ -182,7 +183,9 @@ async fn run(args: &Args, db: &BenchDatabase) -> anyhow::Result<()> {
         servers.push(Service::process_with(&args.plume_binary, db, &receiver, POOL, &extra).await?);
     }
     let feed = Feed {
-        http: reqwest::Client::builder()
+        http: db
+            .admin_token
+            .client_builder()
             .tcp_nodelay(true)
             .pool_idle_timeout(None)
             .build()?,
@@ -217,7 +220,7 @@ async fn run(args: &Args, db: &BenchDatabase) -> anyhow::Result<()> {
     let mut waiters = Vec::with_capacity(args.waiters);
     for waiter in 0..args.waiters {
         waiters.push(Waiter {
-            connection: Connection::open(&feed.addresses[waiter % instances]).await?,
+            connection: Connection::open(&feed.addresses[waiter % instances], &db.admin_token).await?,
             cursor: cursor.to_owned(),
         });
     }

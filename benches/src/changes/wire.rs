@@ -1,17 +1,21 @@
-//! The waiters' HTTP/1.1: one keep-alive connection each, spoken to directly. The client shares
-//! the machine's two cores with the servers, so its work per answer is kept to reading bytes; what
-//! the answers say is parsed after the round's timing.
+//! The waiters' HTTP/1.1: one keep-alive connection each, spoken to directly, every request with
+//! the bench's bearer token. The client shares the machine's two cores with the servers, so its
+//! work per answer is kept to reading bytes; what the answers say is parsed after the round's
+//! timing.
 
 use anyhow::{bail, ensure, Context};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
+use plume_bench::credentials::BearerToken;
+
 /// One connection to a server.
 #[derive(Debug)]
 pub(crate) struct Connection {
     stream: TcpStream,
     host: String,
+    token: BearerToken,
     buffer: Vec<u8>,
 }
 
@@ -24,8 +28,8 @@ pub(crate) struct Response {
 }
 
 impl Connection {
-    /// Connects to `address` (`http://host:port`).
-    pub(crate) async fn open(address: &str) -> anyhow::Result<Self> {
+    /// Connects to `address` (`http://host:port`), to send `token` with every request.
+    pub(crate) async fn open(address: &str, token: &BearerToken) -> anyhow::Result<Self> {
         let host = address
             .strip_prefix("http://")
             .with_context(|| format!("{address} is not an http:// address"))?
@@ -35,13 +39,18 @@ impl Connection {
         Ok(Self {
             stream,
             host,
+            token: token.clone(),
             buffer: Vec::with_capacity(4096),
         })
     }
 
     /// `GET path_and_query`; the answer must carry a `Content-Length` (plume's do).
     pub(crate) async fn get(&mut self, path_and_query: &str) -> anyhow::Result<Response> {
-        let request = format!("GET {path_and_query} HTTP/1.1\r\nHost: {}\r\n\r\n", self.host);
+        let request = format!(
+            "GET {path_and_query} HTTP/1.1\r\nHost: {}\r\n{}\r\n",
+            self.host,
+            self.token.header_line()
+        );
         self.stream.write_all(request.as_bytes()).await?;
         let head_end = loop {
             if let Some(at) = self.buffer.windows(4).position(|w| w == b"\r\n\r\n") {

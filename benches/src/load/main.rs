@@ -6,8 +6,15 @@
 //! `--batch-size` readings for
 //! `--seconds`. Readings are spread over several months, each client on sources of its own; with
 //! `--duplicate-ratio`, that share of each batch repeats readings the client already sent. Prints
-//! readings/s, requests/s and latency percentiles, then verifies every site's total, count and
-//! rollups against the stored rows (exit status 1 on drift).
+//! readings/s, requests/s and latency percentiles (and, with `--plume-binary`, the server's CPU time
+//! per request), then verifies every site's total, count and rollups against the stored rows (exit
+//! status 1 on drift).
+//!
+//! The clients authenticate as sensors do: one ingest client over every site, its bearer token on
+//! every request, with rates far above what the machine can send so that it never throttles
+//! ([`BearerToken::ingest`]). `--auth off` runs the same load against a service with
+//! authentication off (the clients still send the token, which it then ignores), so that the two
+//! runs differ by the server's authentication work alone.
 //!
 //! `--baseline` then loads the very rows the service stored, with `psql \copy`, into a fresh table
 //! of the same schema (partitioned, uniquely indexed) on the same server, and prints the ratio.
@@ -19,7 +26,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context};
 use clap::{Parser, ValueEnum};
+use plume::auth::cache::{AuthMode, AuthSettings};
 use plume::db::PoolSettings;
+use plume::state::Settings;
+use plume_bench::credentials::BearerToken;
 use plume_bench::service::Service;
 use plume_bench::{nearest_rank, rate, BenchDatabase, Receiver};
 
@@ -73,6 +83,11 @@ struct Args {
     /// report its peak memory; without it, the service runs inside the load tool.
     #[arg(long)]
     plume_binary: Option<std::path::PathBuf>,
+    /// `enforce`: the service checks the clients' token on every request, as in production. `off`:
+    /// the service runs with authentication off (`plume serve --auth off`); the clients send the
+    /// same token, unread, so that comparing the two measures what authentication costs.
+    #[arg(long, value_enum, default_value_t = AuthMode::Enforce)]
+    auth: AuthMode,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -129,12 +144,29 @@ async fn run(args: &Args, db: &BenchDatabase) -> anyhow::Result<()> {
         .bind(args.sites as i64)
         .execute(&db.pool)
         .await?;
+    let token = BearerToken::ingest(&db.pool, "plume-load").await?;
     let receiver = Receiver::start().await?;
     let service = match &args.plume_binary {
-        Some(binary) => Service::process(binary, db, &receiver, args.pool).await?,
-        None => Service::in_process(db, &receiver).await?,
+        Some(binary) => {
+            let auth = match args.auth {
+                AuthMode::Enforce => "enforce",
+                AuthMode::Off => "off",
+            };
+            Service::process_with(binary, db, &receiver, args.pool, &["--auth", auth]).await?
+        }
+        None => {
+            let settings = Settings {
+                auth: AuthSettings {
+                    mode: args.auth,
+                    ..AuthSettings::default()
+                },
+                ..Settings::default()
+            };
+            Service::in_process(db, &receiver, settings).await?
+        }
     };
     let address = service.address().to_owned();
+    check_auth_mode(&address, args.auth).await?;
 
     let api = match args.api {
         Api::V1 => "v1".to_string(),
@@ -144,15 +176,20 @@ async fn run(args: &Args, db: &BenchDatabase) -> anyhow::Result<()> {
         ),
     };
     println!(
-        "plume-load: {api}, {} clients, {} sites, {}-reading batches, {:.0}% duplicates, {} s",
+        "plume-load: {api}, {} clients, {} sites, {}-reading batches, {:.0}% duplicates, {} s, auth {}",
         args.clients,
         args.sites,
         args.batch_size,
         args.duplicate_ratio * 100.0,
-        args.seconds
+        args.seconds,
+        match args.auth {
+            AuthMode::Enforce => "enforced (an ingest token on every request)",
+            AuthMode::Off => "off",
+        }
     );
     let tally = Arc::new(Tally::default());
     let stop = Arc::new(AtomicBool::new(false));
+    let cpu_before = service.cpu_time()?;
     let started = Instant::now();
     let clients: Vec<_> = (0..args.clients)
         .map(|client| {
@@ -167,10 +204,12 @@ async fn run(args: &Args, db: &BenchDatabase) -> anyhow::Result<()> {
                 batches: Batches::new(client, args.sites, args.batch_size, args.duplicate_ratio, shape),
                 batch_size: args.batch_size,
                 address: address.clone(),
+                // A connection pool of its own, as each sensor has.
+                http: token.client()?,
             };
-            tokio::spawn(load.run(stop.clone(), tally.clone()))
+            Ok(tokio::spawn(load.run(stop.clone(), tally.clone())))
         })
-        .collect();
+        .collect::<anyhow::Result<_>>()?;
     tokio::time::sleep(Duration::from_secs(args.seconds)).await;
     stop.store(true, Ordering::Relaxed);
     let mut latencies = Vec::new();
@@ -181,17 +220,20 @@ async fn run(args: &Args, db: &BenchDatabase) -> anyhow::Result<()> {
         sent.push(client_sent);
     }
     let elapsed = started.elapsed();
+    let cpu = cpu_used(&service, cpu_before)?;
     latencies.sort_unstable();
     let requests = tally.requests.load(Ordering::Relaxed);
     let accepted = tally.accepted.load(Ordering::Relaxed);
-    let (p50, p95, p99, max) = percentiles(&latencies);
     println!(
-        "accepted {} readings/s ({} duplicates in total), {} requests/s; latency ms p50 {:.1} p95 {:.1} p99 {:.1} max {:.1}",
+        "accepted {} readings/s ({} duplicates in total), {} requests/s; latency ms {}",
         rate(accepted, elapsed),
         tally.duplicate.load(Ordering::Relaxed),
         rate(requests, elapsed),
-        p50, p95, p99, max,
+        percentiles(&latencies),
     );
+    if let Some(cpu) = cpu {
+        print_cpu("server CPU", cpu, requests, elapsed);
+    }
 
     let verification = partitioning::verify::verify(&db.pool).await?;
     let stored: i64 = sqlx::query_scalar("select count(*) from measurements")
@@ -217,11 +259,19 @@ async fn run(args: &Args, db: &BenchDatabase) -> anyhow::Result<()> {
 
     if args.replay_seconds > 0 {
         let stop = Arc::new(AtomicBool::new(false));
+        let cpu_before = service.cpu_time()?;
         let started = Instant::now();
         let retries: Vec<_> = sent
             .into_iter()
-            .map(|batches| tokio::spawn(replay(address.clone(), batches, stop.clone())))
-            .collect();
+            .map(|batches| {
+                Ok(tokio::spawn(replay(
+                    token.client()?,
+                    address.clone(),
+                    batches,
+                    stop.clone(),
+                )))
+            })
+            .collect::<anyhow::Result<_>>()?;
         tokio::time::sleep(Duration::from_secs(args.replay_seconds)).await;
         stop.store(true, Ordering::Relaxed);
         let mut latencies = Vec::new();
@@ -229,16 +279,20 @@ async fn run(args: &Args, db: &BenchDatabase) -> anyhow::Result<()> {
             latencies.extend(retry.await??);
         }
         let elapsed = started.elapsed();
+        let cpu = cpu_used(&service, cpu_before)?;
         latencies.sort_unstable();
-        let (p50, p95, p99, max) = percentiles(&latencies);
         let after: i64 = sqlx::query_scalar("select count(*) from measurements")
             .fetch_one(&db.pool)
             .await?;
         ensure!(after == stored, "retries stored {} more rows", after - stored);
         println!(
-            "replays: {} requests/s, every one answered 200 from the stored receipt, nothing stored; latency ms p50 {p50:.1} p95 {p95:.1} p99 {p99:.1} max {max:.1}",
-            rate(latencies.len() as u64, elapsed)
+            "replays: {} requests/s, every one answered 200 from the stored receipt, nothing stored; latency ms {}",
+            rate(latencies.len() as u64, elapsed),
+            percentiles(&latencies),
         );
+        if let Some(cpu) = cpu {
+            print_cpu("replays' server CPU", cpu, latencies.len() as u64, elapsed);
+        }
     }
 
     if args.baseline {
@@ -257,6 +311,8 @@ struct ClientLoad {
     batches: Batches,
     batch_size: usize,
     address: String,
+    /// Sends the load client's token.
+    http: reqwest::Client,
 }
 
 impl ClientLoad {
@@ -267,13 +323,12 @@ impl ClientLoad {
         stop: Arc<AtomicBool>,
         tally: Arc<Tally>,
     ) -> anyhow::Result<(Vec<u64>, Vec<Request>)> {
-        let http = reqwest::Client::new();
         let mut latencies = Vec::new();
         let mut kept = Vec::new();
         while !stop.load(Ordering::Relaxed) {
             let request = self.batches.next_request();
             let sent = Instant::now();
-            let response = send(&http, &self.address, &request).await?;
+            let response = send(&self.http, &self.address, &request).await?;
             let status = response.status();
             let receipt: serde_json::Value = response.json().await.context("reading the receipt")?;
             latencies.push(sent.elapsed().as_micros() as u64);
@@ -308,9 +363,14 @@ async fn send(
 /// Requests each client keeps for the replay phase.
 const KEPT_FOR_REPLAY: usize = 50;
 
-/// Re-sends `sent` in turn until `stop`; every answer must be a 200 replay. Returns latencies.
-async fn replay(address: String, sent: Vec<Request>, stop: Arc<AtomicBool>) -> anyhow::Result<Vec<u64>> {
-    let http = reqwest::Client::new();
+/// Re-sends `sent` in turn with `http` until `stop`; every answer must be a 200 replay. Returns
+/// latencies.
+async fn replay(
+    http: reqwest::Client,
+    address: String,
+    sent: Vec<Request>,
+    stop: Arc<AtomicBool>,
+) -> anyhow::Result<Vec<u64>> {
     let mut latencies = Vec::new();
     for request in sent.iter().cycle() {
         if stop.load(Ordering::Relaxed) {
@@ -330,10 +390,59 @@ async fn replay(address: String, sent: Vec<Request>, stop: Arc<AtomicBool>) -> a
     Ok(latencies)
 }
 
-/// `(p50, p95, p99, max)` in milliseconds of sorted microsecond latencies.
-fn percentiles(sorted: &[u64]) -> (f64, f64, f64, f64) {
-    let at = |p: f64| nearest_rank(sorted, p) as f64 / 1000.0;
-    (at(0.50), at(0.95), at(0.99), at(1.0))
+/// Checks that the service runs in `mode`: a request without a token must be refused (401) when
+/// authentication is enforced and answered when it is off, or the run would not measure what it
+/// says.
+async fn check_auth_mode(address: &str, mode: AuthMode) -> anyhow::Result<()> {
+    let status = reqwest::get(format!("{address}/v1/sites/1/metrics"))
+        .await?
+        .status();
+    let expected = match mode {
+        AuthMode::Enforce => reqwest::StatusCode::UNAUTHORIZED,
+        AuthMode::Off => reqwest::StatusCode::OK,
+    };
+    ensure!(
+        status == expected,
+        "a request without a token answered {status} with --auth {mode:?}, not {expected}"
+    );
+    Ok(())
+}
+
+/// `p50 … p95 … p99 … max …` in milliseconds of sorted microsecond latencies: to the microsecond
+/// below 10 ms (a replay takes a fraction of a millisecond), to a tenth above.
+fn percentiles(sorted: &[u64]) -> String {
+    let at = |p: f64| {
+        let millis = nearest_rank(sorted, p) as f64 / 1000.0;
+        if millis < 10.0 {
+            format!("{millis:.3}")
+        } else {
+            format!("{millis:.1}")
+        }
+    };
+    format!(
+        "p50 {} p95 {} p99 {} max {}",
+        at(0.50),
+        at(0.95),
+        at(0.99),
+        at(1.0)
+    )
+}
+
+/// The CPU time the server (a process of its own) used since `before`.
+fn cpu_used(service: &Service, before: Option<Duration>) -> anyhow::Result<Option<Duration>> {
+    Ok(service.cpu_time()?.zip(before).map(|(now, before)| now - before))
+}
+
+/// `what: N µs per request (… s of CPU in … s)`: the server's CPU time per answered request (its
+/// background work, the relay's deliveries and the group commits, included).
+fn print_cpu(what: &str, cpu: Duration, requests: u64, elapsed: Duration) {
+    println!(
+        "{what}: {:.0} µs per request ({:.2} s of CPU in {:.1} s, {:.0}% of one core)",
+        cpu.as_secs_f64() * 1e6 / requests.max(1) as f64,
+        cpu.as_secs_f64(),
+        elapsed.as_secs_f64(),
+        100.0 * cpu.as_secs_f64() / elapsed.as_secs_f64()
+    );
 }
 
 /// Copies the stored rows out to a CSV file, loads them with `psql \copy` into a fresh database of

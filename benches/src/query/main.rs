@@ -4,10 +4,10 @@
 //! readings: 100M) into a fresh database on a durable private PostgreSQL (or `--database-url`'s
 //! server), timing it; loads a share of the same rows again with two `psql \copy` streams into an
 //! empty copy of the schema, as the ceiling to compare with; states the database's size on disk.
-//! Then starts `plume serve` as a process of its own and times, from one client over keep-alive,
-//! each read endpoint over `--requests` requests on random sites (a first pass warms the caches and
-//! is not counted), next to the same query without HTTP
-//! (plume's query function, or its SQL, called on a pool of this process). Last, it exports sites'
+//! Then starts `plume serve` as a process of its own and times, from one client over keep-alive
+//! (with an admin token), each read endpoint over `--requests` requests on random sites (a first
+//! pass warms the caches and is not counted), next to the same query without HTTP (plume's query
+//! function, or its SQL, called on a pool of this process). Last, it exports sites'
 //! full histories as CSV (and one month of every site), each once untimed and then timed, beside
 //! PostgreSQL's own `COPY ... TO STDOUT (FORMAT csv)` of the same rows, reading the server's
 //! resident memory before and after.

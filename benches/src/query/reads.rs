@@ -61,7 +61,7 @@ pub(crate) async fn latencies(
     sites: &[i64],
     (from, to): (DateTime<Utc>, DateTime<Utc>),
 ) -> anyhow::Result<()> {
-    let http = reqwest::Client::new();
+    let http = db.admin_token.client()?;
     let hours = (to - from).num_hours() as u64;
     let full = (
         partitioning::month_start(from),
@@ -169,7 +169,7 @@ pub(crate) async fn exports(
     (from, _to): (DateTime<Utc>, DateTime<Utc>),
     rss_before: u64,
 ) -> anyhow::Result<()> {
-    let http = reqwest::Client::new();
+    let http = db.admin_token.client()?;
     let mut picker = Picker(11);
     println!("| export | rows | MB | plume rows/s | PostgreSQL `COPY ... (FORMAT csv)` rows/s |\n| --- | --- | --- | --- | --- |");
     let month = partitioning::next_month(partitioning::month_start(from));
