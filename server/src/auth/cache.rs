@@ -145,7 +145,7 @@ struct Inner {
     sweep_now: Notify,
     closing: CancellationToken,
     /// Sampling of denials for the audit trail.
-    pub denials: DenialSampler,
+    denials: DenialSampler,
     denied: AtomicU64,
     loads: AtomicU64,
 }
@@ -225,15 +225,10 @@ impl Auth {
 
     /// The principal a bearer token (or Basic password) stands for.
     pub async fn bearer(&self, text: &str) -> Result<Principal, Refusal> {
-        let parsed = token::parse(text).ok_or(Refusal::Malformed)?;
-        let entry = self.token_entry(&parsed.id).await?;
-        if entry.client.kind != parsed.kind || !same_secret(&entry.secret_sha256, &parsed.secret_sha256) {
-            return Err(Refusal::WrongSecret);
-        }
+        let entry = self.verified(text).await?;
         if entry.single_use {
             return Err(Refusal::SignInOnly);
         }
-        self.live(&entry)?;
         entry.used.store(true, Ordering::Relaxed);
         Ok(principal(&entry, entry.ended.clone(), false))
     }
@@ -267,12 +262,7 @@ impl Auth {
     /// Signs in with a token: checks it like a bearer token (a sign-in link's token is used up),
     /// starts a session and returns the cookie's value, the principal and the session.
     pub async fn sign_in(&self, text: &str) -> Result<(String, Principal, LiveSession), Refusal> {
-        let parsed = token::parse(text).ok_or(Refusal::Malformed)?;
-        let entry = self.token_entry(&parsed.id).await?;
-        if entry.client.kind != parsed.kind || !same_secret(&entry.secret_sha256, &parsed.secret_sha256) {
-            return Err(Refusal::WrongSecret);
-        }
-        self.live(&entry)?;
+        let entry = self.verified(text).await?;
         if entry.single_use {
             let used = store::use_up(&self.inner.pool, &entry.id)
                 .await
@@ -336,6 +326,17 @@ impl Auth {
     /// Notifications may have been missed (the listener reconnected): check everything now.
     pub fn resync(&self) {
         self.inner.sweep_now.notify_one();
+    }
+
+    /// The live token `text` is: well formed, known, of its kind, with its secret.
+    async fn verified(&self, text: &str) -> Result<Arc<TokenEntry>, Refusal> {
+        let parsed = token::parse(text).ok_or(Refusal::Malformed)?;
+        let entry = self.token_entry(&parsed.id).await?;
+        if entry.client.kind != parsed.kind || !same_secret(&entry.secret_sha256, &parsed.secret_sha256) {
+            return Err(Refusal::WrongSecret);
+        }
+        self.live(&entry)?;
+        Ok(entry)
     }
 
     fn live(&self, entry: &TokenEntry) -> Result<(), Refusal> {

@@ -128,17 +128,17 @@ impl Routes {
 
     /// The router and the table of rules.
     pub fn into_parts(self) -> (Router<AppState>, AccessTable) {
-        let rules = self
-            .declared
-            .iter()
-            .map(|d| ((d.method.clone(), d.path.clone()), d.rule))
-            .collect();
-        let paths = self.declared.iter().map(|d| d.path.clone()).collect();
+        let mut rules: HashMap<String, Vec<(Method, Rule)>> = HashMap::new();
+        for declared in &self.declared {
+            rules
+                .entry(declared.path.clone())
+                .or_default()
+                .push((declared.method.clone(), declared.rule));
+        }
         (
             self.router,
             AccessTable {
                 rules,
-                paths,
                 declared: self.declared,
             },
         )
@@ -148,8 +148,8 @@ impl Routes {
 /// Every route's rule, by method and path pattern.
 #[derive(Debug, Clone, Default)]
 pub struct AccessTable {
-    rules: HashMap<(Method, String), Rule>,
-    paths: std::collections::HashSet<String>,
+    /// By path pattern: each method's rule (looked up per request without allocating).
+    rules: HashMap<String, Vec<(Method, Rule)>>,
     declared: Vec<Declared>,
 }
 
@@ -167,15 +167,13 @@ impl AccessTable {
             return Some(Rule::AnyClient);
         };
         let method = if method == Method::HEAD {
-            Method::GET
+            &Method::GET
         } else {
-            method.clone()
+            method
         };
-        match self.rules.get(&(method, path.to_owned())) {
-            Some(rule) => Some(*rule),
-            None if self.paths.contains(path) => Some(Rule::AnyClient),
-            None => None,
-        }
+        let methods = self.rules.get(path)?;
+        let declared = methods.iter().find(|(m, _)| m == method);
+        Some(declared.map_or(Rule::AnyClient, |(_, rule)| *rule))
     }
 }
 
