@@ -1,9 +1,16 @@
 //! Schema migrations: the plain SQL files in `migrations/`, embedded in the binary and run by refinery.
 //!
-//! refinery drives its own `tokio-postgres` connection here and nowhere else; the rest of plume talks
-//! to PostgreSQL through sqlx.
+//! refinery runs them over a sqlx connection (see [`Migrator`]), so migrations connect exactly as the
+//! rest of plume does: the same URL parameters, the same TLS (`sslmode`, `sslrootcert`).
 
-use sqlx::PgPool;
+use std::str::FromStr;
+
+use refinery::Migration;
+use refinery_core::traits::r#async::{AsyncMigrate, AsyncQuery, AsyncTransaction};
+use sqlx::postgres::PgConnectOptions;
+use sqlx::{Connection, Executor, PgConnection, PgPool, Row};
+use time::format_description::well_known::Rfc3339;
+use time::OffsetDateTime;
 
 mod embedded {
     refinery::embed_migrations!("../migrations");
@@ -14,7 +21,7 @@ mod embedded {
 pub enum MigrateError {
     /// Could not connect.
     #[error("connecting to run migrations: {0}")]
-    Connect(#[from] tokio_postgres::Error),
+    Connect(#[from] sqlx::Error),
     /// A migration failed; refinery says which.
     #[error("running migrations: {0}")]
     Run(#[from] refinery::Error),
@@ -24,11 +31,10 @@ pub enum MigrateError {
 /// the ones applied now.
 #[tracing::instrument(skip_all)]
 pub async fn run(database_url: &str) -> Result<Vec<String>, MigrateError> {
-    let (mut client, connection) = tokio_postgres::connect(database_url, tokio_postgres::NoTls).await?;
-    let driver = tokio::spawn(connection);
-    let report = embedded::migrations::runner().run_async(&mut client).await;
-    drop(client);
-    let _ = driver.await;
+    let options = PgConnectOptions::from_str(database_url)?.application_name("plume migrate");
+    let mut migrator = Migrator(PgConnection::connect_with(&options).await?);
+    let report = embedded::migrations::runner().run_async(&mut migrator).await;
+    let _ = migrator.0.close().await;
     let applied: Vec<String> = report?
         .applied_migrations()
         .iter()
@@ -57,3 +63,50 @@ pub async fn is_current(pool: &PgPool) -> Result<bool, sqlx::Error> {
         .await?;
     Ok(applied == Some(latest_version()))
 }
+
+/// refinery's driver for a sqlx connection. Each call runs in a transaction of its own, as refinery's
+/// own drivers do; statements go through the simple query protocol, so one migration file may hold
+/// many statements.
+struct Migrator(PgConnection);
+
+#[async_trait::async_trait]
+impl AsyncTransaction for Migrator {
+    type Error = sqlx::Error;
+
+    async fn execute(&mut self, queries: &[&str]) -> Result<usize, Self::Error> {
+        let connection = &mut self.0;
+        connection.execute("begin").await?;
+        for query in queries {
+            if let Err(error) = connection.execute(sqlx::raw_sql(query)).await {
+                let _ = connection.execute("rollback").await;
+                return Err(error);
+            }
+        }
+        connection.execute("commit").await?;
+        Ok(queries.len())
+    }
+}
+
+#[async_trait::async_trait]
+impl AsyncQuery<Vec<Migration>> for Migrator {
+    /// Reads refinery's history table: version, name, applied_on (RFC 3339 text), checksum (text).
+    async fn query(&mut self, query: &str) -> Result<Vec<Migration>, Self::Error> {
+        let connection = &mut self.0;
+        let rows = connection.fetch_all(sqlx::raw_sql(query)).await?;
+        let decode = |e: Box<dyn std::error::Error + Send + Sync>| sqlx::Error::Decode(e);
+        rows.iter()
+            .map(|row| {
+                let version: i32 = row.try_get(0)?;
+                let name: String = row.try_get(1)?;
+                let applied_on: String = row.try_get(2)?;
+                let checksum: String = row.try_get(3)?;
+                let applied_on =
+                    OffsetDateTime::parse(&applied_on, &Rfc3339).map_err(|e| decode(Box::new(e)))?;
+                let checksum = checksum.parse::<u64>().map_err(|e| decode(Box::new(e)))?;
+                Ok(Migration::applied(version, name, applied_on, checksum))
+            })
+            .collect()
+    }
+}
+
+impl AsyncMigrate for Migrator {}

@@ -27,4 +27,5 @@ mod relay;
 mod resilience;
 mod seed;
 mod slow_clients;
+mod tls;
 mod validation;
