@@ -98,7 +98,7 @@ async fn serve_on(database: &Database, args: &ServeArgs, shutdown: CancellationT
     let background = if args.no_relay {
         None
     } else {
-        Some(spawn_outbox(&database.url, &args.relay, &state, shutdown.clone()).await?)
+        Some(spawn_outbox(database, &args.relay, &state, shutdown.clone()).await?)
     };
     let served = http::serve(listener, state, shutdown.clone())
         .await
@@ -202,7 +202,7 @@ fn spawn_maintenance(
     shutdown: CancellationToken,
 ) -> JoinHandle<()> {
     let job = MaintenanceJob {
-        pool: database.pool.clone(),
+        pool: database.owner.clone(),
         settings: maintenance_settings(&args.window, &args.retention),
         interval: args.maintenance_interval,
         stats: state.metrics.maintenance.clone(),
@@ -229,11 +229,11 @@ impl OutboxJobs {
     }
 }
 
-/// Starts the relay (webhook sink if configured, else the log sink) and its housekeeping. They get
-/// their own small pool, so deliveries never wait behind ingestion for a connection, nor ingestion
-/// behind them.
+/// Starts the relay (webhook sink if configured, else the log sink) and its housekeeping. The relay
+/// gets a small pool of its own, so deliveries never wait behind ingestion for a connection, nor
+/// ingestion behind them; the housekeeping (daily partitions: DDL) runs on the owner's pool.
 async fn spawn_outbox(
-    database_url: &str,
+    database: &Database,
     args: &RelayArgs,
     state: &AppState,
     shutdown: CancellationToken,
@@ -245,7 +245,7 @@ async fn spawn_outbox(
         acquire_timeout: Duration::from_secs(30),
         ..PoolSettings::default()
     };
-    let pool = db::connect(database_url, &pool_settings)
+    let pool = db::connect(&database.url, &pool_settings)
         .await
         .context("connecting the outbox relay to the database")?;
     let (metrics, wake) = (state.metrics.clone(), state.outbox_wake.clone());
@@ -267,7 +267,7 @@ async fn spawn_outbox(
         }
     };
     let housekeeping = Housekeeping {
-        pool: pool.clone(),
+        pool: database.owner.clone(),
         retention: args.retention(),
         interval: HOUSEKEEPING_INTERVAL,
     };
@@ -304,7 +304,7 @@ async fn relay_on(
         ),
         None => None,
     };
-    let jobs = spawn_outbox(&database.url, &args.relay, &state, shutdown.clone()).await?;
+    let jobs = spawn_outbox(database, &args.relay, &state, shutdown.clone()).await?;
     let served = match listener {
         Some(listener) => {
             tracing::info!(address = %listener.local_addr()?, "serving /health, /ready and /metrics");
@@ -360,11 +360,21 @@ pub async fn outbox_retry_dead(args: RetryDeadArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `plume migrate`.
+/// `plume migrate`, and with `--grant-app-role`, the grants of the service's role.
 pub async fn migrate(args: MigrateArgs) -> anyhow::Result<()> {
     let database = open(&args.database, &args.window).await?;
+    let granted = match &args.grant_app_role {
+        Some(role) => db::roles::grant(&database.owner, role)
+            .await
+            .with_context(|| format!("granting {role} the application's privileges"))
+            .map(|()| Some(role)),
+        None => Ok(None),
+    };
     database.close().await;
     println!("database is migrated and its partitions cover the accepted window");
+    if let Some(role) = granted? {
+        println!("{role} may now read and write plume's rows, and do nothing else: serve with it as DATABASE_URL and this role as --owner-database-url");
+    }
     Ok(())
 }
 
@@ -412,7 +422,7 @@ async fn seed_synthetic(mut args: SeedArgs) -> anyhow::Result<()> {
         plan.sites, plan.readings_per_site, plan.sources, plan.from, plan.to, plan.seed
     );
     let mut reporter = None;
-    let result = seeds::load::load(&database.pool, &plan, jobs, |progress| {
+    let result = seeds::load::load(&database.owner, &plan, jobs, |progress| {
         reporter = Some((progress.clone(), progress.report()));
     })
     .await;
@@ -442,7 +452,7 @@ async fn seed_synthetic(mut args: SeedArgs) -> anyhow::Result<()> {
 async fn open(database: &crate::config::DatabaseArgs, window: &WindowArgs) -> anyhow::Result<Database> {
     let db = Database::open(&database.source()?, &database.pool_settings()).await?;
     if let Err(error) =
-        partitioning::ensure_window_covered(&db.pool, window.window(), chrono::Utc::now()).await
+        partitioning::ensure_window_covered(&db.owner, window.window(), chrono::Utc::now()).await
     {
         db.close().await;
         return Err(error).context("creating partitions for the accepted window");

@@ -491,6 +491,7 @@ pub enum LogFormat {
 
 /// Where the database is.
 #[derive(Debug, Clone, Args)]
+#[command(group(clap::ArgGroup::new("database_url_given").args(["database_url", "database_url_file"])))]
 pub struct DatabaseArgs {
     /// PostgreSQL URL (the database needs the pg_partman extension available). Without it, plume
     /// runs its own PostgreSQL under --data-dir.
@@ -499,6 +500,24 @@ pub struct DatabaseArgs {
     /// A file holding the PostgreSQL URL (a Docker or Kubernetes secret), instead of --database-url.
     #[arg(long, env = "PLUME_DATABASE_URL_FILE", conflicts_with = "database_url")]
     pub database_url_file: Option<PathBuf>,
+    /// PostgreSQL URL as the role that owns plume's schema, for migrations and partition
+    /// maintenance (DDL); --database-url then names the application role, which only reads and
+    /// writes rows (grant it with `plume migrate --grant-app-role`). Without it, one role does all.
+    #[arg(
+        long,
+        env = "PLUME_OWNER_DATABASE_URL",
+        hide_env_values = true,
+        requires = "database_url_given"
+    )]
+    pub owner_database_url: Option<String>,
+    /// A file holding the owner's PostgreSQL URL, instead of --owner-database-url.
+    #[arg(
+        long,
+        env = "PLUME_OWNER_DATABASE_URL_FILE",
+        conflicts_with = "owner_database_url",
+        requires = "database_url_given"
+    )]
+    pub owner_database_url_file: Option<PathBuf>,
     /// Directory of the embedded PostgreSQL cluster (used only without --database-url).
     #[arg(long, env = "PLUME_DATA_DIR", default_value = ".plume")]
     pub data_dir: PathBuf,
@@ -521,13 +540,17 @@ pub struct DatabaseArgs {
 impl DatabaseArgs {
     /// The database to use; an error when --database-url-file cannot be read.
     pub fn source(&self) -> anyhow::Result<DatabaseSource> {
-        if let Some(path) = &self.database_url_file {
-            return Ok(DatabaseSource::Url(read_secret(path, "--database-url-file")?));
-        }
-        Ok(match &self.database_url {
-            Some(url) if !url.is_empty() => DatabaseSource::Url(url.clone()),
-            _ => DatabaseSource::Embedded(self.data_dir.clone()),
-        })
+        let url = match (&self.database_url_file, &self.database_url) {
+            (Some(path), _) => read_secret(path, "--database-url-file")?,
+            (None, Some(url)) if !url.is_empty() => url.clone(),
+            _ => return Ok(DatabaseSource::Embedded(self.data_dir.clone())),
+        };
+        let owner_url = match (&self.owner_database_url_file, &self.owner_database_url) {
+            (Some(path), _) => Some(read_secret(path, "--owner-database-url-file")?),
+            (None, Some(url)) if !url.is_empty() => Some(url.clone()),
+            _ => None,
+        };
+        Ok(DatabaseSource::Url { url, owner_url })
     }
 
     /// Pool settings.
@@ -699,6 +722,11 @@ impl ServeArgs {
 pub struct MigrateArgs {
     #[command(flatten)]
     pub database: DatabaseArgs,
+    /// After migrating, grant this existing role what the service needs and nothing more: read and
+    /// write plume's rows (now and in tables made later), temporary tables; no DDL. Run as the
+    /// schema's owner. Idempotent.
+    #[arg(long, value_name = "ROLE")]
+    pub grant_app_role: Option<String>,
     #[command(flatten)]
     pub window: WindowArgs,
 }

@@ -19,7 +19,7 @@ use crate::quantity::Milligrams;
 /// `plume partitions status`.
 pub async fn status(args: PartitionStatusArgs) -> anyhow::Result<()> {
     let database = Database::open(&args.database.source()?, &args.database.pool_settings()).await?;
-    let result = status::status(&database.pool, args.exact, Utc::now()).await;
+    let result = status::status(&database.owner, args.exact, Utc::now()).await;
     database.close().await;
     let status = result.context("reading the partitions")?;
     if args.json {
@@ -34,7 +34,7 @@ pub async fn status(args: PartitionStatusArgs) -> anyhow::Result<()> {
 pub async fn maintain(args: MaintainArgs) -> anyhow::Result<()> {
     let database = Database::open(&args.database.source()?, &args.database.pool_settings()).await?;
     let job = MaintenanceJob {
-        pool: database.pool.clone(),
+        pool: database.owner.clone(),
         settings: maintenance_settings(&args.window, &args.retention),
         interval: std::time::Duration::ZERO,
         stats: Default::default(),
@@ -72,7 +72,7 @@ pub async fn maintain(args: MaintainArgs) -> anyhow::Result<()> {
 
 /// The maintenance lock, so that a DBA's command never runs alongside the job of a running plume.
 async fn maintenance_lock(database: &Database) -> anyhow::Result<MaintenanceLock> {
-    MaintenanceLock::try_acquire(&database.pool)
+    MaintenanceLock::try_acquire(&database.owner)
         .await?
         .context("partition maintenance is running in a plume instance right now; try again in a minute")
 }
@@ -88,7 +88,7 @@ pub async fn repair_default(args: RepairDefaultArgs) -> anyhow::Result<()> {
         }
     };
     let json = args.json;
-    let result = repair::repair_default(&database.pool, |progress| {
+    let result = repair::repair_default(&database.owner, |progress| {
         if json {
             println!("{}", serde_json::to_string(progress).unwrap_or_default());
         } else {
@@ -135,7 +135,7 @@ pub async fn retention(args: RetentionArgs) -> anyhow::Result<()> {
                 return Err(error);
             }
         };
-        let applied = retention::apply(&database.pool, &policy, window, Utc::now(), |retired| {
+        let applied = retention::apply(&database.owner, &policy, window, Utc::now(), |retired| {
             if !json {
                 println!("retired {}", describe(retired));
             }
@@ -144,7 +144,7 @@ pub async fn retention(args: RetentionArgs) -> anyhow::Result<()> {
         lock.release().await;
         applied
     } else {
-        retention::plan(&database.pool, &policy, window, Utc::now()).await
+        retention::plan(&database.owner, &policy, window, Utc::now()).await
     };
     database.close().await;
     let partitions = result.context("applying retention")?;
@@ -165,7 +165,7 @@ pub async fn retention(args: RetentionArgs) -> anyhow::Result<()> {
 /// `plume verify`.
 pub async fn verify(args: VerifyArgs) -> anyhow::Result<()> {
     let database = Database::open(&args.database.source()?, &args.database.pool_settings()).await?;
-    let result = verify::verify(&database.pool).await;
+    let result = verify::verify(&database.owner).await;
     database.close().await;
     let verification = result.context("verifying site totals")?;
     if args.json {

@@ -174,6 +174,9 @@ impl EmbeddedCluster {
             lifeline,
         };
         cluster.wait_until_ready(&options.bin_dir, Duration::from_secs(60))?;
+        if !options.data_dir.join(PASSWORD_FILE).exists() {
+            cluster.require_password(&options.bin_dir, &pgdata)?;
+        }
         Ok(cluster)
     }
 
@@ -191,6 +194,50 @@ impl EmbeddedCluster {
     pub fn stop(mut self) {
         self.lifeline.take();
         let _ = self.supervisor.wait();
+    }
+
+    /// Secures a cluster initialised before passwords (with `trust`, which makes every local user a
+    /// superuser): gives the superuser a new password, kept in [`PASSWORD_FILE`], and makes every
+    /// `trust` line of `pg_hba.conf` ask for it.
+    fn require_password(&self, bin_dir: &Path, pgdata: &Path) -> Result<(), ClusterError> {
+        let password = new_password();
+        let psql = |sql: &str| -> Result<(), ClusterError> {
+            let output = run(Command::new(bin_dir.join("psql"))
+                .args(["-X", "-q", "-h", "127.0.0.1", "-U", "postgres", "-d", "postgres"])
+                .args(["-p", &self.port.to_string(), "-v", "ON_ERROR_STOP=1", "-c", sql]))?;
+            if output.status.success() {
+                Ok(())
+            } else {
+                Err(ClusterError::Command {
+                    what: "securing the cluster made with trust".into(),
+                    detail: String::from_utf8_lossy(&output.stderr).into_owned(),
+                })
+            }
+        };
+        psql(&format!(
+            "set password_encryption = 'scram-sha-256'; alter role postgres password '{password}'"
+        ))?;
+        write_private(&self.data_dir.join(PASSWORD_FILE), &password)?;
+        let hba_path = pgdata.join("pg_hba.conf");
+        let hba = fs::read_to_string(&hba_path)
+            .map_err(|e| ClusterError::Io(format!("reading {}", hba_path.display()), e))?;
+        let secured: String = hba
+            .lines()
+            .map(|line| match line.split_whitespace().last() {
+                Some("trust") if !line.trim_start().starts_with('#') => {
+                    format!(
+                        "{}scram-sha-256\n",
+                        line.trim_end().strip_suffix("trust").unwrap_or(line)
+                    )
+                }
+                _ => format!("{line}\n"),
+            })
+            .collect();
+        fs::write(&hba_path, secured)
+            .map_err(|e| ClusterError::Io(format!("writing {}", hba_path.display()), e))?;
+        psql("select pg_reload_conf()")?;
+        tracing::warn!(data_dir = %self.data_dir.display(), "the embedded PostgreSQL trusted every local connection; it now asks for a password, kept in {PASSWORD_FILE}");
+        Ok(())
     }
 
     fn wait_until_ready(&mut self, bin_dir: &Path, limit: Duration) -> Result<(), ClusterError> {
@@ -275,24 +322,10 @@ pub fn check_installation(bin_dir: &Path) -> Result<(), ClusterError> {
 /// it a superuser able to run `COPY ... PROGRAM`. The password is kept in [`PASSWORD_FILE`], readable
 /// by the plume user only; initdb reads it from a file of its own, deleted after.
 fn initdb(options: &ClusterOptions, pgdata: &Path, run_as: Option<(u32, u32)>) -> Result<(), ClusterError> {
-    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-    let mut secret = [0u8; 24];
-    rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut secret);
-    let password = hex::encode(secret);
-    let write_private = |path: &Path| {
-        fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(path)
-            .and_then(|mut file| std::io::Write::write_all(&mut file, password.as_bytes()))
-            .and_then(|()| fs::set_permissions(path, fs::Permissions::from_mode(0o600)))
-            .map_err(|e| ClusterError::Io(format!("writing {}", path.display()), e))
-    };
-    write_private(&options.data_dir.join(PASSWORD_FILE))?;
+    let password = new_password();
+    write_private(&options.data_dir.join(PASSWORD_FILE), &password)?;
     let pwfile = pgdata.with_file_name("initdb-password");
-    write_private(&pwfile)?;
+    write_private(&pwfile, &password)?;
     if let Some((uid, gid)) = run_as {
         std::os::unix::fs::chown(&pwfile, Some(uid), Some(gid))
             .map_err(|e| ClusterError::Io(format!("handing {} to postgres", pwfile.display()), e))?;
@@ -322,6 +355,44 @@ fn initdb(options: &ClusterOptions, pgdata: &Path, run_as: Option<(u32, u32)>) -
         });
     }
     Ok(())
+}
+
+/// The file in the data directory that holds the application role's password (0600).
+pub const APP_PASSWORD_FILE: &str = "app-password";
+
+/// The application role's password, kept in [`APP_PASSWORD_FILE`]; made on first use.
+pub fn app_password(data_dir: &Path) -> Result<String, ClusterError> {
+    let path = data_dir.join(APP_PASSWORD_FILE);
+    match fs::read_to_string(&path) {
+        Ok(password) => Ok(password.trim().to_string()),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+            let password = new_password();
+            write_private(&path, &password)?;
+            Ok(password)
+        }
+        Err(error) => Err(ClusterError::Io(format!("reading {}", path.display()), error)),
+    }
+}
+
+/// 48 hexadecimal digits from the operating system's random source.
+fn new_password() -> String {
+    let mut secret = [0u8; 24];
+    rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut secret);
+    hex::encode(secret)
+}
+
+/// Writes `contents` to `path`, readable and writable by its owner only.
+fn write_private(path: &Path, contents: &str) -> Result<(), ClusterError> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .and_then(|mut file| std::io::Write::write_all(&mut file, contents.as_bytes()))
+        .and_then(|()| fs::set_permissions(path, fs::Permissions::from_mode(0o600)))
+        .map_err(|e| ClusterError::Io(format!("writing {}", path.display()), e))
 }
 
 fn as_user(run_as: Option<(u32, u32)>, command: &mut Command) -> &mut Command {

@@ -2,6 +2,7 @@
 
 pub mod embedded;
 pub mod migrate;
+pub mod roles;
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -76,42 +77,90 @@ pub async fn connect(database_url: &str, settings: &PoolSettings) -> Result<PgPo
 #[derive(Debug, Clone)]
 pub enum DatabaseSource {
     /// An existing PostgreSQL database (with pg_partman installed).
-    Url(String),
-    /// A private cluster plume starts, kept in this directory.
+    Url {
+        /// The connection the service runs on (the application role, or a single role for all).
+        url: String,
+        /// The connection of the role that owns the schema, for migrations and partition
+        /// maintenance; `None` when `url` is that role too.
+        owner_url: Option<String>,
+    },
+    /// A private cluster plume starts, kept in this directory. It owns the schema as the cluster's
+    /// superuser and serves as the application role [`roles::EMBEDDED_APP_ROLE`].
     Embedded(PathBuf),
 }
 
 /// An open, migrated database, and the embedded cluster behind it if plume started one.
 #[derive(Debug)]
 pub struct Database {
-    /// The pool everything else uses.
+    /// The pool everything on the request path uses: the application role, with DML only when the
+    /// roles are split.
     pub pool: PgPool,
     /// The URL the pool connects to.
     pub url: String,
+    /// A small pool as the role that owns the schema: migrations, partition maintenance and the
+    /// outbox's daily partitions (DDL). The same pool as [`Database::pool`] without a split.
+    pub owner: PgPool,
     /// `Some` while plume runs its own cluster; stopped by [`Database::close`].
     cluster: Option<EmbeddedCluster>,
 }
 
+/// Most connections of the owner's pool: one maintenance run and the outbox housekeeping at a time.
+const OWNER_CONNECTIONS: u32 = 4;
+
 impl Database {
-    /// Connects (starting the embedded cluster first if asked to) and applies pending migrations.
+    /// Connects (starting the embedded cluster first if asked to), applies pending migrations as the
+    /// owner and, with split roles, grants the application role what the service needs.
     pub async fn open(source: &DatabaseSource, settings: &PoolSettings) -> anyhow::Result<Self> {
-        let (url, cluster) = match source {
-            DatabaseSource::Url(url) => (url.clone(), None),
+        let (url, owner_url, cluster) = match source {
+            DatabaseSource::Url { url, owner_url } => (url.clone(), owner_url.clone(), None),
             DatabaseSource::Embedded(dir) => {
-                if let Some(port) = embedded::running_port(dir, Path::new(embedded::DEFAULT_PG_BIN_DIR)) {
+                let (port, cluster) = match embedded::running_port(
+                    dir,
+                    Path::new(embedded::DEFAULT_PG_BIN_DIR),
+                ) {
                     // Another plume process runs this cluster: share it, and leave stopping it to that one.
-                    tracing::info!(port, data_dir = %dir.display(), "using the embedded PostgreSQL already running");
-                    (embedded::url_on(dir, port, EMBEDDED_DATABASE), None)
-                } else {
-                    start_embedded(dir).await?
-                }
+                    Some(port) => {
+                        tracing::info!(port, data_dir = %dir.display(), "using the embedded PostgreSQL already running");
+                        (port, None)
+                    }
+                    None => {
+                        let cluster = start_embedded(dir).await?;
+                        (cluster.port(), Some(cluster))
+                    }
+                };
+                let owner_url = embedded::url_on(dir, port, EMBEDDED_DATABASE);
+                let app_url = roles::embedded_app_url(dir, port, &owner_url)
+                    .await
+                    .context("setting up the embedded application role")?;
+                (app_url, Some(owner_url), cluster)
             }
         };
-        migrate::run(&url).await.context("migrating the database")?;
+        let owner_url = owner_url.unwrap_or_else(|| url.clone());
+        migrate::run(&owner_url).await.context("migrating the database")?;
         let pool = connect(&url, settings)
             .await
             .context("connecting to the database")?;
-        Ok(Self { pool, url, cluster })
+        let owner = if owner_url == url {
+            pool.clone()
+        } else {
+            let owner_settings = PoolSettings {
+                max_connections: OWNER_CONNECTIONS,
+                ..settings.clone()
+            };
+            let owner = connect(&owner_url, &owner_settings)
+                .await
+                .context("connecting to the database as its owner")?;
+            roles::grant_to_app_role(&owner, &pool)
+                .await
+                .context("granting the application role its privileges")?;
+            owner
+        };
+        Ok(Self {
+            pool,
+            url,
+            owner,
+            cluster,
+        })
     }
 
     /// Whether this process started the embedded cluster it uses.
@@ -119,9 +168,10 @@ impl Database {
         self.cluster.is_some()
     }
 
-    /// Closes the pool and stops the embedded cluster, if any.
+    /// Closes the pools and stops the embedded cluster, if any.
     pub async fn close(self) {
         self.pool.close().await;
+        self.owner.close().await;
         if let Some(cluster) = self.cluster {
             let _ = tokio::task::spawn_blocking(move || cluster.stop()).await;
             tracing::info!("embedded PostgreSQL stopped");
@@ -129,15 +179,15 @@ impl Database {
     }
 }
 
-/// Starts the embedded cluster under `dir` and creates plume's database in it; returns its URL.
-async fn start_embedded(dir: &Path) -> anyhow::Result<(String, Option<EmbeddedCluster>)> {
+/// Starts the embedded cluster under `dir` and creates plume's database in it.
+async fn start_embedded(dir: &Path) -> anyhow::Result<EmbeddedCluster> {
     let options = ClusterOptions::new(dir);
     let cluster = tokio::task::spawn_blocking(move || EmbeddedCluster::start(&options))
         .await?
         .context("starting the embedded PostgreSQL")?;
     tracing::info!(port = cluster.port(), data_dir = %dir.display(), "embedded PostgreSQL started");
     create_database_if_missing(&cluster.url("postgres"), EMBEDDED_DATABASE).await?;
-    Ok((cluster.url(EMBEDDED_DATABASE), Some(cluster)))
+    Ok(cluster)
 }
 
 /// Creates `name` on the server behind `admin_url` unless it exists.

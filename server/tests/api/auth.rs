@@ -196,9 +196,12 @@ async fn waiting_long_poll(address: &str, cookie: &str) -> tokio::task::JoinHand
 }
 
 async fn second_process(app: &TestApp) -> TestApp {
-    let pool = db::connect(&app.database_url, &PoolSettings::default())
-        .await
-        .unwrap();
+    let pool = db::connect(
+        &crate::helpers::app_url(&app.database_url),
+        &PoolSettings::default(),
+    )
+    .await
+    .unwrap();
     spawn_app_on(&app.database_url, pool, Default::default()).await
 }
 

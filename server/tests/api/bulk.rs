@@ -340,7 +340,7 @@ async fn readings_outside_the_window_are_refused_unless_the_request_is_a_retry()
         },
         ..Default::default()
     };
-    let app_pool = plume::db::connect(&app.database_url, &Default::default())
+    let app_pool = plume::db::connect(&crate::helpers::app_url(&app.database_url), &Default::default())
         .await
         .unwrap();
     let mut later = spawn_app_on(&app.database_url, app_pool, narrow).await;

@@ -319,9 +319,12 @@ async fn bad_parameters_are_named_and_unknown_sites_are_404() {
 #[tokio::test]
 async fn a_commit_through_one_process_wakes_waiters_on_another() {
     let one = spawn_app().await;
-    let other_pool = db::connect(&one.database_url, &PoolSettings::default())
-        .await
-        .unwrap();
+    let other_pool = db::connect(
+        &crate::helpers::app_url(&one.database_url),
+        &PoolSettings::default(),
+    )
+    .await
+    .unwrap();
     let two = spawn_app_on(&one.database_url, other_pool, Settings::default()).await;
     let site = one.create_site("Shared", "100").await;
     listening(&two).await;

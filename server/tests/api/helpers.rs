@@ -16,6 +16,11 @@ use tokio_util::sync::CancellationToken;
 
 const TEMPLATE: &str = "plume_template";
 
+/// The role every test's server runs as: the application role, granted by `plume::db::roles` in
+/// the template (fresh databases copy its grants). The tests arrange and check as the owner.
+const APP_ROLE: &str = "plume_test_app";
+const APP_PASSWORD: &str = "plume-test-app";
+
 struct SharedCluster {
     /// Kept for the life of the test process; the cluster stops and is removed when the process exits.
     cluster: EmbeddedCluster,
@@ -42,6 +47,9 @@ fn start_cluster() -> SharedCluster {
     std::fs::create_dir_all(&data_dir).expect("creating the test cluster directory");
     let options = ClusterOptions {
         ephemeral: true,
+        // The concurrency tests open a connection per writer (120 at most) beside the other tests
+        // of the run, all but the owner's as a role that cannot use the superuser's reserve.
+        settings: vec![("max_connections".into(), "400".into())],
         ..ClusterOptions::new(&data_dir)
     };
     let cluster = EmbeddedCluster::start(&options).expect("starting PostgreSQL for the tests");
@@ -56,6 +64,10 @@ fn start_cluster() -> SharedCluster {
         partitioning::ensure_window_covered(&pool, Default::default(), chrono::Utc::now())
             .await
             .unwrap();
+        pool.execute(format!("create role {APP_ROLE} login password '{APP_PASSWORD}'").as_str())
+            .await
+            .unwrap();
+        db::roles::grant(&pool, APP_ROLE).await.unwrap();
         pool.close().await;
     });
     SharedCluster { cluster }
@@ -74,9 +86,9 @@ pub struct TestApp {
     pub client: reqwest::Client,
     /// That admin token.
     pub admin_token: String,
-    /// A pool on the test's database, for arranging and checking.
+    /// A pool on the test's database as its owner, for arranging and checking.
     pub pool: PgPool,
-    /// The app's own pool.
+    /// The app's own pool, as the application role.
     pub app_pool: PgPool,
     /// The test's database URL.
     pub database_url: String,
@@ -116,6 +128,12 @@ pub async fn fresh_database() -> String {
     shared.cluster.url(&name)
 }
 
+/// `database_url` as the application role (DML only) rather than the owner.
+pub fn app_url(database_url: &str) -> String {
+    let (_, rest) = database_url.split_once('@').expect("a URL with credentials");
+    format!("postgres://{APP_ROLE}:{APP_PASSWORD}@{rest}")
+}
+
 /// Starts plume on a fresh database with default settings.
 pub async fn spawn_app() -> TestApp {
     spawn_app_with(Settings::default(), PoolSettings::default()).await
@@ -133,7 +151,9 @@ pub async fn spawn_app_with_connections(connections: u32) -> TestApp {
 /// Starts plume on a fresh database.
 pub async fn spawn_app_with(settings: Settings, pool_settings: PoolSettings) -> TestApp {
     let database_url = fresh_database().await;
-    let app_pool = db::connect(&database_url, &pool_settings).await.unwrap();
+    let app_pool = db::connect(&app_url(&database_url), &pool_settings)
+        .await
+        .unwrap();
     spawn_app_on(&database_url, app_pool, settings).await
 }
 

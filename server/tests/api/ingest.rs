@@ -221,7 +221,7 @@ async fn a_retry_is_replayed_even_after_its_readings_left_the_window() {
         },
         ..Default::default()
     };
-    let app_pool = plume::db::connect(&app.database_url, &Default::default())
+    let app_pool = plume::db::connect(&crate::helpers::app_url(&app.database_url), &Default::default())
         .await
         .unwrap();
     let later = spawn_app_on(&app.database_url, app_pool, narrow).await;

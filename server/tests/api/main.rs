@@ -25,6 +25,7 @@ mod query;
 mod receiver;
 mod relay;
 mod resilience;
+mod roles;
 mod seed;
 mod slow_clients;
 mod tls;
