@@ -47,15 +47,11 @@ impl BearerToken {
     /// A new admin client (every route, every site, no per-client limits), uniquely named so that
     /// a kept database (`--reuse-database`) takes a new one on every run.
     pub async fn admin(pool: &PgPool) -> anyhow::Result<Self> {
-        let admin = NewClient {
-            name: format!("bench-admin-{}", uuid::Uuid::new_v4().simple()),
-            kind: Kind::Admin,
-            scope: Scope::all(),
-            source_prefix: None,
-            can_export: false,
-            requests_per_second: None,
-            readings_per_second: None,
-        };
+        let admin = NewClient::new(
+            format!("bench-admin-{}", uuid::Uuid::new_v4().simple()),
+            Kind::Admin,
+            Scope::all(),
+        );
         Self::mint(pool, &admin).await
     }
 
@@ -64,13 +60,9 @@ impl BearerToken {
     pub async fn ingest(pool: &PgPool, name: &str) -> anyhow::Result<Self> {
         let (requests_per_second, readings_per_second) = UNTHROTTLED_INGEST;
         let client = NewClient {
-            name: name.to_owned(),
-            kind: Kind::Ingest,
-            scope: Scope::all(),
-            source_prefix: None,
-            can_export: false,
             requests_per_second: Some(requests_per_second),
             readings_per_second: Some(readings_per_second),
+            ..NewClient::new(name, Kind::Ingest, Scope::all())
         };
         Self::mint(pool, &client).await
     }

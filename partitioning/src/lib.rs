@@ -44,18 +44,26 @@ pub const DEFAULT_PARTITION_GUARD: &str = "measurements_default_rejects_rows";
 pub struct AcceptedWindow {
     /// How far back a reading may be (default 730 days).
     pub max_age: Duration,
-    /// How far ahead of the server clock a reading may be (default 24 hours).
+    /// How far ahead of the server clock a reading may be (default [`DEFAULT_MAX_FUTURE_SECONDS`]):
+    /// real clock skew, not more, or a writer could pre-write a future minute and make the real
+    /// reading count as its duplicate.
     pub max_future: Duration,
     /// Nothing before this instant, whatever `max_age` says: the months before it were retired
     /// (see [`History::retired_before`]).
     pub not_before: Option<DateTime<Utc>>,
 }
 
+/// The default future skew: five minutes.
+pub const DEFAULT_MAX_FUTURE_SECONDS: i64 = 300;
+
+/// The most future skew an operator may allow: a day.
+pub const MAX_FUTURE_SECONDS_LIMIT: i64 = 86_400;
+
 impl Default for AcceptedWindow {
     fn default() -> Self {
         Self {
             max_age: Duration::days(730),
-            max_future: Duration::hours(24),
+            max_future: Duration::seconds(DEFAULT_MAX_FUTURE_SECONDS),
             not_before: None,
         }
     }
@@ -67,9 +75,19 @@ pub enum OutsideWindow {
     /// Older than `now - max_age`.
     #[error("is older than the accepted window of {0} days")]
     TooOld(i64),
-    /// Later than `now + max_future`.
-    #[error("is more than {0} hours in the future")]
+    /// Later than `now + max_future` (in seconds).
+    #[error("is more than {} in the future", describe_seconds(*.0))]
     TooFarAhead(i64),
+}
+
+/// `seconds` as people say it: "24 hours", "5 minutes", "90 seconds".
+pub fn describe_seconds(seconds: i64) -> String {
+    let (count, unit) = match seconds {
+        s if s >= 3600 && s % 3600 == 0 => (s / 3600, "hour"),
+        s if s >= 60 && s % 60 == 0 => (s / 60, "minute"),
+        s => (s, "second"),
+    };
+    format!("{count} {unit}{}", if count == 1 { "" } else { "s" })
 }
 
 impl AcceptedWindow {
@@ -92,7 +110,7 @@ impl AcceptedWindow {
                 self.max_age.num_days().min((now - self.earliest(now)).num_days()),
             ))
         } else if at > self.latest(now) {
-            Err(OutsideWindow::TooFarAhead(self.max_future.num_hours()))
+            Err(OutsideWindow::TooFarAhead(self.max_future.num_seconds()))
         } else {
             Ok(())
         }
@@ -320,10 +338,26 @@ mod tests {
     fn window_rejects_old_and_future_readings() {
         let window = AcceptedWindow::default();
         let now = at("2026-11-26T10:00:00Z");
-        assert_eq!(window.check(at("2026-11-27T09:59:59Z"), now), Ok(()));
+        assert_eq!(window.check(at("2026-11-26T10:05:00Z"), now), Ok(()));
         assert_eq!(
-            window.check(at("2026-11-27T10:00:01Z"), now),
-            Err(OutsideWindow::TooFarAhead(24))
+            window.check(at("2026-11-26T10:05:01Z"), now),
+            Err(OutsideWindow::TooFarAhead(300))
+        );
+        assert_eq!(
+            OutsideWindow::TooFarAhead(300).to_string(),
+            "is more than 5 minutes in the future"
+        );
+        let a_day = AcceptedWindow {
+            max_future: Duration::hours(24),
+            ..window
+        };
+        assert_eq!(a_day.check(at("2026-11-27T09:59:59Z"), now), Ok(()));
+        assert_eq!(
+            a_day
+                .check(at("2026-11-27T10:00:01Z"), now)
+                .unwrap_err()
+                .to_string(),
+            "is more than 24 hours in the future"
         );
         assert_eq!(window.check(at("2024-11-26T10:00:00Z"), now), Ok(()));
         assert_eq!(
@@ -348,6 +382,7 @@ mod tests {
     fn months_cover_the_window_across_year_ends() {
         let window = AcceptedWindow {
             max_age: Duration::days(40),
+            max_future: Duration::hours(24),
             ..AcceptedWindow::default()
         };
         let months = window.months(at("2026-12-31T12:00:00Z"));

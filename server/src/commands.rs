@@ -408,10 +408,10 @@ async fn seed_synthetic(mut args: SeedArgs) -> anyhow::Result<()> {
     let now = chrono::Utc::now();
     let plan = args.synthetic_plan.plan(now);
     plan.check().map_err(anyhow::Error::msg)?;
-    // The same bound as the API's accepted window: a reading may be at most a day ahead.
+    // The same bound as the API's accepted window.
     anyhow::ensure!(
         plan.to <= args.window.window().latest(now),
-        "--to is more than a day ahead: readings cannot come from the future"
+        "--to is ahead of --max-future-skew: readings cannot come from the future"
     );
     let jobs = args.synthetic_plan.jobs();
     // One connection per loader, and spares for the queries before and after them.

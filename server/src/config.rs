@@ -109,6 +109,10 @@ pub struct TokenCreateArgs {
     /// Readings a second an ingest client may send, e.g. 100000/s (default 200000/s).
     #[arg(long, value_name = "N/s", value_parser = parse_rate)]
     pub readings_rate: Option<u32>,
+    /// How far ahead of the server's clock this ingest client's readings may be (e.g. 30s, 1h; at
+    /// most 24h), instead of the server's --max-future-skew.
+    #[arg(long, value_name = "DURATION", value_parser = parse_future_skew)]
+    pub max_future_skew: Option<Duration>,
     /// Print one JSON object (with `client_id`, `token_id` and `token`) instead of text.
     #[arg(long)]
     pub json: bool,
@@ -570,16 +574,32 @@ pub struct WindowArgs {
     /// How many days back a reading's timestamp may be. Every month of that window gets a partition.
     #[arg(long, env = "PLUME_ACCEPTED_WINDOW_DAYS", default_value_t = 730, value_parser = clap::value_parser!(u32).range(1..=36_500))]
     pub accepted_window_days: u32,
+    /// How far ahead of this server's clock a reading's timestamp may be (e.g. 5m, 2h; at most
+    /// 24h): clock skew of the sensors. More lets a writer pre-write future minutes, and a real
+    /// reading of such a minute counts as a duplicate. An ingest client may have its own
+    /// (`plume tokens create --max-future-skew`).
+    #[arg(long, env = "PLUME_MAX_FUTURE_SKEW", default_value = "5m", value_parser = parse_future_skew)]
+    pub max_future_skew: Duration,
 }
 
 impl WindowArgs {
-    /// The accepted window (readings up to 24 hours ahead are always accepted).
+    /// The accepted window.
     pub fn window(&self) -> AcceptedWindow {
         AcceptedWindow {
             max_age: chrono::Duration::days(i64::from(self.accepted_window_days)),
-            ..AcceptedWindow::default()
+            max_future: chrono::Duration::from_std(self.max_future_skew).unwrap_or_default(),
+            not_before: None,
         }
     }
+}
+
+/// A future skew: a duration of at most 24 hours.
+pub fn parse_future_skew(text: &str) -> Result<Duration, String> {
+    let skew = parse_duration(text)?;
+    if skew.as_secs() > partitioning::MAX_FUTURE_SECONDS_LIMIT as u64 {
+        return Err("at most 24h".into());
+    }
+    Ok(skew)
 }
 
 /// `plume serve`.

@@ -125,9 +125,22 @@ pub struct Client {
     pub requests_per_second: Option<u32>,
     /// Its own readings rate, if not the default.
     pub readings_per_second: Option<u32>,
+    /// How far ahead of the server's clock its readings may be (seconds), if not the server's.
+    pub max_future_skew_seconds: Option<u32>,
 }
 
 impl Client {
+    /// The accepted window for this client's readings: the server's, with its own future skew.
+    pub fn window(&self, server: &partitioning::AcceptedWindow) -> partitioning::AcceptedWindow {
+        match self.max_future_skew_seconds {
+            Some(seconds) => partitioning::AcceptedWindow {
+                max_future: chrono::Duration::seconds(i64::from(seconds)),
+                ..*server
+            },
+            None => *server,
+        }
+    }
+
     /// Whether the client may write readings to `site`.
     pub fn may_write(&self, site: SiteId) -> bool {
         matches!(self.kind, Kind::Ingest | Kind::Admin) && self.scope.contains(site)
@@ -175,6 +188,7 @@ impl Principal {
                 can_export: true,
                 requests_per_second: None,
                 readings_per_second: None,
+                max_future_skew_seconds: None,
             }),
             token_id: Arc::from("-"),
             by_session: false,
@@ -235,6 +249,7 @@ mod tests {
             can_export: false,
             requests_per_second: None,
             readings_per_second: None,
+            max_future_skew_seconds: None,
         }
     }
 

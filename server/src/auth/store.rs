@@ -31,6 +31,8 @@ pub struct NewClient {
     pub requests_per_second: Option<u32>,
     /// Its own readings rate.
     pub readings_per_second: Option<u32>,
+    /// Its own future skew, in seconds.
+    pub max_future_skew_seconds: Option<u32>,
 }
 
 impl NewClient {
@@ -44,6 +46,7 @@ impl NewClient {
             can_export: false,
             requests_per_second: None,
             readings_per_second: None,
+            max_future_skew_seconds: None,
         }
     }
 }
@@ -84,8 +87,8 @@ pub async fn create_client(
     let mut tx = pool.begin().await?;
     let created = sqlx::query_scalar!(
         "insert into auth_clients (name, kind, all_sites, site_ids, source_prefix, can_export,
-                                   requests_per_second, readings_per_second)
-         values ($1, $2, $3, $4, $5, $6, $7, $8)
+                                   requests_per_second, readings_per_second, max_future_skew_seconds)
+         values ($1, $2, $3, $4, $5, $6, $7, $8, $9)
          on conflict (name) do nothing
          returning id",
         client.name,
@@ -96,6 +99,7 @@ pub async fn create_client(
         client.can_export,
         client.requests_per_second.map(|rate| rate as i32),
         client.readings_per_second.map(|rate| rate as i32),
+        client.max_future_skew_seconds.map(|seconds| seconds as i32),
     )
     .fetch_optional(&mut *tx)
     .await?;
@@ -191,7 +195,8 @@ pub async fn live_token(pool: &PgPool, id: &str) -> Result<Option<LiveToken>, sq
     let row = sqlx::query!(
         r#"select t.id, t.secret_sha256, t.expires_at, t.single_use,
                   c.id as client_id, c.name, c.kind, c.all_sites, c.site_ids, c.source_prefix,
-                  c.can_export, c.requests_per_second, c.readings_per_second
+                  c.can_export, c.requests_per_second, c.readings_per_second,
+                  c.max_future_skew_seconds
              from auth_tokens t join auth_clients c on c.id = t.client_id
             where t.id = $1 and t.revoked_at is null and c.revoked_at is null
               and t.expires_at > now()"#,
@@ -218,6 +223,7 @@ pub async fn live_token(pool: &PgPool, id: &str) -> Result<Option<LiveToken>, sq
                 can_export: row.can_export,
                 requests_per_second: row.requests_per_second.map(|rate| rate as u32),
                 readings_per_second: row.readings_per_second.map(|rate| rate as u32),
+                max_future_skew_seconds: row.max_future_skew_seconds.map(|seconds| seconds as u32),
             },
         })
     }))

@@ -92,6 +92,10 @@ fn new_client(args: &TokenCreateArgs) -> anyhow::Result<NewClient> {
         args.readings_rate.is_none() || args.kind == Kind::Ingest,
         "--readings-rate is for ingest clients"
     );
+    anyhow::ensure!(
+        args.max_future_skew.is_none() || args.kind == Kind::Ingest,
+        "--max-future-skew is for ingest clients"
+    );
     if let Some(prefix) = &args.source_prefix {
         anyhow::ensure!(
             (1..=200).contains(&prefix.chars().count()),
@@ -106,6 +110,7 @@ fn new_client(args: &TokenCreateArgs) -> anyhow::Result<NewClient> {
         can_export: args.export,
         requests_per_second: args.rate,
         readings_per_second: args.readings_rate,
+        max_future_skew_seconds: args.max_future_skew.map(|skew| skew.as_secs() as u32),
     })
 }
 

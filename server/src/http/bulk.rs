@@ -94,10 +94,10 @@ async fn store(
         return Ok(Outcome::Replayed(receipt));
     }
     let now = chrono::Utc::now();
-    let settings = state.settings.clone();
+    let window = principal.client.window(&state.settings.window);
     let large = body.len() >= OFF_WORKER_BYTES;
     let writer = principal.client.clone();
-    let parse = move || parse_bulk(&body, format, header_key.as_ref(), &settings.window, now, &writer);
+    let parse = move || parse_bulk(&body, format, header_key.as_ref(), &window, now, &writer);
     let mut batch = if large { on_rayon(parse).await?? } else { parse()? };
     batch.body_sha256 = Some(body_sha256);
     batch.client_id = client_id;

@@ -100,7 +100,8 @@ async fn store(
         return Ok(Outcome::Replayed(receipt));
     }
     let now = chrono::Utc::now();
-    let mut batch = parse_batch(&body, header_key, &state.settings.window, now)?;
+    let window = client.window(&state.settings.window);
+    let mut batch = parse_batch(&body, header_key, &window, now)?;
     batch.body_sha256 = Some(body_sha256);
     may_write(client, batch.site.site_id)?;
     check_sources(client, batch.site.readings.iter().map(|r| r.source_id.as_str()))?;

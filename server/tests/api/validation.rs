@@ -363,3 +363,78 @@ async fn site_ids_in_paths_and_list_parameters_are_checked() {
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(body["error"]["details"][0]["path"], "query");
 }
+
+/// Readings may be a few minutes ahead of the server's clock (clock skew), not more: a writer must
+/// not pre-write a future minute that the real reading would then duplicate. An ingest client may
+/// be given its own skew, on v1 and bulk alike.
+#[tokio::test]
+async fn readings_ahead_of_the_clock_are_refused_beyond_the_allowed_skew() {
+    use plume::auth::store::NewClient;
+    use plume::auth::{Kind, Scope};
+
+    let app = spawn_app().await;
+    let id = app.create_site("Ahead", "1000").await;
+    let ahead = |minutes: i64| {
+        (chrono::Utc::now() + chrono::Duration::minutes(minutes))
+            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+    };
+
+    let (status, body) =
+        status_and_body(app.ingest("near", &batch(id, &[("s", &ahead(3), "1")])).await).await;
+    assert_eq!(
+        status,
+        StatusCode::CREATED,
+        "3 minutes ahead is clock skew: {body}"
+    );
+    let (status, body) =
+        status_and_body(app.ingest("far", &batch(id, &[("s", &ahead(30), "1")])).await).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(body["error"]["details"][0]["path"], "readings[0].timestamp");
+    assert_eq!(
+        body["error"]["details"][0]["message"],
+        "is more than 5 minutes in the future"
+    );
+    let bulk_far = format!("site_id,source_id,timestamp,value\n{id},s,{},1\n", ahead(30));
+    let response = app.bulk(Some("bulk-far"), "text/csv", bulk_far.clone()).await;
+    assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY);
+
+    // A gateway whose sensors buffer ahead, allowed an hour.
+    let gateway = NewClient {
+        max_future_skew_seconds: Some(3600),
+        ..NewClient::new("ahead-gateway", Kind::Ingest, Scope::all())
+    };
+    let client = client_with_token(&mint_client(&app.pool, &gateway).await);
+    let response = client
+        .post(format!("{}/v1/ingest", app.address))
+        .header("Idempotency-Key", "gateway-far")
+        .json(&batch(id, &[("g", &ahead(30), "1")]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let response = client
+        .post(format!("{}/v2/ingest", app.address))
+        .header("Idempotency-Key", "gateway-bulk-far")
+        .header("Content-Type", "text/csv")
+        .body(bulk_far)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let (status, body) = status_and_body(
+        client
+            .post(format!("{}/v1/ingest", app.address))
+            .header("Idempotency-Key", "gateway-too-far")
+            .json(&batch(id, &[("g", &ahead(90), "1")]))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(
+        body["error"]["details"][0]["message"],
+        "is more than 1 hour in the future"
+    );
+    assert_eq!(app.assert_totals_match_rows(id).await, (3_000_000, 3));
+}
