@@ -3,14 +3,17 @@
 //! `plume serve` uses it when no `DATABASE_URL` is given, and the test harness starts one per test
 //! run. The server process is tied to its owner by a pipe: a small supervisor shell waits for the
 //! pipe to close and then asks PostgreSQL for a fast shutdown, so the cluster stops when plume stops,
-//! even if plume is killed or panics. PostgreSQL refuses to run as root; when plume runs as root the
+//! even if plume is killed or panics; if the server exits on its own, it is started again (see
+//! `supervisor.rs`). PostgreSQL refuses to run as root; when plume runs as root the
 //! cluster runs as the `postgres` user that the Debian packages create.
 
 use std::fs;
 use std::io::Read;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, Stdio};
+use std::process::Command;
+
+use super::supervisor::{Launch, Supervisor};
 use std::time::{Duration, Instant};
 
 /// Where Debian's `postgresql-15` package puts the server binaries.
@@ -79,15 +82,14 @@ impl ClusterOptions {
     }
 }
 
-/// A running cluster; stopped by [`EmbeddedCluster::stop`] or, failing that, when its owner exits.
+/// A running cluster, started again by its supervisor if it exits on its own; stopped by
+/// [`EmbeddedCluster::stop`] or, failing that, when its owner exits.
 #[derive(Debug)]
 pub struct EmbeddedCluster {
     port: u16,
     data_dir: PathBuf,
     log_path: PathBuf,
-    supervisor: Child,
-    /// Closing this pipe is what tells the supervisor to stop the server.
-    lifeline: Option<ChildStdin>,
+    supervisor: Supervisor,
 }
 
 impl EmbeddedCluster {
@@ -143,40 +145,30 @@ impl EmbeddedCluster {
             server.push("-c".into());
             server.push(format!("{name}={value}"));
         }
-        // The supervisor starts the server, blocks until its stdin (our lifeline) closes, then asks
-        // for a fast shutdown, waits for it, and removes an ephemeral cluster's files.
-        let script = r#"log="$1"; remove="$2"; shift 2; "$@" >>"$log" 2>&1 </dev/null & pid=$!; cat >/dev/null; kill -INT "$pid" 2>/dev/null; wait "$pid"; if [ -n "$remove" ]; then rm -rf "$remove"; fi"#;
         let remove = if options.ephemeral {
-            options.data_dir.display().to_string()
+            options.data_dir.as_os_str().to_owned()
         } else {
-            String::new()
+            Default::default()
         };
-        let mut command = Command::new("sh");
-        command
-            .arg("-c")
-            .arg(script)
-            .arg("plume-postgres")
-            .arg(&log_path)
-            .arg(remove)
-            .args(&server);
-        let mut supervisor = as_user(run_as, &mut command)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .map_err(|e| ClusterError::Io("starting postgres".into(), e))?;
-        let lifeline = supervisor.stdin.take();
+        let launch = Launch {
+            run_as,
+            log: log_path.as_os_str().to_owned(),
+            remove,
+            server,
+        };
+        let supervisor =
+            Supervisor::start(launch).map_err(|e| ClusterError::Io("starting postgres".into(), e))?;
         let mut cluster = Self {
             port,
             data_dir,
             log_path,
             supervisor,
-            lifeline,
         };
         cluster.wait_until_ready(&options.bin_dir, Duration::from_secs(60))?;
         if !options.data_dir.join(PASSWORD_FILE).exists() {
             cluster.require_password(&options.bin_dir, &pgdata)?;
         }
+        cluster.supervisor.watch();
         Ok(cluster)
     }
 
@@ -192,8 +184,12 @@ impl EmbeddedCluster {
 
     /// Stops the server (fast shutdown) and waits for it to exit. Blocking.
     pub fn stop(mut self) {
-        self.lifeline.take();
-        let _ = self.supervisor.wait();
+        self.supervisor.stop();
+    }
+
+    /// How many times the server was started again after exiting on its own.
+    pub fn restarts(&self) -> u64 {
+        self.supervisor.restarts()
     }
 
     /// Secures a cluster initialised before passwords (with `trust`, which makes every local user a
@@ -250,7 +246,7 @@ impl EmbeddedCluster {
             if ready {
                 return Ok(());
             }
-            let exited = matches!(self.supervisor.try_wait(), Ok(Some(_)));
+            let exited = self.supervisor.has_exited();
             if exited || started.elapsed() > limit {
                 let mut log = String::new();
                 if let Ok(mut file) = fs::File::open(&self.log_path) {
@@ -261,14 +257,6 @@ impl EmbeddedCluster {
                 return Err(ClusterError::StartTimeout(limit, self.log_path.clone(), tail));
             }
             std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for EmbeddedCluster {
-    fn drop(&mut self) {
-        if self.lifeline.take().is_some() {
-            let _ = self.supervisor.wait();
         }
     }
 }
@@ -395,7 +383,7 @@ fn write_private(path: &Path, contents: &str) -> Result<(), ClusterError> {
         .map_err(|e| ClusterError::Io(format!("writing {}", path.display()), e))
 }
 
-fn as_user(run_as: Option<(u32, u32)>, command: &mut Command) -> &mut Command {
+pub(super) fn as_user(run_as: Option<(u32, u32)>, command: &mut Command) -> &mut Command {
     if run_as.is_some() {
         // runuser keeps the environment and file descriptors (our lifeline pipe among them).
         let program = command.get_program().to_owned();

@@ -3,6 +3,7 @@
 pub mod embedded;
 pub mod migrate;
 pub mod roles;
+mod supervisor;
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;

@@ -28,5 +28,6 @@ mod resilience;
 mod roles;
 mod seed;
 mod slow_clients;
+mod supervision;
 mod tls;
 mod validation;
