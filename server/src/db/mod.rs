@@ -1,6 +1,7 @@
 //! The database: the connection pool, the embedded PostgreSQL cluster and the migrations runner.
 
 pub mod embedded;
+pub mod installation;
 pub mod migrate;
 
 use std::path::{Path, PathBuf};
@@ -98,7 +99,7 @@ impl Database {
         let (url, cluster) = match source {
             DatabaseSource::Url(url) => (url.clone(), None),
             DatabaseSource::Embedded(dir) => {
-                if let Some(port) = embedded::running_port(dir, Path::new(embedded::DEFAULT_PG_BIN_DIR)) {
+                if let Some(port) = embedded::running_port(dir, &installation::default_bin_dir()) {
                     // Another plume process runs this cluster: share it, and leave stopping it to that one.
                     tracing::info!(port, data_dir = %dir.display(), "using the embedded PostgreSQL already running");
                     (embedded::url_on(dir, port, EMBEDDED_DATABASE), None)
