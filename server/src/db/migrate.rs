@@ -18,6 +18,9 @@ pub enum MigrateError {
     /// A migration failed; refinery says which.
     #[error("running migrations: {0}")]
     Run(#[from] refinery::Error),
+    /// Applying the first migrations for pg_partman 5 failed.
+    #[error("running migrations for pg_partman 5: {0}")]
+    Dialect(#[from] super::partman_dialect::DialectError),
 }
 
 /// Applies every migration not yet applied to the database at `database_url`; returns the names of
@@ -26,18 +29,28 @@ pub enum MigrateError {
 pub async fn run(database_url: &str) -> Result<Vec<String>, MigrateError> {
     let (mut client, connection) = tokio_postgres::connect(database_url, tokio_postgres::NoTls).await?;
     let driver = tokio::spawn(connection);
-    let report = embedded::migrations::runner().run_async(&mut client).await;
+    let result = apply_pending(&mut client).await;
     drop(client);
     let _ = driver.await;
-    let applied: Vec<String> = report?
-        .applied_migrations()
-        .iter()
-        .map(|m| m.to_string())
-        .collect();
+    let applied = result?;
     for name in &applied {
         tracing::info!(migration = %name, "applied migration");
     }
     Ok(applied)
+}
+
+/// The migrations pg_partman 5 needs in its own words first (see [`super::partman_dialect`]), then
+/// refinery's run of the rest.
+async fn apply_pending(client: &mut tokio_postgres::Client) -> Result<Vec<String>, MigrateError> {
+    let mut applied = super::partman_dialect::apply(client, &migrations()).await?;
+    let report = embedded::migrations::runner().run_async(client).await?;
+    applied.extend(report.applied_migrations().iter().map(ToString::to_string));
+    Ok(applied)
+}
+
+/// The migrations built into this binary.
+pub fn migrations() -> Vec<refinery::Migration> {
+    embedded::migrations::runner().get_migrations().to_vec()
 }
 
 /// The version of the newest migration built into this binary.

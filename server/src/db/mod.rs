@@ -3,6 +3,7 @@
 pub mod embedded;
 pub mod installation;
 pub mod migrate;
+pub mod partman_dialect;
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
