@@ -9,6 +9,7 @@ mod auth;
 mod auth_matrix;
 mod bulk;
 mod bulk_concurrency;
+mod catalog;
 mod changes;
 mod concurrency;
 mod contract;
