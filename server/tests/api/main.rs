@@ -18,6 +18,7 @@ mod helpers;
 mod in_order;
 mod ingest;
 mod maintenance;
+mod migrations;
 mod outbox;
 mod outbox_admin;
 mod partitions;
