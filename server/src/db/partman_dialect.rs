@@ -126,7 +126,7 @@ pub async fn apply(client: &mut Client, migrations: &[Migration]) -> Result<Vec<
         )
         .await?;
         tx.commit().await?;
-        tracing::info!(migration = %migration, "applied migration in pg_partman 5's dialect");
+        tracing::debug!(migration = %migration, "applied in pg_partman 5's words");
         applied.push(migration.to_string());
     }
     Ok(applied)

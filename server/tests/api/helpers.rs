@@ -123,6 +123,18 @@ fn with_database(url: &str, database: &str) -> String {
     format!("{}/{database}{query}", &base[..path])
 }
 
+#[test]
+fn a_database_url_names_another_database_and_keeps_its_options() {
+    assert_eq!(
+        with_database(
+            "postgres://postgres:pw@127.0.0.1:5432/postgres?sslmode=disable",
+            "test_1"
+        ),
+        "postgres://postgres:pw@127.0.0.1:5432/test_1?sslmode=disable"
+    );
+    assert_eq!(with_database("postgres://h:1", "t"), "postgres://h:1/t");
+}
+
 /// The harness's own cluster's data directory and port.
 pub fn test_cluster() -> (std::path::PathBuf, u16) {
     (cluster_dir(), embedded().port())
