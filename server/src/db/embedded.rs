@@ -55,7 +55,7 @@ pub enum ClusterError {
 pub struct ClusterOptions {
     /// The directory holding `pgdata/` and `postgres.log`; created when missing.
     pub data_dir: PathBuf,
-    /// Where the PostgreSQL server binaries are ([`installation::default_bin_dir`] by default).
+    /// Where the PostgreSQL server binaries are.
     pub bin_dir: PathBuf,
     /// A throwaway cluster (tests): fsync and synchronous commit off, and the data directory removed
     /// when the server stops. Never for data anyone wants to keep.
@@ -65,11 +65,13 @@ pub struct ClusterOptions {
 }
 
 impl ClusterOptions {
-    /// Durable defaults for a cluster kept under `data_dir`.
+    /// Durable defaults for a cluster kept under `data_dir`, run from the server that made it (or,
+    /// for a new one, the newest with pg_partman; see [`installation::bin_dir_for_cluster`]).
     pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        let data_dir = data_dir.into();
         Self {
-            data_dir: data_dir.into(),
-            bin_dir: installation::default_bin_dir(),
+            bin_dir: installation::bin_dir_for_cluster(&data_dir.join("pgdata")),
+            data_dir,
             ephemeral: false,
             settings: Vec::new(),
         }

@@ -29,6 +29,28 @@ pub fn default_bin_dir() -> PathBuf {
     find_bin_dir(Path::new(DEBIAN_ROOT)).unwrap_or_else(|| Path::new(DEBIAN_ROOT).join("17/bin"))
 }
 
+/// The bin directory for the cluster whose files are in `pgdata`: `PLUME_PG_BIN_DIR` when set;
+/// for a cluster that exists, the server of the major that made it (its `PG_VERSION`) when that is
+/// still installed, since a newer server cannot open its files (moving a cluster to a newer major is
+/// `pg_upgrade`'s work); otherwise [`default_bin_dir`].
+pub fn bin_dir_for_cluster(pgdata: &Path) -> PathBuf {
+    if std::env::var_os(BIN_DIR_ENV).is_some_and(|dir| !dir.is_empty()) {
+        return default_bin_dir();
+    }
+    own_bin_dir(Path::new(DEBIAN_ROOT), pgdata).unwrap_or_else(default_bin_dir)
+}
+
+/// The installed bin directory under `root` of the major that made the cluster in `pgdata`.
+fn own_bin_dir(root: &Path, pgdata: &Path) -> Option<PathBuf> {
+    let major: u32 = std::fs::read_to_string(pgdata.join("PG_VERSION"))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    let bin = root.join(major.to_string()).join("bin");
+    bin.join("postgres").exists().then_some(bin)
+}
+
 /// The bin directory of the newest major under `root` that has pg_partman, or else of the newest
 /// that has a server.
 pub fn find_bin_dir(root: &Path) -> Option<PathBuf> {
@@ -138,6 +160,21 @@ mod tests {
             Some(newest),
             "none has pg_partman: the newest, so that starting it says what is missing"
         );
+    }
+
+    #[test]
+    fn an_existing_cluster_runs_from_the_major_that_made_it() {
+        let root = tempfile::tempdir().unwrap();
+        let lib = root.path().join("lib/postgresql");
+        let fifteen = fake_server(root.path(), "15", true);
+        fake_server(root.path(), "17", true);
+        let pgdata = root.path().join("pgdata");
+        assert_eq!(own_bin_dir(&lib, &pgdata), None, "a new cluster");
+        std::fs::create_dir_all(&pgdata).unwrap();
+        std::fs::write(pgdata.join("PG_VERSION"), "15\n").unwrap();
+        assert_eq!(own_bin_dir(&lib, &pgdata), Some(fifteen));
+        std::fs::write(pgdata.join("PG_VERSION"), "16\n").unwrap();
+        assert_eq!(own_bin_dir(&lib, &pgdata), None, "16 is not installed");
     }
 
     #[test]
