@@ -22,6 +22,7 @@ mod migrations;
 mod outbox;
 mod outbox_admin;
 mod partitions;
+mod partman_upgrade;
 mod plans;
 mod query;
 mod receiver;
