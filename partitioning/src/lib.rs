@@ -1,8 +1,10 @@
 //! Everything about plume's partitioned `measurements` table.
 //!
 //! The table is `PARTITION BY RANGE (measured_at)` with one partition per calendar month (UTC),
-//! created and premade by pg_partman 4.7 (see `migrations/V1__foundation.sql`). This crate owns
-//! the rules around it that the rest of plume relies on:
+//! created and premade by pg_partman, 4.7 or 5.x (see `migrations/V1__foundation.sql`). Nothing here
+//! depends on the partitions' names, which differ between those versions: a partition is known by
+//! its range, read from the catalog. This crate owns the rules around the table that the rest of
+//! plume relies on:
 //!
 //! - [`AcceptedWindow`]: which reading timestamps the service accepts at all;
 //! - [`ensure_window_covered`]: every month of that window has a real partition, so a valid reading
@@ -156,7 +158,8 @@ pub fn next_month(month: DateTime<Utc>) -> DateTime<Utc> {
 /// One child partition of the measurements table.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PartitionInfo {
-    /// The child table's name, e.g. `measurements_p2026_11`.
+    /// The child table's name as pg_partman made it (`measurements_p2026_11` on 4.7,
+    /// `measurements_p20261101` on 5.x); for display and DDL only, never parsed.
     pub name: String,
     /// Inclusive lower bound; `None` for the default partition.
     pub from: Option<DateTime<Utc>>,

@@ -90,7 +90,7 @@ pub struct ExpiredPartition {
 /// Written beside each archive: what it must contain.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ArchiveManifest {
-    /// The partition archived.
+    /// The partition archived (its table name, as pg_partman named it; the range identifies it).
     pub partition: String,
     /// Its range.
     pub range_from: DateTime<Utc>,
@@ -199,8 +199,16 @@ async fn totals(pool: &PgPool, partition: &str) -> Result<(i64, i64), sqlx::Erro
     .await
 }
 
-/// Writes `partition` to `dir` as `<name>.csv.gz` with `<name>.manifest.json`, then reads the file
-/// back and checks its rows, sum and checksum against the partition.
+/// The file name, without extension, of the archive of the month starting at `from`:
+/// `measurements_2026-11`. Named by the range, whatever pg_partman named the partition (its naming
+/// differs between versions).
+pub fn archive_stem(from: DateTime<Utc>) -> String {
+    format!("measurements_{}", from.format("%Y-%m"))
+}
+
+/// Writes `partition` to `dir` as `<stem>.csv.gz` with `<stem>.manifest.json` (see
+/// [`archive_stem`]), then reads the file back and checks its rows, sum and checksum against the
+/// partition.
 pub async fn archive(
     pool: &PgPool,
     partition: &ExpiredPartition,
@@ -212,7 +220,8 @@ pub async fn archive(
     };
     std::fs::create_dir_all(dir).map_err(io("creating", dir))?;
     let dir = &std::fs::canonicalize(dir).map_err(io("resolving", dir))?;
-    let path = dir.join(format!("{}.csv.gz", partition.name));
+    let stem = archive_stem(partition.from);
+    let path = dir.join(format!("{stem}.csv.gz"));
     if path.exists() {
         // An earlier attempt archived this month and then failed to drop it (a lock, a crash): its
         // archive is used again if it still matches the month exactly. Anything else is never
@@ -223,7 +232,7 @@ pub async fn archive(
         }
         return Err(RetentionError::ArchiveExists(path));
     }
-    let partial = dir.join(format!("{}.csv.gz.partial", partition.name));
+    let partial = dir.join(format!("{stem}.csv.gz.partial"));
     let file = File::create(&partial).map_err(io("creating", &partial))?;
     let mut csv = HashingWriter {
         inner: GzEncoder::new(BufWriter::new(file), Compression::default()),
@@ -262,7 +271,7 @@ pub async fn archive(
         partition: partition.name.clone(),
         range_from: partition.from,
         range_to: partition.to,
-        file: format!("{}.csv.gz", partition.name),
+        file: format!("{stem}.csv.gz"),
         columns: ["site_id", "source_id", "measured_at", "value_mg"]
             .map(String::from)
             .to_vec(),
@@ -271,7 +280,7 @@ pub async fn archive(
         sha256,
         archived_at: Utc::now(),
     };
-    let manifest_path = dir.join(format!("{}.manifest.json", partition.name));
+    let manifest_path = dir.join(format!("{stem}.manifest.json"));
     let json = serde_json::to_vec_pretty(&manifest).expect("a manifest serialises");
     let mut file = File::create(&manifest_path).map_err(io("creating", &manifest_path))?;
     file.write_all(&json).map_err(io("writing", &manifest_path))?;

@@ -21,8 +21,9 @@ use crate::state::Settings;
 
 /// plume: exact, retry-safe storage for methane emission readings.
 ///
-/// Without DATABASE_URL, plume runs its own PostgreSQL 15 cluster (with pg_partman) under
-/// --data-dir, from the PostgreSQL binaries installed on this machine.
+/// Without DATABASE_URL, plume runs its own PostgreSQL cluster (with pg_partman) under --data-dir,
+/// from the newest PostgreSQL installed on this machine that has pg_partman (or the one whose bin
+/// directory PLUME_PG_BIN_DIR names).
 #[derive(Debug, Parser)]
 #[command(name = "plume", version)]
 pub struct Cli {

@@ -1,4 +1,5 @@
-//! A private PostgreSQL cluster run from the PostgreSQL 15 binaries installed on the machine.
+//! A private PostgreSQL cluster run from the PostgreSQL binaries installed on the machine (the newest
+//! major with pg_partman; see [`super::installation`]).
 //!
 //! `plume serve` uses it when no `DATABASE_URL` is given, and the test harness starts one per test
 //! run. The server process is tied to its owner by a pipe: a small supervisor shell waits for the
@@ -16,11 +17,7 @@ use std::process::Command;
 use super::supervisor::{Launch, Supervisor};
 use std::time::{Duration, Instant};
 
-/// Where Debian's `postgresql-15` package puts the server binaries.
-pub const DEFAULT_PG_BIN_DIR: &str = "/usr/lib/postgresql/15/bin";
-
-/// What to install when something is missing.
-pub const INSTALL_HINT: &str = "apt-get install postgresql-15 postgresql-15-partman";
+use super::installation::{self, INSTALL_HINT};
 
 /// The unprivileged user the cluster runs as when plume runs as root.
 const SERVICE_USER: &str = "postgres";
@@ -29,11 +26,11 @@ const SERVICE_USER: &str = "postgres";
 #[derive(Debug, thiserror::Error)]
 pub enum ClusterError {
     /// The PostgreSQL server binaries are not where they should be.
-    #[error("PostgreSQL 15 is not installed (no {0}): install it with `{INSTALL_HINT}`")]
+    #[error("PostgreSQL is not installed (no {0}): install it with `{INSTALL_HINT}`, or name its bin directory in PLUME_PG_BIN_DIR")]
     PostgresMissing(PathBuf),
     /// pg_partman is not installed for this PostgreSQL.
-    #[error("pg_partman is not installed for PostgreSQL 15 (no {0}): install it with `apt-get install postgresql-15-partman`")]
-    PartmanMissing(PathBuf),
+    #[error("pg_partman is not installed for the PostgreSQL in {0} (no {1}): install it with `apt-get install postgresql-{2}-partman`")]
+    PartmanMissing(PathBuf, PathBuf, String),
     /// Running as root but the `postgres` user does not exist.
     #[error("running as root, the embedded PostgreSQL needs the unprivileged user `postgres`, which does not exist: install PostgreSQL with `{INSTALL_HINT}`")]
     NoServiceUser,
@@ -71,11 +68,13 @@ pub struct ClusterOptions {
 }
 
 impl ClusterOptions {
-    /// Durable defaults for a cluster kept under `data_dir`.
+    /// Durable defaults for a cluster kept under `data_dir`, run from the server that made it (or,
+    /// for a new one, the newest with pg_partman; see [`installation::bin_dir_for_cluster`]).
     pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        let data_dir = data_dir.into();
         Self {
-            data_dir: data_dir.into(),
-            bin_dir: PathBuf::from(DEFAULT_PG_BIN_DIR),
+            bin_dir: installation::bin_dir_for_cluster(&data_dir.join("pgdata")),
+            data_dir,
             ephemeral: false,
             settings: Vec::new(),
         }
@@ -290,17 +289,21 @@ pub fn url_on(data_dir: &Path, port: u16, database: &str) -> String {
     }
 }
 
-/// Checks that PostgreSQL 15 and pg_partman are installed where `bin_dir` says.
+/// Checks that PostgreSQL and pg_partman are installed where `bin_dir` says.
 pub fn check_installation(bin_dir: &Path) -> Result<(), ClusterError> {
     let postgres = bin_dir.join("postgres");
     if !postgres.exists() {
         return Err(ClusterError::PostgresMissing(postgres));
     }
-    let output = run(Command::new(bin_dir.join("pg_config")).arg("--sharedir"))?;
-    let share_dir = String::from_utf8_lossy(&output.stdout).trim().to_string();
-    let control = Path::new(&share_dir).join("extension/pg_partman.control");
+    let control = installation::partman_control(bin_dir)
+        .unwrap_or_else(|| PathBuf::from("extension/pg_partman.control"));
     if !control.exists() {
-        return Err(ClusterError::PartmanMissing(control));
+        let major = installation::major_of(bin_dir).map_or_else(|| "<major>".to_string(), |m| m.to_string());
+        return Err(ClusterError::PartmanMissing(
+            bin_dir.to_path_buf(),
+            control,
+            major,
+        ));
     }
     Ok(())
 }

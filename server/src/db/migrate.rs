@@ -25,6 +25,9 @@ pub enum MigrateError {
     /// A migration failed; refinery says which.
     #[error("running migrations: {0}")]
     Run(#[from] refinery::Error),
+    /// Applying the first migrations for pg_partman 5 failed.
+    #[error("running migrations for pg_partman 5: {0}")]
+    Dialect(#[from] super::partman_dialect::DialectError),
 }
 
 /// Applies every migration not yet applied to the database at `database_url`; returns the names of
@@ -33,17 +36,27 @@ pub enum MigrateError {
 pub async fn run(database_url: &str) -> Result<Vec<String>, MigrateError> {
     let options = PgConnectOptions::from_str(database_url)?.application_name("plume migrate");
     let mut migrator = Migrator(PgConnection::connect_with(&options).await?);
-    let report = embedded::migrations::runner().run_async(&mut migrator).await;
+    let result = apply_pending(&mut migrator).await;
     let _ = migrator.0.close().await;
-    let applied: Vec<String> = report?
-        .applied_migrations()
-        .iter()
-        .map(|m| m.to_string())
-        .collect();
+    let applied = result?;
     for name in &applied {
         tracing::info!(migration = %name, "applied migration");
     }
     Ok(applied)
+}
+
+/// The migrations pg_partman 5 needs in its own words first (see [`super::partman_dialect`]), then
+/// refinery's run of the rest.
+async fn apply_pending(migrator: &mut Migrator) -> Result<Vec<String>, MigrateError> {
+    let mut applied = super::partman_dialect::apply(&mut migrator.0, &migrations()).await?;
+    let report = embedded::migrations::runner().run_async(migrator).await?;
+    applied.extend(report.applied_migrations().iter().map(ToString::to_string));
+    Ok(applied)
+}
+
+/// The migrations built into this binary.
+pub fn migrations() -> Vec<refinery::Migration> {
+    embedded::migrations::runner().get_migrations().to_vec()
 }
 
 /// The version of the newest migration built into this binary.

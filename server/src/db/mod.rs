@@ -1,7 +1,9 @@
 //! The database: the connection pool, the embedded PostgreSQL cluster and the migrations runner.
 
 pub mod embedded;
+pub mod installation;
 pub mod migrate;
+pub mod partman_dialect;
 pub mod roles;
 mod supervisor;
 
@@ -115,10 +117,7 @@ impl Database {
         let (url, owner_url, cluster) = match source {
             DatabaseSource::Url { url, owner_url } => (url.clone(), owner_url.clone(), None),
             DatabaseSource::Embedded(dir) => {
-                let (port, cluster) = match embedded::running_port(
-                    dir,
-                    Path::new(embedded::DEFAULT_PG_BIN_DIR),
-                ) {
+                let (port, cluster) = match embedded::running_port(dir, &installation::default_bin_dir()) {
                     // Another plume process runs this cluster: share it, and leave stopping it to that one.
                     Some(port) => {
                         tracing::info!(port, data_dir = %dir.display(), "using the embedded PostgreSQL already running");

@@ -1,4 +1,9 @@
-//! The test harness: one PostgreSQL cluster per run, one fresh database and server per test.
+//! The test harness: one PostgreSQL server per run, one fresh database and server per test.
+//!
+//! The server is a throwaway cluster the harness starts from the newest PostgreSQL installed here
+//! that has pg_partman, or, when `PLUME_TEST_ADMIN_URL` names a superuser connection, a server it
+//! did not start (such as PostgreSQL 17 with pg_partman 5 in a container). Either way every test
+//! gets a database of its own, copied from a template migrated once per run.
 
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -14,22 +19,44 @@ use sqlx::{Executor, PgPool};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-const TEMPLATE: &str = "plume_template";
+/// A superuser URL of a server to run the tests against instead of a cluster of their own.
+pub const ADMIN_URL_ENV: &str = "PLUME_TEST_ADMIN_URL";
 
 /// The role every test's server runs as: the application role, granted by `plume::db::roles` in
 /// the template (fresh databases copy its grants). The tests arrange and check as the owner.
 const APP_ROLE: &str = "plume_test_app";
 const APP_PASSWORD: &str = "plume-test-app";
 
-struct SharedCluster {
-    /// Kept for the life of the test process; the cluster stops and is removed when the process exits.
-    cluster: EmbeddedCluster,
+/// The server every test's database lives on, and the migrated template they are copied from.
+struct TestServer {
+    /// The `postgres` database's URL, for creating databases.
+    admin_url: String,
+    /// The template's name: per process on a server others may share.
+    template: String,
 }
 
-fn cluster() -> &'static SharedCluster {
-    static CLUSTER: OnceLock<SharedCluster> = OnceLock::new();
-    CLUSTER.get_or_init(|| {
+impl TestServer {
+    fn url(&self, database: &str) -> String {
+        with_database(&self.admin_url, database)
+    }
+}
+
+fn server() -> &'static TestServer {
+    static SERVER: OnceLock<TestServer> = OnceLock::new();
+    SERVER.get_or_init(|| {
         // Initialised on a thread of its own: the caller may be inside any test's runtime.
+        std::thread::spawn(start_server)
+            .join()
+            .expect("preparing the test server")
+    })
+}
+
+/// The harness's own cluster (kept for the life of the test process; it stops and is removed when
+/// the process exits). Tests of the embedded cluster itself use it even when the others run
+/// against `PLUME_TEST_ADMIN_URL`.
+fn embedded() -> &'static EmbeddedCluster {
+    static CLUSTER: OnceLock<EmbeddedCluster> = OnceLock::new();
+    CLUSTER.get_or_init(|| {
         std::thread::spawn(start_cluster)
             .join()
             .expect("starting the test cluster")
@@ -41,7 +68,7 @@ fn cluster_dir() -> std::path::PathBuf {
     std::env::temp_dir().join(format!("plume-test-{}", std::process::id()))
 }
 
-fn start_cluster() -> SharedCluster {
+fn start_cluster() -> EmbeddedCluster {
     let data_dir = cluster_dir();
     let _ = std::fs::remove_dir_all(&data_dir);
     std::fs::create_dir_all(&data_dir).expect("creating the test cluster directory");
@@ -52,30 +79,83 @@ fn start_cluster() -> SharedCluster {
         settings: vec![("max_connections".into(), "400".into())],
         ..ClusterOptions::new(&data_dir)
     };
-    let cluster = EmbeddedCluster::start(&options).expect("starting PostgreSQL for the tests");
+    EmbeddedCluster::start(&options).expect("starting PostgreSQL for the tests")
+}
+
+fn start_server() -> TestServer {
+    let server = match std::env::var(ADMIN_URL_ENV).ok().filter(|url| !url.is_empty()) {
+        Some(admin_url) => TestServer {
+            admin_url,
+            template: format!("plume_template_{}", std::process::id()),
+        },
+        None => TestServer {
+            admin_url: embedded().url("postgres"),
+            template: "plume_template".into(),
+        },
+    };
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
-        db::create_database_if_missing(&cluster.url("postgres"), TEMPLATE)
+        let admin = db::connect_plain(&server.admin_url)
+            .await
+            .expect("connecting to the test server");
+        // A template left by an earlier run with this process id.
+        admin
+            .execute(format!("drop database if exists {}", server.template).as_str())
             .await
             .unwrap();
-        let url = cluster.url(TEMPLATE);
+        admin.close().await;
+        db::create_database_if_missing(&server.admin_url, &server.template)
+            .await
+            .unwrap();
+        let url = server.url(&server.template);
         migrate::run(&url).await.expect("migrating the template database");
         let pool = db::connect_plain(&url).await.unwrap();
         partitioning::ensure_window_covered(&pool, Default::default(), chrono::Utc::now())
             .await
             .unwrap();
-        pool.execute(format!("create role {APP_ROLE} login password '{APP_PASSWORD}'").as_str())
-            .await
-            .unwrap();
+        // Roles are the server's: one an earlier run made is used again.
+        let create_role = format!(
+            "do $$ begin
+                 if not exists (select from pg_roles where rolname = '{APP_ROLE}') then
+                     create role {APP_ROLE} login password '{APP_PASSWORD}';
+                 end if;
+             end $$"
+        );
+        pool.execute(create_role.as_str()).await.unwrap();
         db::roles::grant(&pool, APP_ROLE).await.unwrap();
         pool.close().await;
     });
-    SharedCluster { cluster }
+    server
 }
 
-/// The test cluster's data directory and port.
+/// `url` with its database (the path) replaced by `database`; the query string is kept.
+fn with_database(url: &str, database: &str) -> String {
+    let (base, query) = url
+        .split_once('?')
+        .map_or((url, None), |(base, query)| (base, Some(query)));
+    let authority = base.find("://").map_or(0, |at| at + 3);
+    let path = base[authority..]
+        .find('/')
+        .map_or(base.len(), |at| authority + at);
+    let query = query.map(|query| format!("?{query}")).unwrap_or_default();
+    format!("{}/{database}{query}", &base[..path])
+}
+
+#[test]
+fn a_database_url_names_another_database_and_keeps_its_options() {
+    assert_eq!(
+        with_database(
+            "postgres://postgres:pw@127.0.0.1:5432/postgres?sslmode=disable",
+            "test_1"
+        ),
+        "postgres://postgres:pw@127.0.0.1:5432/test_1?sslmode=disable"
+    );
+    assert_eq!(with_database("postgres://h:1", "t"), "postgres://h:1/t");
+}
+
+/// The harness's own cluster's data directory and port.
 pub fn test_cluster() -> (std::path::PathBuf, u16) {
-    (cluster_dir(), cluster().cluster.port())
+    (cluster_dir(), embedded().port())
 }
 
 /// A running plume over a fresh database of its own.
@@ -105,13 +185,13 @@ impl Drop for TestApp {
 
 /// A fresh, migrated database; returns its URL.
 pub async fn fresh_database() -> String {
-    let shared = cluster();
+    let server = server();
     let name = format!("test_{}", uuid::Uuid::new_v4().simple());
-    let admin = db::connect_plain(&shared.cluster.url("postgres")).await.unwrap();
+    let admin = db::connect_plain(&server.admin_url).await.unwrap();
     let mut attempts = 0;
     loop {
         let created = admin
-            .execute(format!("create database {name} template {TEMPLATE}").as_str())
+            .execute(format!("create database {name} template {}", server.template).as_str())
             .await;
         match created {
             Ok(_) => break,
@@ -125,13 +205,24 @@ pub async fn fresh_database() -> String {
         }
     }
     admin.close().await;
-    shared.cluster.url(&name)
+    server.url(&name)
+}
+
+/// A new database with nothing of plume's in it (not even pg_partman); returns its URL.
+pub async fn empty_database() -> String {
+    let server = server();
+    let name = format!("empty_{}", uuid::Uuid::new_v4().simple());
+    db::create_database_if_missing(&server.admin_url, &name)
+        .await
+        .unwrap();
+    server.url(&name)
 }
 
 /// `database_url` as the application role (DML only) rather than the owner.
 pub fn app_url(database_url: &str) -> String {
-    let (_, rest) = database_url.split_once('@').expect("a URL with credentials");
-    format!("postgres://{APP_ROLE}:{APP_PASSWORD}@{rest}")
+    let (scheme, rest) = database_url.split_once("://").expect("a URL");
+    let host = rest.split_once('@').map_or(rest, |(_, host)| host);
+    format!("{scheme}://{APP_ROLE}:{APP_PASSWORD}@{host}")
 }
 
 /// Starts plume on a fresh database with default settings.

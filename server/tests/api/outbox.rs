@@ -76,7 +76,9 @@ async fn a_rolled_back_batch_leaves_no_event_and_a_failed_event_stores_no_readin
     let body = batch(site, &[("a", &at.format("%Y-%m-%dT%H:%M:00Z").to_string(), "5")]);
 
     // Readings that cannot be stored (their month's partition is gone): no event either.
-    let partition = at.format("measurements_p%Y_%m").to_string();
+    let partition = crate::catalog::partition_holding(&app.pool, "measurements", at)
+        .await
+        .unwrap();
     let detach = format!("alter table measurements detach partition {partition}");
     sqlx::raw_sql(&detach).execute(&app.pool).await.unwrap();
     let (status, _) = status_and_body(app.ingest("no-partition", &body).await).await;

@@ -3,11 +3,12 @@
 use std::process::Command;
 use std::time::Duration;
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use plume::outbox::housekeeping::Housekeeping;
 use serde_json::Value;
 use sqlx::{Connection, Executor, PgPool};
 
+use crate::catalog;
 use crate::helpers::{hours_ago, readings, run_plume, spawn_app};
 
 const WEEK: Duration = Duration::from_secs(7 * 24 * 3600);
@@ -20,13 +21,10 @@ fn housekeeping_of(pool: &PgPool) -> Housekeeping {
     }
 }
 
-async fn partitions(pool: &PgPool) -> Vec<String> {
-    sqlx::query_scalar(
-        "select partition_tablename::text from partman.show_partitions('public.outbox_events') order by 1",
-    )
-    .fetch_all(pool)
-    .await
-    .unwrap()
+/// The day of the event log holding `at`, if it has a partition (found by its range: pg_partman's
+/// names differ by version).
+async fn day_holding(pool: &PgPool, at: DateTime<Utc>) -> Option<String> {
+    catalog::partition_holding(pool, "outbox_events", at).await
 }
 
 async fn events_in_default(pool: &PgPool) -> i64 {
@@ -43,19 +41,18 @@ async fn housekeeping_premakes_days_rescues_the_default_partition_and_drops_only
 
     let report = housekeeping_of(&app.pool).run_once().await.unwrap();
     assert!(report.ran);
-    let ahead = (Utc::now() + chrono::Duration::days(7))
-        .format("outbox_events_p%Y_%m_%d")
-        .to_string();
-    assert!(partitions(&app.pool).await.contains(&ahead), "a week premade");
+    let ahead_at = Utc::now() + chrono::Duration::days(7);
+    let ahead = day_holding(&app.pool, ahead_at).await;
+    assert!(ahead.is_some(), "a week premade");
 
     // An undelivered event from 20 days ago, older than any partition: it lands in the default.
-    let old_day = (Utc::now() - chrono::Duration::days(20))
-        .format("outbox_events_p%Y_%m_%d")
-        .to_string();
+    let old_at = Utc::now() - chrono::Duration::days(20);
+    assert_eq!(day_holding(&app.pool, old_at).await, None);
     sqlx::raw_sql(&format!(
         "insert into outbox_streams (site_id, head_seq) values ({site}, 1);
          insert into outbox_events (created_at, site_id, seq, event_id, event_type, occurred_at, data)
-         values (now() - interval '20 days', {site}, 1, gen_random_uuid(), 'measurements.ingested', now(), '{{}}');"
+         values ('{}', {site}, 1, gen_random_uuid(), 'measurements.ingested', now(), '{{}}');",
+        old_at.to_rfc3339()
     ))
     .execute(&app.pool)
     .await
@@ -66,7 +63,7 @@ async fn housekeeping_premakes_days_rescues_the_default_partition_and_drops_only
     assert_eq!(report.default_rows_moved, 1);
     assert_eq!(report.partitions_dropped, 0, "its day holds an undelivered event");
     assert_eq!(events_in_default(&app.pool).await, 0);
-    assert!(partitions(&app.pool).await.contains(&old_day));
+    assert!(day_holding(&app.pool, old_at).await.is_some(), "its day was made");
 
     sqlx::query("update outbox_streams set delivered_seq = 1 where site_id = $1")
         .bind(site)
@@ -75,11 +72,16 @@ async fn housekeeping_premakes_days_rescues_the_default_partition_and_drops_only
         .unwrap();
     let report = housekeeping_of(&app.pool).run_once().await.unwrap();
     assert!(report.partitions_dropped >= 1);
-    let left = partitions(&app.pool).await;
-    assert!(!left.contains(&old_day), "the delivered day is dropped whole");
-    assert!(left.contains(&ahead));
-    let today = Utc::now().format("outbox_events_p%Y_%m_%d").to_string();
-    assert!(left.contains(&today), "days inside the retention stay");
+    assert_eq!(
+        day_holding(&app.pool, old_at).await,
+        None,
+        "the delivered day is dropped whole"
+    );
+    assert_eq!(day_holding(&app.pool, ahead_at).await, ahead);
+    assert!(
+        day_holding(&app.pool, Utc::now()).await.is_some(),
+        "days inside the retention stay"
+    );
 }
 
 #[tokio::test]
@@ -158,20 +160,22 @@ async fn housekeeping_rescues_events_in_the_default_partition_for_a_day_it_must_
     let site = app.create_site("Ahead", "100").await;
     // Housekeeping has not run for a week: no day after today has a partition yet, and an event
     // for the day after tomorrow landed in the default partition.
-    let today = Utc::now().format("outbox_events_p%Y_%m_%d").to_string();
-    for later in partitions(&app.pool).await.into_iter().filter(|p| *p > today) {
-        sqlx::raw_sql(&format!("drop table {later}"))
-            .execute(&app.pool)
-            .await
-            .unwrap();
+    let now = Utc::now();
+    for later in catalog::ranges(&app.pool, "outbox_events").await {
+        if later.from > now {
+            sqlx::raw_sql(&format!("drop table {}", later.name))
+                .execute(&app.pool)
+                .await
+                .unwrap();
+        }
     }
-    let day = (Utc::now() + chrono::Duration::days(2))
-        .format("outbox_events_p%Y_%m_%d")
-        .to_string();
+    let day_at = now + chrono::Duration::days(2);
+    assert_eq!(day_holding(&app.pool, day_at).await, None);
     sqlx::raw_sql(&format!(
         "insert into outbox_streams (site_id, head_seq) values ({site}, 1);
          insert into outbox_events (created_at, site_id, seq, event_id, event_type, occurred_at, data)
-         values (now() + interval '2 days', {site}, 1, gen_random_uuid(), 'measurements.ingested', now(), '{{}}');"
+         values ('{}', {site}, 1, gen_random_uuid(), 'measurements.ingested', now(), '{{}}');",
+        day_at.to_rfc3339()
     ))
     .execute(&app.pool)
     .await
@@ -180,7 +184,7 @@ async fn housekeeping_rescues_events_in_the_default_partition_for_a_day_it_must_
 
     let report = housekeeping_of(&app.pool).run_once().await.unwrap();
     assert_eq!(report.default_rows_moved, 1);
-    assert!(partitions(&app.pool).await.contains(&day));
+    assert!(day_holding(&app.pool, day_at).await.is_some());
     assert_eq!(events_in_default(&app.pool).await, 0);
     let kept: i64 = sqlx::query_scalar("select count(*) from outbox_events")
         .fetch_one(&app.pool)

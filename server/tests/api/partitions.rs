@@ -1,10 +1,11 @@
 //! Storage layout: monthly partitions, the identity constraint on each, an empty default partition.
 
-use chrono::{DateTime, Datelike, Duration, Utc};
+use chrono::{DateTime, Duration, Utc};
 use partitioning::AcceptedWindow;
 use reqwest::StatusCode;
 use serde_json::json;
 
+use crate::catalog;
 use crate::helpers::*;
 
 #[tokio::test]
@@ -29,9 +30,18 @@ async fn a_reading_lands_in_its_month_and_never_in_the_default_partition() {
             .unwrap();
     assert_eq!(placed.len(), times.len());
     for (partition, at) in placed {
+        let month = catalog::ranges(&app.pool, "measurements")
+            .await
+            .into_iter()
+            .find(|range| range.name == partition)
+            .unwrap_or_else(|| panic!("{at} is in {partition}, which is not a ranged partition"));
         assert_eq!(
-            partition,
-            format!("measurements_p{}_{:02}", at.year(), at.month())
+            (month.from, month.to),
+            (
+                partitioning::month_start(at),
+                partitioning::next_month(partitioning::month_start(at))
+            ),
+            "{at} is in {partition}"
         );
     }
 }

@@ -203,10 +203,13 @@ async fn the_service_recovers_when_its_connections_are_killed() {
 #[tokio::test]
 async fn a_command_finds_the_embedded_cluster_another_process_already_runs() {
     let (data_dir, port) = crate::helpers::test_cluster();
-    let bin_dir = std::path::Path::new(plume::db::embedded::DEFAULT_PG_BIN_DIR);
-    assert_eq!(plume::db::embedded::running_port(&data_dir, bin_dir), Some(port));
+    let bin_dir = plume::db::installation::default_bin_dir();
+    assert_eq!(plume::db::embedded::running_port(&data_dir, &bin_dir), Some(port));
     let elsewhere = tempfile::tempdir().unwrap();
-    assert_eq!(plume::db::embedded::running_port(elsewhere.path(), bin_dir), None);
+    assert_eq!(
+        plume::db::embedded::running_port(elsewhere.path(), &bin_dir),
+        None
+    );
 }
 
 #[tokio::test]
