@@ -18,10 +18,6 @@ plume_guarded_install debootstrap
 mirror_of() {
     apt-cache policy | awk -v suite="$1/main" '$3 == suite && $2 ~ /^https?:/ { print $2; exit }'
 }
-mirror=${MIRROR:-$(mirror_of bookworm)}
-mirror=${mirror:-http://deb.debian.org/debian}
-security=${SECURITY_MIRROR:-$(mirror_of bookworm-security)}
-security=${security:-http://deb.debian.org/debian-security}
 
 make_image() {
     local suite=$1 tag="debian:$1-slim"
@@ -29,7 +25,11 @@ make_image() {
         echo "$tag: present" >&2
         return 0
     fi
-    local rootfs
+    local mirror security rootfs
+    mirror=${MIRROR:-$(mirror_of bookworm)}
+    mirror=${mirror:-http://deb.debian.org/debian}
+    security=${SECURITY_MIRROR:-$(mirror_of bookworm-security)}
+    security=${security:-http://deb.debian.org/debian-security}
     rootfs=$(mktemp -d "/var/tmp/plume-rootfs-$suite.XXXXXX")
     # shellcheck disable=SC2064 # the path is fixed now
     trap "rm -rf '$rootfs'" RETURN
