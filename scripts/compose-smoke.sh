@@ -35,7 +35,7 @@ compose() { "${compose_command[@]}" -p "$project" --profile monitoring "$@"; }
 within() {
     local seconds=$1
     shift 2
-    timeout "$seconds" "${compose_command[@]}" -p "$project" --profile monitoring "$@"
+    timeout --foreground "$seconds" "${compose_command[@]}" -p "$project" --profile monitoring "$@"
 }
 base="http://127.0.0.1:$PLUME_PORT"
 work=$(mktemp -d /tmp/plume-smoke.XXXXXX)
@@ -44,7 +44,7 @@ cleanup() {
     local status=$?
     if [ "$status" -ne 0 ]; then
         echo "compose smoke test FAILED (exit $status); the services' last log lines:" >&2
-        compose logs --tail=30 >&2 2>&1 || true
+        within 60 compose logs --tail=30 >&2 2>&1 || true
     fi
     if [ "${KEEP:-0}" = 1 ]; then
         echo "left running: ${compose_command[*]} -p $project --profile monitoring down -v" >&2
@@ -55,6 +55,8 @@ cleanup() {
     rm -rf "$work"
 }
 trap cleanup EXIT
+trap "exit 143" TERM
+trap "exit 130" INT
 
 fail() { echo "FAIL: $*" >&2; exit 1; }
 
