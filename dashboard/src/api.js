@@ -105,17 +105,20 @@ export async function request(path, init = {}) {
 }
 
 /**
- * The sites changed since `cursor` (every site without one); waits up to `wait` seconds.
+ * The sites changed since `cursor` (every site without one, a page at a time); waits up to `wait`
+ * seconds. With `after`, the next page of every site, continuing the listing `cursor` began.
  * @param {string | null} cursor
  * @param {number} wait
- * @returns {Promise<{ sites: SiteMetrics[], cursor: string }>}
+ * @param {number | null} [after]
+ * @returns {Promise<{ sites: SiteMetrics[], cursor: string, nextAfter: number | null }>}
  */
-export async function changes(cursor, wait) {
+export async function changes(cursor, wait, after = null) {
   const query = new URLSearchParams({ wait: String(wait) });
   if (cursor) query.set('cursor', cursor);
-  /** @type {{ body: import('./api-types').Envelope<SiteMetrics[], { cursor: string }> }} */
+  if (after !== null) query.set('after', String(after));
+  /** @type {{ body: import('./api-types').Envelope<SiteMetrics[], { cursor: string, next_after?: number }> }} */
   const { body } = await request(`/v2/changes?${query}`, { timeoutMs: (wait + 15) * 1000 });
-  return { sites: body.data, cursor: body.meta.cursor };
+  return { sites: body.data, cursor: body.meta.cursor, nextAfter: body.meta.next_after ?? null };
 }
 
 /**

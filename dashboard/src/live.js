@@ -24,6 +24,8 @@ export class Feed {
     this.stateListeners = new Set();
     /** @type {string | null} */
     this.cursor = null;
+    /** @type {number | null} where the listing of every site goes on, while it does */
+    this.after = null;
     this.failures = 0;
     /** @type {(() => void) | null} ends the current pause early */
     this.wake = null;
@@ -64,6 +66,7 @@ export class Feed {
     this.following = true;
     this.sites.clear();
     this.cursor = null;
+    this.after = null;
     this.failures = 0;
     this.setState(navigator.onLine ? 'reconnecting' : 'offline');
     this.run(this.generation);
@@ -84,9 +87,13 @@ export class Feed {
   async run(generation) {
     while (generation === this.generation) {
       try {
-        const { sites, cursor } = await changes(this.cursor, this.cursor ? WAIT_SECONDS : 0);
+        // Every site first, a page at a time (no waiting), then the changes since the first page.
+        const listing = this.cursor === null || this.after !== null;
+        const wait = listing ? 0 : WAIT_SECONDS;
+        const { sites, cursor, nextAfter } = await changes(this.cursor, wait, listing ? this.after : null);
         if (generation !== this.generation) return;
         this.cursor = cursor;
+        this.after = nextAfter;
         this.failures = 0;
         if (this.state !== 'live') this.setState('live');
         if (sites.length > 0) {
@@ -103,7 +110,10 @@ export class Feed {
         }
         // A refused cursor (another database's, or an older format) will never be accepted: start
         // again from every site.
-        if (error instanceof ApiError && !error.retryable) this.cursor = null;
+        if (error instanceof ApiError && !error.retryable) {
+          this.cursor = null;
+          this.after = null;
+        }
         this.failures += 1;
         this.setState(navigator.onLine ? 'reconnecting' : 'offline');
         const asked = error instanceof ApiError ? error.retryAfter * 1000 : 0;

@@ -11,6 +11,7 @@
 //! - After the listener reconnects, the process reads a new head whatever was missed, which wakes
 //!   every waiter; waiters are bounded, and all are released at once when the process shuts down.
 
+pub mod listing;
 pub mod snapshot;
 
 use std::collections::VecDeque;

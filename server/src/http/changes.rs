@@ -16,7 +16,7 @@ use super::envelope::Envelope;
 use super::query::query;
 use super::sites::readable_site;
 use crate::auth::{Principal, Rule};
-use crate::changes::{Answer, Head, Snapshot, WaitError, Watch, MAX_WAIT};
+use crate::changes::{listing, Answer, Head, Snapshot, WaitError, Watch, MAX_WAIT};
 use crate::error::{ApiError, FieldError};
 use crate::state::AppState;
 
@@ -34,6 +34,8 @@ pub fn router() -> Routes {
 struct ChangesParams {
     cursor: Option<String>,
     wait: Option<String>,
+    after: Option<String>,
+    limit: Option<String>,
 }
 
 /// The sites changed since `cursor` (every site without one), each with its metrics; waits up to
@@ -55,8 +57,23 @@ async fn get_changes(
         None
     });
     let wait = parse_wait(params.wait.as_deref(), &mut problems);
+    let after = parse_number(params.after.as_deref(), "after", 0..=i64::MAX, &mut problems);
+    let limit = parse_number(
+        params.limit.as_deref(),
+        "limit",
+        1..=listing::MAX_PAGE,
+        &mut problems,
+    );
     if !problems.is_empty() {
         return Err(ApiError::Validation(problems));
+    }
+    // The first answer, or its continuation: every site in scope, a page at a time.
+    if cursor.is_none() || after.is_some() {
+        let page = Page {
+            after: after.unwrap_or(0),
+            limit: limit.unwrap_or(listing::MAX_PAGE),
+        };
+        return list(&state, &principal, cursor, page).await;
     }
     // Each client sees only the sites in its scope: its answers are built for its scope alone.
     let watch = match principal.client.scope.listed() {
@@ -67,10 +84,6 @@ async fn get_changes(
     let (found, head) = look(&state, &principal, cursor.as_ref(), &since, wait, &watch).await?;
     if let Some(found) = found {
         return Ok(answer(&found.data, &found.cursor));
-    }
-    // Without a cursor the answer is every site (here: none), at once.
-    if cursor.is_none() {
-        return Ok(answer(empty(), &head.snapshot().to_cursor()));
     }
     if wait.is_zero() {
         return Ok(answer(empty(), &since.to_cursor()));
@@ -125,6 +138,54 @@ async fn look(
         .answer(since, watch)
         .expect("read from the cursor's own horizon");
     Ok((found, head))
+}
+
+/// Where a page of the listing starts, and how many sites it holds at most.
+#[derive(Debug, Clone, Copy)]
+struct Page {
+    after: i64,
+    limit: i64,
+}
+
+/// A page of every site in scope. The first page's cursor is the snapshot it was read in; a
+/// continuation (`cursor` given) answers with that same cursor, so whichever page a client last
+/// read, it polls from the first page's snapshot and misses no change made while it paged.
+async fn list(
+    state: &AppState,
+    principal: &Principal,
+    cursor: Option<Snapshot>,
+    page: Page,
+) -> Result<Response, ApiError> {
+    principal.limits.feed_read().map_err(ApiError::RateLimited)?;
+    let scope = principal.client.scope.listed();
+    let read = listing::page(&state.pool, page.after, page.limit, scope).await?;
+    let cursor = cursor.unwrap_or(read.snapshot);
+    let data = serde_json::value::to_raw_value(&read.sites).expect("metrics serialise");
+    let mut envelope = Envelope::ok(&*data).meta("cursor", Value::String(cursor.to_cursor()));
+    if let Some(next) = read.next_after {
+        envelope = envelope.meta("next_after", Value::from(next));
+    }
+    Ok(envelope.into_response())
+}
+
+/// An optional integer query parameter within `range`.
+fn parse_number(
+    text: Option<&str>,
+    name: &str,
+    range: std::ops::RangeInclusive<i64>,
+    problems: &mut Vec<FieldError>,
+) -> Option<i64> {
+    let text = text.filter(|t| !t.is_empty())?;
+    match text.parse::<i64>() {
+        Ok(n) if range.contains(&n) => Some(n),
+        _ => {
+            problems.push(FieldError::new(
+                name,
+                format!("must be an integer from {} to {}", range.start(), range.end()),
+            ));
+            None
+        }
+    }
 }
 
 fn empty() -> &'static RawValue {

@@ -440,3 +440,51 @@ fn follow(changed: Vec<Value>, seen: &mut HashMap<i64, i64>) {
         assert!(version > before, "site {id}: version {version} after {before}");
     }
 }
+
+/// The first answer comes in pages of at most `limit` sites (1,000 by default), each continued with
+/// the first page's cursor: a change made while a client pages is reported by the poll after.
+#[tokio::test]
+async fn the_first_answer_comes_in_pages_and_misses_no_change_made_meanwhile() {
+    let app = spawn_app().await;
+    let mut sites = Vec::new();
+    for n in 0..5 {
+        sites.push(app.create_site(&format!("Paged {n}"), "100").await);
+    }
+    let page = |path: String| {
+        let app = &app;
+        async move {
+            let (status, body) = status_and_body(app.get(&path).await).await;
+            assert_eq!(status, StatusCode::OK, "{body}");
+            body
+        }
+    };
+    let first = page("/v2/changes?limit=2".into()).await;
+    let cursor = first["meta"]["cursor"].as_str().unwrap().to_owned();
+    assert_eq!(ids(first["data"].as_array().unwrap()), sites[..2]);
+    let after = first["meta"]["next_after"].as_i64().unwrap();
+    assert_eq!(after, sites[1]);
+
+    // A site of the first page changes while the client reads the next ones.
+    ingest_one(&app, sites[0], "while-paging", 5).await;
+
+    let second = page(format!("/v2/changes?cursor={cursor}&after={after}&limit=2")).await;
+    assert_eq!(ids(second["data"].as_array().unwrap()), sites[2..4]);
+    assert_eq!(
+        second["meta"]["cursor"],
+        cursor.as_str(),
+        "the first page's cursor"
+    );
+    let after = second["meta"]["next_after"].as_i64().unwrap();
+    let last = page(format!("/v2/changes?cursor={cursor}&after={after}&limit=2")).await;
+    assert_eq!(ids(last["data"].as_array().unwrap()), sites[4..]);
+    assert!(last["meta"].get("next_after").is_none(), "the last page");
+
+    let (changed, _) = changes(&app, Some(&cursor), 0.0).await;
+    assert_eq!(ids(&changed), [sites[0]], "the change made while paging");
+    assert_eq!(changed[0]["reading_count"], 1);
+
+    for bad in ["limit=0", "limit=1001", "after=-1", "after=x"] {
+        let (status, body) = status_and_body(app.get(&format!("/v2/changes?{bad}")).await).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{bad}: {body}");
+    }
+}

@@ -1,0 +1,76 @@
+//! The first answer of the change feed, in pages: every site in scope, by id, a page at a time, with
+//! the snapshot the first page was read in. Polling from that snapshot afterwards reports every site
+//! changed since, including those of later pages (again, newer): nothing is missed, and no answer's
+//! size grows with the number of sites.
+
+use sqlx::{PgPool, Row};
+
+use super::snapshot::Snapshot;
+use crate::sites::{SiteMetrics, SiteRow};
+
+/// The most sites one page holds, and the default.
+pub const MAX_PAGE: i64 = 1000;
+
+/// One page of the listing.
+#[derive(Debug)]
+pub struct Page {
+    /// The snapshot the page was read in.
+    pub snapshot: Snapshot,
+    /// The sites with ids above the page's start, in id order; metrics only.
+    pub sites: Vec<SiteMetrics>,
+    /// The id to continue after, when the page is full (more may follow).
+    pub next_after: Option<i64>,
+}
+
+/// Up to `limit` sites with ids above `after`, only those of `scope` if given, and the snapshot of
+/// the reading statement. Metadata is not read.
+pub async fn page(pool: &PgPool, after: i64, limit: i64, scope: Option<&[i64]>) -> Result<Page, sqlx::Error> {
+    let rows = sqlx::query(
+        r#"with now as (select pg_current_snapshot() as snapshot),
+                page as (select s.id, s.name, s.emission_limit_mg, s.total_emissions_mg, s.reading_count,
+                                s.first_reading_at, s.last_reading_at, s.version, s.created_at
+                           from sites s
+                          where s.id > $1 and ($3::bigint[] is null or s.id = any($3))
+                          order by s.id
+                          limit $2)
+           select now.snapshot::text as snapshot, page.*, '{}'::text as metadata
+             from now left join page on true
+            order by page.id"#,
+    )
+    .bind(after)
+    .bind(limit)
+    .bind(scope)
+    .fetch_all(pool)
+    .await?;
+    let first = rows.first().ok_or(sqlx::Error::RowNotFound)?;
+    let snapshot_text: String = first.try_get("snapshot")?;
+    let snapshot = Snapshot::parse(&snapshot_text)
+        .ok_or_else(|| sqlx::Error::Protocol(format!("not a snapshot: {snapshot_text}")))?;
+    let mut sites = Vec::with_capacity(rows.len());
+    for row in rows {
+        let Some(id) = row.try_get::<Option<i64>, _>("id")? else {
+            continue;
+        };
+        let stored = SiteRow {
+            id,
+            name: row.try_get("name")?,
+            emission_limit_mg: row.try_get("emission_limit_mg")?,
+            metadata: row.try_get("metadata")?,
+            total_emissions_mg: row.try_get("total_emissions_mg")?,
+            reading_count: row.try_get("reading_count")?,
+            first_reading_at: row.try_get("first_reading_at")?,
+            last_reading_at: row.try_get("last_reading_at")?,
+            version: row.try_get("version")?,
+            created_at: row.try_get("created_at")?,
+        };
+        sites.push(SiteMetrics::from(stored));
+    }
+    let next_after = (sites.len() as i64 == limit)
+        .then(|| sites.last().map(|site| site.site_id))
+        .flatten();
+    Ok(Page {
+        snapshot,
+        sites,
+        next_after,
+    })
+}
