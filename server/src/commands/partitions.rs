@@ -20,12 +20,25 @@ use crate::quantity::Milligrams;
 pub async fn status(args: PartitionStatusArgs) -> anyhow::Result<()> {
     let database = Database::open(&args.database.source()?, &args.database.pool_settings()).await?;
     let result = status::status(&database.owner, args.exact, Utc::now()).await;
+    let receipts = crate::ingest::receipts::summary(&database.owner, args.exact).await;
     database.close().await;
     let status = result.context("reading the partitions")?;
+    let receipts = receipts.context("reading the receipts")?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&status)?);
+        let mut json = serde_json::to_value(&status)?;
+        json["receipts"] = serde_json::to_value(&receipts)?;
+        println!("{}", serde_json::to_string_pretty(&json)?);
     } else {
         print!("{}", status_table(&status));
+        let oldest = receipts.oldest.map_or("none".to_string(), |at| {
+            at.format("%Y-%m-%d %H:%M UTC").to_string()
+        });
+        println!(
+            "\nidempotency receipts:    {} v1, {} bulk{}, oldest {oldest} (pruned by `plume serve` after --receipt-retention-days)",
+            receipts.v1,
+            receipts.bulk,
+            if args.exact { "" } else { " (est.)" },
+        );
     }
     Ok(())
 }

@@ -45,3 +45,37 @@ pub async fn prune(pool: &PgPool, keep: Duration) -> Result<u64, sqlx::Error> {
     }
     Ok(deleted)
 }
+
+/// How many receipts are kept, and since when.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Summary {
+    /// v1 receipts (`ingest_batches`).
+    pub v1: i64,
+    /// Bulk receipts (`bulk_batches`).
+    pub bulk: i64,
+    /// The oldest receipt's time, if any.
+    pub oldest: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+/// Counts the receipts (estimated from the planner's statistics, as cheap as the partitions' row
+/// estimates; exact with `exact`) and finds the oldest (through the BRIN indexes on `created_at`).
+pub async fn summary(pool: &PgPool, exact: bool) -> Result<Summary, sqlx::Error> {
+    let count = |table: &str| {
+        if exact {
+            format!("select count(*)::bigint from {table}")
+        } else {
+            format!("select greatest(reltuples, 0)::bigint from pg_class where oid = '{table}'::regclass")
+        }
+    };
+    let v1: i64 = sqlx::query_scalar(&count("ingest_batches"))
+        .fetch_one(pool)
+        .await?;
+    let bulk: i64 = sqlx::query_scalar(&count("bulk_batches")).fetch_one(pool).await?;
+    let oldest = sqlx::query_scalar(
+        "select least((select min(created_at) from ingest_batches),
+                      (select min(created_at) from bulk_batches))",
+    )
+    .fetch_one(pool)
+    .await?;
+    Ok(Summary { v1, bulk, oldest })
+}

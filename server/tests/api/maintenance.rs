@@ -492,11 +492,15 @@ async fn the_partition_commands_print_status_maintain_and_a_retention_dry_run() 
     assert_eq!(status["default_guard"], "valid");
     assert!(status["months_ahead"].as_i64().unwrap() >= 4);
     assert!(status["partitions"].as_array().unwrap().len() >= 28);
+    assert_eq!(status["receipts"]["v1"], 0, "idempotency receipts are counted");
+    assert_eq!(status["receipts"]["bulk"], 0);
+    assert!(status["receipts"]["oldest"].is_null());
     let text = String::from_utf8_lossy(&status_text.stdout);
     assert!(
         text.contains("identity index") && text.contains("valid"),
         "{text}"
     );
+    assert!(text.contains("idempotency receipts:"), "{text}");
     let report: serde_json::Value = serde_json::from_slice(&maintain.stdout).unwrap();
     assert_eq!(report["ran"], true);
     let plan: serde_json::Value = serde_json::from_slice(&retention_json.stdout).unwrap();
