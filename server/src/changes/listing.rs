@@ -6,7 +6,7 @@
 use sqlx::{PgPool, Row};
 
 use super::snapshot::Snapshot;
-use crate::sites::{SiteMetrics, SiteRow};
+use crate::sites::SiteMetrics;
 
 /// The most sites one page holds, and the default.
 pub const MAX_PAGE: i64 = 1000;
@@ -48,22 +48,9 @@ pub async fn page(pool: &PgPool, after: i64, limit: i64, scope: Option<&[i64]>) 
         .ok_or_else(|| sqlx::Error::Protocol(format!("not a snapshot: {snapshot_text}")))?;
     let mut sites = Vec::with_capacity(rows.len());
     for row in rows {
-        let Some(id) = row.try_get::<Option<i64>, _>("id")? else {
-            continue;
-        };
-        let stored = SiteRow {
-            id,
-            name: row.try_get("name")?,
-            emission_limit_mg: row.try_get("emission_limit_mg")?,
-            metadata: row.try_get("metadata")?,
-            total_emissions_mg: row.try_get("total_emissions_mg")?,
-            reading_count: row.try_get("reading_count")?,
-            first_reading_at: row.try_get("first_reading_at")?,
-            last_reading_at: row.try_get("last_reading_at")?,
-            version: row.try_get("version")?,
-            created_at: row.try_get("created_at")?,
-        };
-        sites.push(SiteMetrics::from(stored));
+        if let Some(stored) = super::site_row(&row)? {
+            sites.push(SiteMetrics::from(stored));
+        }
     }
     let next_after = (sites.len() as i64 == limit)
         .then(|| sites.last().map(|site| site.site_id))

@@ -499,6 +499,25 @@ fn own_connections(app: &PgConnectOptions) -> PgConnectOptions {
         .options([("synchronous_commit", "off")])
 }
 
+/// The site of a row that left-joins `sites` to the reading statement's snapshot (`None`: no site).
+fn site_row(row: &sqlx::postgres::PgRow) -> Result<Option<SiteRow>, sqlx::Error> {
+    let Some(id) = row.try_get::<Option<i64>, _>("id")? else {
+        return Ok(None);
+    };
+    Ok(Some(SiteRow {
+        id,
+        name: row.try_get("name")?,
+        emission_limit_mg: row.try_get("emission_limit_mg")?,
+        metadata: row.try_get("metadata")?,
+        total_emissions_mg: row.try_get("total_emissions_mg")?,
+        reading_count: row.try_get("reading_count")?,
+        first_reading_at: row.try_get("first_reading_at")?,
+        last_reading_at: row.try_get("last_reading_at")?,
+        version: row.try_get("version")?,
+        created_at: row.try_get("created_at")?,
+    }))
+}
+
 /// The sites whose last change has an id at or above `horizon` (the snapshot's own xmin if none),
 /// only `site` if given, read in one statement with the snapshot it saw.
 /// Heads hold metrics only: the sites' metadata (up to 16 KiB each) is not read.
@@ -530,22 +549,10 @@ async fn read_head(pool: &PgPool, horizon: Option<u64>, site: Option<SiteId>) ->
     };
     let mut sites = Vec::with_capacity(rows.len());
     for row in rows {
-        let Some(id) = row.try_get::<Option<i64>, _>("id")? else {
+        let Some(stored) = site_row(&row)? else {
             continue;
         };
         let xid: String = row.try_get("change_xid")?;
-        let stored = SiteRow {
-            id,
-            name: row.try_get("name")?,
-            emission_limit_mg: row.try_get("emission_limit_mg")?,
-            metadata: row.try_get("metadata")?,
-            total_emissions_mg: row.try_get("total_emissions_mg")?,
-            reading_count: row.try_get("reading_count")?,
-            first_reading_at: row.try_get("first_reading_at")?,
-            last_reading_at: row.try_get("last_reading_at")?,
-            version: row.try_get("version")?,
-            created_at: row.try_get("created_at")?,
-        };
         sites.push(Changed {
             xid: parse_xid(&xid)?,
             metrics: stored.into(),

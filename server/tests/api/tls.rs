@@ -38,12 +38,8 @@ impl Authority {
     }
 }
 
-/// Writes `contents` to `path` readable by its owner only, owned by the cluster's user when the
-/// tests run as root (PostgreSQL refuses a key file that others can read).
-fn write_private(path: &Path, contents: &str) {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::write(path, contents).unwrap();
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
+/// Hands `path` to the cluster's user when the tests run as root (the cluster runs as `postgres`).
+fn hand_to_cluster_user(path: &Path) {
     let uid = std::process::Command::new("id").arg("-u").output().unwrap();
     if String::from_utf8_lossy(&uid.stdout).trim() == "0" {
         let status = std::process::Command::new("chown")
@@ -53,6 +49,15 @@ fn write_private(path: &Path, contents: &str) {
             .unwrap();
         assert!(status.success());
     }
+}
+
+/// Writes `contents` to `path` readable by its owner only, the cluster's user (PostgreSQL refuses
+/// a key file that others can read).
+fn write_private(path: &Path, contents: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(path, contents).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    hand_to_cluster_user(path);
 }
 
 /// A throwaway cluster with `ssl = on`, its certificate issued by `authority`; returns it and the
@@ -79,22 +84,8 @@ fn start_tls_cluster(authority: &Authority) -> (EmbeddedCluster, PathBuf) {
         ],
         ..ClusterOptions::new(dir.join("cluster"))
     };
-    if std::process::Command::new("id")
-        .arg("-u")
-        .output()
-        .unwrap()
-        .stdout
-        == b"0\n"
-    {
-        for path in [&dir, &certs] {
-            let status = std::process::Command::new("chown")
-                .arg("postgres:postgres")
-                .arg(path)
-                .status()
-                .unwrap();
-            assert!(status.success());
-        }
-    }
+    hand_to_cluster_user(&dir);
+    hand_to_cluster_user(&certs);
     let cluster = EmbeddedCluster::start(&options).expect("starting a TLS cluster");
     (cluster, dir)
 }
