@@ -615,6 +615,12 @@ pub struct ServeArgs {
     /// Largest v2 bulk request body accepted, in bytes (50,000 readings as JSON take about 6 MB).
     #[arg(long, env = "PLUME_MAX_BULK_BODY_BYTES", default_value_t = 32 * 1024 * 1024)]
     pub max_bulk_body_bytes: usize,
+    /// Memory, in MiB, that the v2 bulk requests in flight may hold together (each reserves three
+    /// times its body: the bytes, the parsed readings, the copy to PostgreSQL); a request that does
+    /// not fit is answered 503 with Retry-After before its body is read. Bounds the process's memory
+    /// under a flood of uploads; small v1 batches are not affected.
+    #[arg(long, env = "PLUME_BULK_MEMORY_MIB", default_value_t = 512, value_parser = clap::value_parser!(u32).range(1..=1_048_576))]
+    pub bulk_memory_mib: u32,
     /// The most long polls (`wait=` on `/v2/changes` and `/v2/sites/{id}/metrics`) waiting at once;
     /// more are answered 503. Each costs memory only, no database connection.
     #[arg(long, env = "PLUME_MAX_WAITERS", default_value_t = 10_000)]
@@ -717,6 +723,7 @@ impl ServeArgs {
             window: self.window.window(),
             max_body_bytes: self.max_body_bytes,
             max_bulk_body_bytes: self.max_bulk_body_bytes,
+            bulk_memory_bytes: self.bulk_memory_mib as usize * 1024 * 1024,
             max_waiters: self.max_waiters,
             auth: self.auth.settings(),
             allowed_hosts: if self.allowed_hosts.is_empty() {

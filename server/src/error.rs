@@ -196,6 +196,13 @@ impl IntoResponse for ApiError {
                     axum::http::HeaderValue::from(throttled.retry_after_secs),
                 );
             }
+            // At capacity: worth trying again in a moment.
+            Self::Busy(_) => {
+                response.headers_mut().insert(
+                    axum::http::header::RETRY_AFTER,
+                    axum::http::HeaderValue::from_static("1"),
+                );
+            }
             _ => {}
         }
         response

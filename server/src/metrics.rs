@@ -65,6 +65,8 @@ pub struct Metrics {
     grouped_batches: AtomicU64,
     /// Receipts deleted by the housekeeping once past the replay window.
     pub receipts_pruned: AtomicU64,
+    /// Bulk requests answered 503 because the bulk memory budget was spent.
+    pub bulk_refused_busy: AtomicU64,
     /// The outbox relay's counters.
     pub outbox: OutboxCounters,
     /// The partition maintenance job's counters, shared with the job.
@@ -151,6 +153,11 @@ impl Metrics {
                 "plume_receipts_pruned_total",
                 "Idempotency receipts deleted once past the replay window (--receipt-retention-days).",
                 &self.receipts_pruned,
+            ),
+            (
+                "plume_bulk_refused_busy_total",
+                "Bulk requests answered 503 before their body was read: the bulk memory budget (--bulk-memory-mib) was spent.",
+                &self.bulk_refused_busy,
             ),
         ] {
             let _ = writeln!(

@@ -23,6 +23,10 @@ pub struct Settings {
     pub max_body_bytes: usize,
     /// The largest v2 bulk body accepted, in bytes.
     pub max_bulk_body_bytes: usize,
+    /// The memory all bulk requests in flight may reserve together, in bytes (each reserves
+    /// [`crate::http::bulk::RESERVED_PER_BODY_BYTE`] times its body); beyond it, 503 with
+    /// `Retry-After`.
+    pub bulk_memory_bytes: usize,
     /// The most long polls waiting at once; more get 503.
     pub max_waiters: usize,
     /// Whether requests authenticate, and how dashboard sessions last.
@@ -41,6 +45,7 @@ impl Default for Settings {
             window: AcceptedWindow::default(),
             max_body_bytes: 1024 * 1024,
             max_bulk_body_bytes: 32 * 1024 * 1024,
+            bulk_memory_bytes: 512 * 1024 * 1024,
             max_waiters: 10_000,
             auth: AuthSettings::default(),
             limits: ServeLimits::default(),
@@ -75,6 +80,8 @@ pub struct AppState {
     pub gauges: Arc<GaugeCache>,
     /// Permits for the exports running at once ([`crate::query::export::MAX_CONCURRENT_EXPORTS`]).
     pub exports: Arc<Semaphore>,
+    /// The memory budget of bulk requests in flight, a permit a KiB.
+    pub bulk_memory: Arc<Semaphore>,
 }
 
 impl AppState {
@@ -84,6 +91,7 @@ impl AppState {
         let metrics = Arc::new(Metrics::default());
         let signal = ChangeSignal::default();
         let auth = Auth::start(pool.clone(), settings.auth.clone());
+        let settings_bulk_memory = settings.bulk_memory_bytes;
         Self {
             changes: ChangeHub::start(pool.clone(), signal.clone(), settings.max_waiters, auth.clone()),
             auth,
@@ -96,6 +104,7 @@ impl AppState {
             metrics,
             outbox_wake: Arc::new(Notify::new()),
             exports: Arc::new(Semaphore::new(crate::query::export::MAX_CONCURRENT_EXPORTS)),
+            bulk_memory: Arc::new(Semaphore::new((settings_bulk_memory / 1024).max(1))),
         }
     }
 }

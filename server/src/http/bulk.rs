@@ -3,10 +3,11 @@
 
 use axum::body::Bytes;
 use axum::extract::{FromRequest, Request, State};
-use axum::http::header::CONTENT_TYPE;
+use axum::http::header::{CONTENT_LENGTH, CONTENT_TYPE};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use sha2::{Digest, Sha256};
+use tokio::sync::OwnedSemaphorePermit;
 
 use super::access::Routes;
 use crate::auth::{Principal, Rule};
@@ -20,6 +21,10 @@ use crate::state::AppState;
 /// Bodies at least this large are parsed on rayon's pool, off the async workers.
 const OFF_WORKER_BYTES: usize = 64 * 1024;
 
+/// The memory a bulk request reserves per byte of its body: the body, its parsed readings and
+/// their copy to PostgreSQL.
+pub const RESERVED_PER_BODY_BYTE: usize = 3;
+
 /// The bulk ingest route, relative to the v2 root.
 pub fn router(max_body_bytes: usize) -> Routes {
     Routes::new()
@@ -27,9 +32,9 @@ pub fn router(max_body_bytes: usize) -> Routes {
         .body_limit(max_body_bytes)
 }
 
-/// A bulk body and the format its `Content-Type` names.
+/// A bulk body, the format its `Content-Type` names, and its share of the bulk memory budget.
 #[derive(Debug)]
-pub struct BulkBody(BulkFormat, Bytes);
+pub struct BulkBody(BulkFormat, Bytes, OwnedSemaphorePermit);
 
 impl FromRequest<AppState> for BulkBody {
     type Rejection = ApiError;
@@ -42,8 +47,9 @@ impl FromRequest<AppState> for BulkBody {
             ));
         };
         let limit = state.settings.max_bulk_body_bytes;
+        let reservation = reserve(state, &request, limit)?;
         match Bytes::from_request(request, state).await {
-            Ok(bytes) => Ok(Self(format, bytes)),
+            Ok(bytes) => Ok(Self(format, bytes, reservation)),
             Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
                 Err(ApiError::PayloadTooLarge(limit))
             }
@@ -52,6 +58,33 @@ impl FromRequest<AppState> for BulkBody {
             ))),
         }
     }
+}
+
+/// Reserves the request's memory (its `Content-Length`, or the largest body when it names none,
+/// times [`RESERVED_PER_BODY_BYTE`]) from the budget, before a byte of the body is read; 503 with
+/// `Retry-After` when the budget is spent. A request larger than the whole budget may still run
+/// alone.
+fn reserve(state: &AppState, request: &Request, limit: usize) -> Result<OwnedSemaphorePermit, ApiError> {
+    let declared = request
+        .headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<usize>().ok())
+        .map_or(limit, |length| length.min(limit));
+    let total = state.settings.bulk_memory_bytes / 1024;
+    let kib = (declared.saturating_mul(RESERVED_PER_BODY_BYTE) / 1024).clamp(1, total.max(1));
+    state
+        .bulk_memory
+        .clone()
+        .try_acquire_many_owned(kib as u32)
+        .map_err(|_| {
+            state
+                .metrics
+                .bulk_refused_busy
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            ApiError::Busy(
+                "the server is storing as many bulk uploads as its memory allows; retry shortly".into(),
+            )
+        })
 }
 
 #[tracing::instrument(skip_all)]
@@ -71,7 +104,8 @@ async fn store(
     headers: &HeaderMap,
     body: Result<BulkBody, ApiError>,
 ) -> Result<BulkOutcome, ApiError> {
-    let BulkBody(format, body) = body?;
+    // The reservation is held until the batch is stored and answered.
+    let BulkBody(format, body, _reservation) = body?;
     let header_key = headers.get("idempotency-key").cloned();
     // A retry is most often the very same bytes: answered from its receipt before any parsing.
     // The format is part of what was sent: the same bytes under another Content-Type are not the

@@ -239,3 +239,59 @@ async fn an_export_that_runs_too_long_or_too_slowly_is_ended_and_frees_its_slot(
         assert_eq!(next.status(), StatusCode::OK);
     }
 }
+
+/// Bulk uploads share a memory budget, reserved before a body is read: a flood of large uploads is
+/// answered 503 with `Retry-After` beyond it instead of growing the process, while small v1 batches
+/// go on; once the uploads in flight end, the next is served.
+#[tokio::test]
+async fn bulk_uploads_beyond_the_memory_budget_are_503_and_v1_batches_go_on() {
+    let settings = plume::state::Settings {
+        // 1 MiB: one upload declaring 200 KB reserves 600 KB of it.
+        bulk_memory_bytes: 1024 * 1024,
+        ..plume::state::Settings::default()
+    };
+    let app = spawn_app_with(settings, PoolSettings::default()).await;
+    let site = app.create_site("Flooded", "1000").await;
+
+    // An upload that declares 200 KB and sends a little: it holds its reservation while it trickles.
+    let mut held = TcpStream::connect(app.address.trim_start_matches("http://"))
+        .await
+        .unwrap();
+    let head = format!(
+        "POST /v2/ingest HTTP/1.1\r\nhost: 127.0.0.1\r\nauthorization: Bearer {}\r\n\
+         content-type: text/csv\r\nidempotency-key: held\r\ncontent-length: 200000\r\n\r\n\
+         site_id,source_id,timestamp,value\r\n",
+        app.admin_token
+    );
+    held.write_all(head.as_bytes()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let csv = format!("site_id,source_id,timestamp,value\n{site},s,{},1\n", hours_ago(1));
+    let padded = format!("{csv}{}", "\n".repeat(200_000 - csv.len()));
+    let response = app.bulk(Some("second"), "text/csv", padded.clone()).await;
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(response.headers()["retry-after"], "1");
+    let (_, body) = status_and_body(response).await;
+    assert_eq!(body["error"]["code"], "UNAVAILABLE");
+    assert!(app.metric("plume_bulk_refused_busy_total").await >= 1.0);
+
+    // A small v1 batch is not held back.
+    let v1 = app
+        .ingest("small", &batch(site, &[("v1", &hours_ago(2), "1")]))
+        .await;
+    assert_eq!(v1.status(), StatusCode::CREATED);
+
+    // The held upload goes away: its reservation is returned, and the retry is stored once.
+    drop(held);
+    let mut stored = None;
+    for _ in 0..50 {
+        let response = app.bulk(Some("second"), "text/csv", padded.clone()).await;
+        if response.status() == StatusCode::CREATED {
+            stored = Some(response);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(stored.is_some(), "served once the budget is free");
+    assert_eq!(app.assert_totals_match_rows(site).await, (2_000_000, 2));
+}
