@@ -32,7 +32,7 @@ make_image() {
     security=${security:-http://deb.debian.org/debian-security}
     rootfs=$(mktemp -d "/var/tmp/plume-rootfs-$suite.XXXXXX")
     # shellcheck disable=SC2064 # the path is fixed now
-    trap "rm -rf '$rootfs'" RETURN
+    trap "rm -rf '$rootfs'; trap - RETURN" RETURN
     echo "$tag: debootstrap from $mirror ..." >&2
     debootstrap --variant=minbase "$suite" "$rootfs" "$mirror" >"$rootfs.log" 2>&1 \
         || { tail -20 "$rootfs.log" >&2; rm -f "$rootfs.log"; return 1; }

@@ -33,9 +33,10 @@ plume_guarded_install() {
 plume_timed() {
     local name=$1 start status=0
     shift
-    start=$(date +%s.%N)
+    start=$(date +%s%N)
     "$@" || status=$?
-    printf 'time: %-28s %6.1fs%s\n' "$name" "$(echo "$(date +%s.%N) - $start" | bc)" \
+    printf 'time: %-28s %6ss%s\n' "$name" \
+        "$(awk -v ns=$(($(date +%s%N) - start)) 'BEGIN { printf "%.1f", ns / 1e9 }')" \
         "$([ "$status" -eq 0 ] || echo " (exit $status)")" >&2
     return "$status"
 }
