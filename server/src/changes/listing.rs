@@ -3,7 +3,7 @@
 //! changed since, including those of later pages (again, newer): nothing is missed, and no answer's
 //! size grows with the number of sites.
 
-use sqlx::{PgPool, Row};
+use sqlx::PgPool;
 
 use super::snapshot::Snapshot;
 use crate::sites::SiteMetrics;
@@ -42,10 +42,7 @@ pub async fn page(pool: &PgPool, after: i64, limit: i64, scope: Option<&[i64]>) 
     .bind(scope)
     .fetch_all(pool)
     .await?;
-    let first = rows.first().ok_or(sqlx::Error::RowNotFound)?;
-    let snapshot_text: String = first.try_get("snapshot")?;
-    let snapshot = Snapshot::parse(&snapshot_text)
-        .ok_or_else(|| sqlx::Error::Protocol(format!("not a snapshot: {snapshot_text}")))?;
+    let snapshot = super::statement_snapshot(&rows)?;
     let mut sites = Vec::with_capacity(rows.len());
     for row in rows {
         if let Some(stored) = super::site_row(&row)? {

@@ -499,6 +499,14 @@ fn own_connections(app: &PgConnectOptions) -> PgConnectOptions {
         .options([("synchronous_commit", "off")])
 }
 
+/// The snapshot a statement that left-joins `sites` to `pg_current_snapshot()` read in (its column
+/// `snapshot`, on every row; there is always one).
+fn statement_snapshot(rows: &[sqlx::postgres::PgRow]) -> Result<Snapshot, sqlx::Error> {
+    let first = rows.first().ok_or(sqlx::Error::RowNotFound)?;
+    let text: String = first.try_get("snapshot")?;
+    Snapshot::parse(&text).ok_or_else(|| sqlx::Error::Protocol(format!("not a snapshot: {text}")))
+}
+
 /// The site of a row that left-joins `sites` to the reading statement's snapshot (`None`: no site).
 fn site_row(row: &sqlx::postgres::PgRow) -> Result<Option<SiteRow>, sqlx::Error> {
     let Some(id) = row.try_get::<Option<i64>, _>("id")? else {
@@ -538,11 +546,8 @@ async fn read_head(pool: &PgPool, horizon: Option<u64>, site: Option<SiteId>) ->
     .bind(site.map(SiteId::get))
     .fetch_all(pool)
     .await?;
-    let first = rows.first().ok_or(sqlx::Error::RowNotFound)?;
-    let snapshot_text: String = first.try_get("snapshot")?;
-    let snapshot = Snapshot::parse(&snapshot_text)
-        .ok_or_else(|| sqlx::Error::Protocol(format!("not a snapshot: {snapshot_text}")))?;
-    let own_xmin: String = first.try_get("own_xmin")?;
+    let snapshot = statement_snapshot(&rows)?;
+    let own_xmin: String = rows[0].try_get("own_xmin")?;
     let horizon = match horizon {
         Some(horizon) => horizon,
         None => parse_xid(&own_xmin)?,

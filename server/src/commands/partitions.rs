@@ -30,14 +30,14 @@ pub async fn status(args: PartitionStatusArgs) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(&json)?);
     } else {
         print!("{}", status_table(&status));
-        let oldest = receipts.oldest.map_or("none".to_string(), |at| {
-            at.format("%Y-%m-%d %H:%M UTC").to_string()
-        });
+        let oldest = match receipts.oldest {
+            Some(at) => format!(", oldest {}", at.format("%Y-%m-%d %H:%M UTC")),
+            None if args.exact => ", none".to_string(),
+            None => " (est.; --exact counts them and finds the oldest)".to_string(),
+        };
         println!(
-            "\nidempotency receipts:    {} v1, {} bulk{}, oldest {oldest} (pruned by `plume serve` after --receipt-retention-days)",
-            receipts.v1,
-            receipts.bulk,
-            if args.exact { "" } else { " (est.)" },
+            "\nidempotency receipts:    {} v1, {} bulk{oldest}; pruned by `plume serve` after --receipt-retention-days",
+            receipts.v1, receipts.bulk,
         );
     }
     Ok(())

@@ -13,11 +13,10 @@ use std::io::Read;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-
-use super::supervisor::{Launch, Supervisor};
 use std::time::{Duration, Instant};
 
 use super::installation::{self, INSTALL_HINT};
+use super::supervisor::{Launch, Supervisor};
 
 /// The unprivileged user the cluster runs as when plume runs as root.
 const SERVICE_USER: &str = "postgres";
@@ -184,11 +183,6 @@ impl EmbeddedCluster {
     /// Stops the server (fast shutdown) and waits for it to exit. Blocking.
     pub fn stop(mut self) {
         self.supervisor.stop();
-    }
-
-    /// How many times the server was started again after exiting on its own.
-    pub fn restarts(&self) -> u64 {
-        self.supervisor.restarts()
     }
 
     /// Secures a cluster initialised before passwords (with `trust`, which makes every local user a

@@ -200,9 +200,9 @@ pub async fn create_database_if_missing(admin_url: &str, name: &str) -> anyhow::
     .fetch_one(&admin)
     .await?;
     if !exists {
-        // Utility statements take no parameters: the name is quoted by hand.
+        // Utility statements take no parameters: the name is quoted as an identifier.
         admin
-            .execute(format!("create database \"{}\"", name.replace('"', "\"\"")).as_str())
+            .execute(format!("create database {}", partitioning::quote_ident(name)).as_str())
             .await?;
     }
     admin.close().await;

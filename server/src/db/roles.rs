@@ -2,6 +2,7 @@
 //! maintenance (DDL); the application role the service runs as reads and writes rows and nothing
 //! else. It cannot create, alter or drop a table, detach a partition or touch pg_partman.
 
+use partitioning::quote_ident;
 use sqlx::{Executor, PgPool};
 
 use super::embedded;
@@ -69,9 +70,4 @@ pub async fn embedded_app_url(
         "postgres://{EMBEDDED_APP_ROLE}:{password}@127.0.0.1:{port}/{}",
         super::EMBEDDED_DATABASE
     ))
-}
-
-/// `name` as a quoted SQL identifier.
-fn quote_ident(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
 }

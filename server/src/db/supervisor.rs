@@ -8,7 +8,6 @@
 
 use std::ffi::OsString;
 use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
@@ -78,7 +77,6 @@ struct Running {
 struct Shared {
     launch: Launch,
     running: Mutex<Running>,
-    restarts: AtomicU64,
 }
 
 impl Shared {
@@ -108,7 +106,6 @@ impl Supervisor {
             shared: Arc::new(Shared {
                 launch,
                 running: Mutex::new(running),
-                restarts: AtomicU64::new(0),
             }),
             watchdog: None,
         })
@@ -130,11 +127,6 @@ impl Supervisor {
                 .expect("starting the embedded PostgreSQL's watchdog");
             self.watchdog = Some((thread, stop));
         }
-    }
-
-    /// How many times the server was started again after exiting on its own.
-    pub(super) fn restarts(&self) -> u64 {
-        self.shared.restarts.load(Ordering::Relaxed)
     }
 
     /// Stops the watchdog, then the server (fast shutdown), and waits for both. Idempotent.
@@ -182,7 +174,6 @@ fn watch(shared: &Shared, stopped: &mpsc::Receiver<()>) {
                     script,
                     lifeline: Some(lifeline),
                 };
-                shared.restarts.fetch_add(1, Ordering::Relaxed);
                 up_since = Instant::now();
                 tracing::warn!("the embedded PostgreSQL was started again; it replays its log before it accepts connections");
             }

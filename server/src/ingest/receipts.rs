@@ -53,26 +53,30 @@ pub struct Summary {
     pub v1: i64,
     /// Bulk receipts (`bulk_batches`).
     pub bulk: i64,
-    /// The oldest receipt's time, if any.
+    /// The oldest receipt's time, if any; read only when counting exactly.
     pub oldest: Option<chrono::DateTime<chrono::Utc>>,
 }
 
-/// Counts the receipts (estimated from the planner's statistics, as cheap as the partitions' row
-/// estimates; exact with `exact`) and finds the oldest (through the BRIN indexes on `created_at`).
+/// Counts the receipts: from the planner's statistics, as cheap as the partitions' row estimates;
+/// or, with `exact`, by scanning both tables, which also finds the oldest (their BRIN indexes on
+/// `created_at` serve the pruning's range deletes, not a minimum).
 pub async fn summary(pool: &PgPool, exact: bool) -> Result<Summary, sqlx::Error> {
-    let count = |table: &str| {
-        if exact {
-            format!("select count(*)::bigint from {table}")
-        } else {
-            format!("select greatest(reltuples, 0)::bigint from pg_class where oid = '{table}'::regclass")
-        }
-    };
-    let v1: i64 = sqlx::query_scalar(&count("ingest_batches"))
+    if !exact {
+        let (v1, bulk) = sqlx::query_as(
+            "select (select greatest(reltuples, 0)::bigint from pg_class where oid = 'ingest_batches'::regclass),
+                    (select greatest(reltuples, 0)::bigint from pg_class where oid = 'bulk_batches'::regclass)",
+        )
         .fetch_one(pool)
         .await?;
-    let bulk: i64 = sqlx::query_scalar(&count("bulk_batches")).fetch_one(pool).await?;
-    let oldest = sqlx::query_scalar(
-        "select least((select min(created_at) from ingest_batches),
+        return Ok(Summary {
+            v1,
+            bulk,
+            oldest: None,
+        });
+    }
+    let (v1, bulk, oldest) = sqlx::query_as(
+        "select (select count(*) from ingest_batches), (select count(*) from bulk_batches),
+                least((select min(created_at) from ingest_batches),
                       (select min(created_at) from bulk_batches))",
     )
     .fetch_one(pool)
