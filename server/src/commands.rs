@@ -373,7 +373,7 @@ pub async fn migrate(args: MigrateArgs) -> anyhow::Result<()> {
     database.close().await;
     println!("database is migrated and its partitions cover the accepted window");
     if let Some(role) = granted? {
-        println!("{role} may now read and write plume's rows, and do nothing else: serve with it as DATABASE_URL and this role as --owner-database-url");
+        println!("{role} may now read and write plume's rows, and do nothing else: serve with {role} in DATABASE_URL, and this command's URL as --owner-database-url");
     }
     Ok(())
 }
