@@ -3,9 +3,15 @@
 # from the server's Rust types, the vendored chart library identical to its npm package, and the
 # browser tests: Debian's Chromium, headless, driven by playwright-core, against two real plume
 # processes sharing one database. Installs Chromium, Node.js and the npm packages when missing.
-# Arguments go to `node --test`.
+# With --faults (first), the browser tests of faults (dashboard/faults/) instead of the ordinary
+# ones. Other arguments go to `node --test`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+tests=tests/
+if [ "${1:-}" = --faults ]; then
+    tests=faults/
+    shift
+fi
 scripts/setup.sh chromium nodejs npm
 
 (cd dashboard && npm ci --no-audit --no-fund --loglevel=error)
@@ -23,4 +29,4 @@ if [ "$(node -p 'process.versions.node.split(".")[0]')" -lt 20 ]; then
     node=(npx --yes node@20)
 fi
 # Bounded: a browser or server left running by a failing test must not hold the run forever.
-PLUME_BIN=../target/debug/plume timeout --kill-after=10 900 "${node[@]}" --test "$@" tests/
+PLUME_BIN=../target/debug/plume timeout --kill-after=10 900 "${node[@]}" --test "$@" "$tests"

@@ -126,13 +126,7 @@ impl Service {
         let Self::Process { child, .. } = self else {
             return Ok(None);
         };
-        let status = std::fs::read_to_string(format!("/proc/{}/status", child.id()))?;
-        let kib = status
-            .lines()
-            .find_map(|line| line.strip_prefix(field)?.strip_prefix(':'))
-            .and_then(|value| value.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-            .with_context(|| format!("no {field} in the server's /proc status"))?;
-        Ok(Some(kib * 1024))
+        process_memory(child.id(), field).map(Some)
     }
 
     async fn wait_until_ready(&mut self) -> anyhow::Result<()> {
@@ -158,4 +152,16 @@ impl Drop for Service {
             let _ = child.wait();
         }
     }
+}
+
+/// A process's memory figure `field` of `/proc/<pid>/status` (`VmHWM`, the peak resident set;
+/// `VmRSS`, the resident set now), in bytes.
+pub fn process_memory(pid: u32, field: &str) -> anyhow::Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let kib = status
+        .lines()
+        .find_map(|line| line.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|value| value.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .with_context(|| format!("no {field} in /proc/{pid}/status"))?;
+    Ok(kib * 1024)
 }

@@ -5,7 +5,7 @@
 import { execFile, spawn } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
-import { createServer } from 'node:net';
+import { connect, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -103,9 +103,12 @@ export async function sql(env, statement) {
 let apiToken = null;
 
 async function stopPlume({ child }) {
-  if (child.exitCode !== null) return;
+  // A process killed by a signal has no exit code, only that signal's name.
+  if (child.exitCode !== null || child.signalCode !== null) return;
   const exited = new Promise((resolve) => child.once('exit', resolve));
   child.kill('SIGTERM');
+  // A process a test paused (SIGSTOP) takes the SIGTERM once it runs again.
+  child.kill('SIGCONT');
   await exited;
 }
 
@@ -138,6 +141,20 @@ export async function startAll() {
     /** The one-time sign-in link the first process printed. */
     signInLink: one.signInLink,
     browser,
+    /**
+     * Sends `signal` to the process at `address` (`one` or `two`); with SIGKILL, resolves once it
+     * is gone, and stop() then leaves it be. The first owns the embedded cluster: killing it stops
+     * the database too, so a test that needs the database afterwards kills the second.
+     * @param {string} address
+     * @param {NodeJS.Signals} signal
+     */
+    async signal(address, signal) {
+      const { child } = started.find((service) => service.address === address);
+      if (child.exitCode !== null || child.signalCode !== null) return;
+      const exited = signal === 'SIGKILL' && new Promise((resolve) => child.once('exit', resolve));
+      child.kill(signal);
+      await exited;
+    },
     async stop() {
       await browser.close();
       await stopPlume(two);
@@ -196,4 +213,106 @@ export async function ingest(address, siteId, value, key = randomUUID()) {
 export async function metrics(address, siteId) {
   const response = await fetch(`${address}/v1/sites/${siteId}/metrics`, { headers: { authorization: `Bearer ${apiToken}` } });
   return (await response.json()).data;
+}
+
+/** How long the proxy waits for an upstream to accept a connection before giving up on it. */
+const UPSTREAM_CONNECT_MS = 1000;
+
+/**
+ * A TCP proxy on a free loopback port in front of `upstreams` (addresses such as
+ * `http://127.0.0.1:8080`), as a load balancer that fails over would be: each new connection goes to
+ * the first upstream that accepts it (one that refuses, or does not answer within a second, is
+ * passed over). A connection stays with its upstream and ends when that upstream's does: a
+ * browser's keep-alive connection to a process that dies is cut, not moved. Pages load through
+ * `address`: plume answers any loopback host, whatever its port.
+ *
+ * With `healthCheckMs`, it is instead a balancer that learns of a dead upstream only from its health
+ * checks (a TCP connection every `healthCheckMs`): each new connection goes to the first upstream
+ * that passed its last check, and if that upstream refuses it, it is reset, not passed on.
+ * @param {string[]} upstreams
+ * @param {{ healthCheckMs?: number }} [options]
+ */
+export async function startFailoverProxy(upstreams, { healthCheckMs = 0 } = {}) {
+  const targets = upstreams.map((address) => {
+    const url = new URL(address);
+    return { host: url.hostname, port: Number(url.port) };
+  });
+  /** How many connections went to each upstream. */
+  const routed = targets.map(() => 0);
+  /** Whether each upstream passed its last health check. */
+  const healthy = targets.map(() => true);
+  /** Every socket still open, both ends, so that close() can end them all. */
+  const sockets = new Set();
+  const track = (socket) => {
+    sockets.add(socket);
+    socket.once('close', () => sockets.delete(socket));
+  };
+  const checks = healthCheckMs > 0 && setInterval(() => {
+    targets.forEach((target, index) => {
+      const probe = connect(target);
+      track(probe);
+      const failed = () => {
+        healthy[index] = false;
+        probe.destroy();
+      };
+      probe.setTimeout(healthCheckMs, failed);
+      probe.once('error', failed);
+      probe.once('connect', () => {
+        healthy[index] = true;
+        probe.destroy();
+      });
+    });
+  }, healthCheckMs);
+  const server = createServer((client) => {
+    track(client);
+    /** @type {import('node:net').Socket | null} */
+    let upstream = null;
+    client.on('error', () => upstream?.destroy());
+    client.once('close', () => upstream?.destroy());
+    const attempt = (index) => {
+      if (client.destroyed) return;
+      if (index === targets.length) {
+        client.destroy();
+        return;
+      }
+      const socket = connect(targets[index]);
+      upstream = socket;
+      track(socket);
+      const next = () => {
+        socket.destroy();
+        if (checks) client.destroy();
+        else attempt(index + 1);
+      };
+      socket.setTimeout(UPSTREAM_CONNECT_MS, next);
+      socket.once('error', next);
+      socket.once('connect', () => {
+        routed[index] += 1;
+        socket.setTimeout(0);
+        socket.removeListener('timeout', next);
+        socket.removeListener('error', next);
+        // A reset (the upstream died) is passed on as one; an orderly end, by the pipe, as an end.
+        socket.on('error', () => client.destroy());
+        // The client's bytes wait, unread, until the upstream is chosen.
+        client.pipe(socket);
+        socket.pipe(client);
+      });
+    };
+    if (!checks) attempt(0);
+    else if (healthy.includes(true)) attempt(healthy.indexOf(true));
+    else client.destroy();
+  });
+  await new Promise((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', resolve);
+  });
+  return {
+    address: `http://127.0.0.1:${server.address().port}`,
+    routed,
+    /** Stops listening and ends every connection. */
+    async close() {
+      if (checks) clearInterval(checks);
+      for (const socket of sockets) socket.destroy();
+      await new Promise((resolve) => server.close(resolve));
+    },
+  };
 }

@@ -53,6 +53,19 @@ pub enum RetentionError {
     /// An archive did not read back as written.
     #[error("the archive of {0} does not match the partition ({1}); nothing was dropped")]
     ArchiveMismatch(String, String),
+    /// The archive directory's file system is full (or its quota is used up).
+    #[error(
+        "{} could not be written: the archive directory is full ({error}); {partition} was not dropped and what was written of its archive is removed: free space there and run again",
+        .path.display()
+    )]
+    ArchiveFull {
+        /// The file being written (the archive or its manifest, by its final name).
+        path: PathBuf,
+        /// The partition being archived.
+        partition: String,
+        /// As the file system reported it.
+        error: std::io::Error,
+    },
     /// An archive of the month exists already.
     #[error("{} exists already and does not match the month; move it away (it may be the only copy of other readings) and run again", .0.display())]
     ArchiveExists(PathBuf),
@@ -208,37 +221,60 @@ pub fn archive_stem(from: DateTime<Utc>) -> String {
 
 /// Writes `partition` to `dir` as `<stem>.csv.gz` with `<stem>.manifest.json` (see
 /// [`archive_stem`]), then reads the file back and checks its rows, sum and checksum against the
-/// partition.
+/// partition. Both are written under a `.partial` name and renamed into place, the manifest first,
+/// so a file by the archive's name is a complete one. An attempt that fails or is cancelled (a full
+/// disk, a failed sync, a stopped job) removes what it wrote: the month is still in the table, a
+/// partial file would keep holding the space, and the next attempt starts afresh.
 pub async fn archive(
     pool: &PgPool,
     partition: &ExpiredPartition,
     dir: &Path,
 ) -> Result<PathBuf, RetentionError> {
-    let io = |what: &str, path: &Path| {
+    // `shown` is the file an error names: a `.partial` file is gone once the error is read.
+    let io = |what: &str, path: &Path, shown: &Path| {
         let what = format!("{what} {}", path.display());
-        move |e| RetentionError::Io(what, e)
+        let (shown, name) = (shown.to_owned(), partition.name.clone());
+        move |error: std::io::Error| {
+            if matches!(
+                error.kind(),
+                std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
+            ) {
+                RetentionError::ArchiveFull {
+                    path: shown,
+                    partition: name,
+                    error,
+                }
+            } else {
+                RetentionError::Io(what, error)
+            }
+        }
     };
-    std::fs::create_dir_all(dir).map_err(io("creating", dir))?;
-    let dir = &std::fs::canonicalize(dir).map_err(io("resolving", dir))?;
+    std::fs::create_dir_all(dir).map_err(io("creating", dir, dir))?;
+    let dir = &std::fs::canonicalize(dir).map_err(io("resolving", dir, dir))?;
     let stem = archive_stem(partition.from);
     let path = dir.join(format!("{stem}.csv.gz"));
     if path.exists() {
         // An earlier attempt archived this month and then failed to drop it (a lock, a crash): its
         // archive is used again if it still matches the month exactly. Anything else is never
         // overwritten: it may be the only copy of readings.
-        let (rows, sum_mg, _) = read_back(&path).map_err(io("reading back", &path))?;
+        let (rows, sum_mg, _) = read_back(&path).map_err(io("reading back", &path, &path))?;
         if (rows, sum_mg) == (partition.rows, partition.sum_mg) {
             return Ok(path);
         }
         return Err(RetentionError::ArchiveExists(path));
     }
+    let mut unfinished = Unfinished(Vec::new());
     let partial = dir.join(format!("{stem}.csv.gz.partial"));
-    let file = File::create(&partial).map_err(io("creating", &partial))?;
+    unfinished.0.push(partial.clone());
+    let file = File::create(&partial).map_err(io("creating", &partial, &path))?;
     let mut csv = HashingWriter {
         inner: GzEncoder::new(BufWriter::new(file), Compression::default()),
         hasher: Sha256::new(),
     };
     let mut connection = pool.acquire().await?;
+    // Not handed back to the pool: a COPY that stops part way (the file failed, the run was
+    // cancelled) leaves the rest of its output queued on the connection.
+    connection.close_on_drop();
     let mut stream = connection
         .copy_out_raw(&format!(
             "copy (select site_id, source_id, measured_at, value_mg from {} order by site_id, source_id, measured_at)
@@ -247,17 +283,18 @@ pub async fn archive(
         ))
         .await?;
     while let Some(chunk) = stream.try_next().await? {
-        csv.write_all(&chunk).map_err(io("writing", &partial))?;
+        csv.write_all(&chunk).map_err(io("writing", &partial, &path))?;
     }
     drop(stream);
+    drop(connection);
     let sha256 = hex::encode(csv.hasher.finalize_reset());
-    let file = csv.inner.finish().map_err(io("writing", &partial))?;
+    let file = csv.inner.finish().map_err(io("writing", &partial, &path))?;
     file.into_inner()
-        .map_err(|e| RetentionError::Io(format!("writing {}", partial.display()), e.into_error()))?
+        .map_err(|e| io("writing", &partial, &path)(e.into_error()))?
         .sync_all()
-        .map_err(io("syncing", &partial))?;
+        .map_err(io("syncing", &partial, &path))?;
 
-    let (rows, sum_mg, read_sha) = read_back(&partial).map_err(io("reading back", &partial))?;
+    let (rows, sum_mg, read_sha) = read_back(&partial).map_err(io("reading back", &partial, &path))?;
     if (rows, sum_mg, &read_sha) != (partition.rows, partition.sum_mg, &sha256) {
         return Err(RetentionError::ArchiveMismatch(
             partition.name.clone(),
@@ -281,16 +318,55 @@ pub async fn archive(
         archived_at: Utc::now(),
     };
     let manifest_path = dir.join(format!("{stem}.manifest.json"));
+    let manifest_partial = dir.join(format!("{stem}.manifest.json.partial"));
     let json = serde_json::to_vec_pretty(&manifest).expect("a manifest serialises");
-    let mut file = File::create(&manifest_path).map_err(io("creating", &manifest_path))?;
-    file.write_all(&json).map_err(io("writing", &manifest_path))?;
-    file.sync_all().map_err(io("syncing", &manifest_path))?;
-    std::fs::rename(&partial, &path).map_err(io("renaming", &partial))?;
+    unfinished.0.push(manifest_partial.clone());
+    let mut file =
+        File::create(&manifest_partial).map_err(io("creating", &manifest_partial, &manifest_path))?;
+    file.write_all(&json)
+        .map_err(io("writing", &manifest_partial, &manifest_path))?;
+    file.sync_all()
+        .map_err(io("syncing", &manifest_partial, &manifest_path))?;
+    std::fs::rename(&manifest_partial, &manifest_path).map_err(io(
+        "renaming",
+        &manifest_partial,
+        &manifest_path,
+    ))?;
+    unfinished.0.push(manifest_path);
+    std::fs::rename(&partial, &path).map_err(io("renaming", &partial, &path))?;
+    unfinished.0.push(path.clone());
     // The renames and new entries are durable only once the directory itself is synced.
     File::open(dir)
         .and_then(|d| d.sync_all())
-        .map_err(io("syncing", dir))?;
+        .map_err(io("syncing", dir, dir))?;
+    unfinished.keep();
     Ok(path)
+}
+
+/// The files an archive attempt has written so far. Dropped before [`Unfinished::keep`] (the
+/// attempt failed or was cancelled), it removes them: none belongs to a month that was dropped.
+struct Unfinished(Vec<PathBuf>);
+
+impl Unfinished {
+    /// The attempt succeeded: its files stay.
+    fn keep(mut self) {
+        self.0.clear();
+    }
+}
+
+impl Drop for Unfinished {
+    fn drop(&mut self) {
+        for path in self.0.drain(..).rev() {
+            match std::fs::remove_file(&path) {
+                Err(error) if error.kind() != std::io::ErrorKind::NotFound => tracing::warn!(
+                    path = %path.display(),
+                    %error,
+                    "could not remove a file of an unfinished archive"
+                ),
+                _ => {}
+            }
+        }
+    }
 }
 
 /// Rows, sum of `value_mg` and SHA-256 of a compressed archive's CSV. Records are split on newlines

@@ -42,6 +42,11 @@ async fn health() -> Envelope<serde_json::Value> {
 /// second, whoever sends them (the route is open).
 const READY_CACHED_FOR: Duration = Duration::from_secs(1);
 
+/// How long `/ready` waits for the database: one that stops answering (a silent network) makes
+/// it answer 503 within this, rather than hang the probe until the pool's acquire timeout or
+/// forever on a connection whose peer went quiet.
+const READY_CHECK_LIMIT: Duration = Duration::from_secs(2);
+
 /// The latest readiness check and when it ran.
 #[derive(Debug, Default)]
 pub struct ReadyCache(Mutex<Option<(Instant, bool)>>);
@@ -53,15 +58,23 @@ async fn ready(State(state): State<AppState>) -> Result<Envelope<serde_json::Val
     let ready = match cached {
         Some((at, ready)) if at.elapsed() < READY_CACHED_FOR => ready,
         _ => {
-            let ready = match migrate::is_current(&state.pool).await {
-                Ok(current) => {
+            let ready = match tokio::time::timeout(READY_CHECK_LIMIT, migrate::is_current(&state.pool)).await
+            {
+                Ok(Ok(current)) => {
                     if !current {
                         tracing::warn!("database schema is not current");
                     }
                     current
                 }
-                Err(error) => {
+                Ok(Err(error)) => {
                     tracing::warn!(%error, "readiness check: the database does not answer");
+                    false
+                }
+                Err(_) => {
+                    tracing::warn!(
+                        limit_ms = READY_CHECK_LIMIT.as_millis() as u64,
+                        "readiness check: the database did not answer in time"
+                    );
                     false
                 }
             };

@@ -254,8 +254,39 @@ impl<S: Sink> Relay<S> {
 
     /// Writes back the stream's cursor and retry state and ends the lease: backs off after a
     /// failure, dead-letters the event that failed once it has used up its attempts or its age.
+    /// When the database is away (it crashed, the network broke), the write-back is tried again
+    /// until it lands or the lease is about to end: a stream whose progress was lost would wait
+    /// for its lease to run out (a minute by default) before any relay delivered it again.
     async fn finish(&self, claim: &Claim, progress: Progress, report: &mut RoundReport) {
-        let written = match &progress.failure {
+        let mut pause = WRITE_BACK_FIRST_PAUSE;
+        loop {
+            match self.write_back(claim, &progress, report).await {
+                Ok(true) => return,
+                Ok(false) => {
+                    tracing::warn!("the stream's lease ended before its progress was written back");
+                    return;
+                }
+                Err(error) if Instant::now() + pause < claim.lease_deadline => {
+                    tracing::warn!(%error, retry_in_ms = pause.as_millis() as u64, "writing back outbox progress failed; trying again");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(WRITE_BACK_MAX_PAUSE);
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "writing back outbox progress failed; the lease will expire");
+                    return;
+                }
+            }
+        }
+    }
+
+    /// One try of [`Relay::finish`]'s write-back; `Ok(false)` when the lease is no longer ours.
+    async fn write_back(
+        &self,
+        claim: &Claim,
+        progress: &Progress,
+        report: &mut RoundReport,
+    ) -> Result<bool, sqlx::Error> {
+        match &progress.failure {
             None => {
                 // Nothing failed. If nothing was delivered either (shutdown, lease running short),
                 // the retry state of the stream's next event is kept as it was.
@@ -296,16 +327,14 @@ impl<S: Sink> Relay<S> {
                     streams::release(&self.pool, claim, &release).await
                 }
             }
-        };
-        match written {
-            Ok(true) => {}
-            Ok(false) => tracing::warn!("the stream's lease ended before its progress was written back"),
-            Err(error) => {
-                tracing::warn!(%error, "writing back outbox progress failed; the lease will expire")
-            }
         }
     }
 }
+
+/// The first pause before a failed write-back is tried again; doubled each time.
+const WRITE_BACK_FIRST_PAUSE: Duration = Duration::from_millis(200);
+/// The longest pause between write-back tries.
+const WRITE_BACK_MAX_PAUSE: Duration = Duration::from_secs(2);
 
 /// How far a delivery round got.
 #[derive(Debug)]
