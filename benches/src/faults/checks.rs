@@ -80,6 +80,12 @@ pub(crate) async fn integrity(
     for rejected in ledger.rejected.iter().take(5) {
         findings.problems.push(format!("refused: {rejected}"));
     }
+    if let Some(first) = ledger.unexpected.first() {
+        findings.problems.push(format!(
+            "{} answers were a 5xx other than 503, the first: {first}",
+            ledger.unexpected.len()
+        ));
+    }
     let verify = Command::new(plume)
         .args(["verify", "--database-url", url])
         .env("RUST_LOG", "error")

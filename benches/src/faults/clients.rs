@@ -49,6 +49,8 @@ pub(crate) struct Ledger {
     pub(crate) retried: u64,
     /// Answers refused for the client's own fault (4xx other than 408/429): a bug, never expected.
     pub(crate) rejected: Vec<String>,
+    /// Answers with a 5xx other than 503 (the documented answer to a fault): never expected.
+    pub(crate) unexpected: Vec<String>,
     /// Failed attempts by what failed: an HTTP status, or `no answer`.
     pub(crate) failures: BTreeMap<String, u64>,
     /// Per site: readings and milligrams the acknowledged requests carried.
@@ -325,6 +327,15 @@ impl Client {
                         wait = Duration::from_secs(after.min(2)).max(wait);
                     }
                     let text = response.text().await.unwrap_or_default();
+                    if status.is_server_error() && status != 503 {
+                        // docs/API.md: a fault is 503 UNAVAILABLE, safe to retry; any other 5xx
+                        // is a bug. Retried all the same, so that the checks still see the end.
+                        self.ledger.lock().unwrap().unexpected.push(format!(
+                            "{} {status}: {}",
+                            planned.key,
+                            text.chars().take(300).collect::<String>()
+                        ));
+                    }
                     if status.is_client_error() && status != 408 && status != 429 {
                         self.ledger.lock().unwrap().rejected.push(format!(
                             "{} {status}: {}",
