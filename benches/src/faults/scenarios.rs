@@ -249,10 +249,21 @@ async fn db_crash_embedded(args: &Args) -> anyhow::Result<Report> {
     }
     tokio::time::sleep(seconds(args.load_seconds)).await;
     // The pool's connections died with the server: checks use a new one.
-    let fixtures = Fixtures {
-        pool: plume::db::connect(&url, &plume::db::PoolSettings::default()).await?,
-        ..fixtures
+    let pool = match plume::db::connect(&url, &plume::db::PoolSettings::default()).await {
+        Ok(pool) => pool,
+        Err(error) => {
+            let ledger = fleet.finish(seconds(args.drain_seconds)).await;
+            report.acknowledged = ledger.acknowledged;
+            report.retried = ledger.retried;
+            report.failures = ledger.failures;
+            report.findings.problems.push(format!(
+                "PostgreSQL never came back ({error}); {} requests were never acknowledged",
+                ledger.unresolved
+            ));
+            return Ok(report);
+        }
     };
+    let fixtures = Fixtures { pool, ..fixtures };
     conclude(
         args,
         &mut report,
