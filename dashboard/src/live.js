@@ -119,8 +119,10 @@ export class Feed {
         this.failures = 0;
         if (this.state !== 'live') this.setState('live');
         if (!listing) this.count(sites);
-        else if (nextAfter === null) this.changesSince ??= Date.now();
-        if (sites.length > 0) {
+        // The listing's end is news even without sites: the list is complete, and changes count.
+        const listed = listing && nextAfter === null;
+        if (listed) this.changesSince ??= Date.now();
+        if (sites.length > 0 || listed) {
           for (const site of sites) this.sites.set(site.site_id, site);
           for (const listener of this.listeners) listener(sites);
         }
