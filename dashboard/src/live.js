@@ -1,7 +1,8 @@
 // @ts-check
 // Follows /v2/changes with a long poll: every site at first, then each change the moment it commits.
 // It follows for one session: a 401 (signed out, the session expired or was revoked) stops it, and
-// so does a 403 (a session that may not read sites), until start() is called again.
+// so does a 403 (a session that may not read sites), until start() is called again. The readings
+// the reported sites gained give the ingest rate the overview shows.
 
 import { ApiError, changes } from './api.js';
 import { backoff } from './backoff.js';
@@ -118,7 +119,7 @@ export class Feed {
         this.after = nextAfter;
         this.failures = 0;
         if (this.state !== 'live') this.setState('live');
-        if (!listing) this.count(sites);
+        if (!listing) this.countReadings(sites);
         // The listing's end is news even without sites: the list is complete, and changes count.
         const listed = listing && nextAfter === null;
         if (listed) this.changesSince ??= Date.now();
@@ -149,7 +150,7 @@ export class Feed {
   }
 
   /** Adds the readings `changed` sites gained since last reported to the ingest rate. @param {SiteMetrics[]} changed */
-  count(changed) {
+  countReadings(changed) {
     let readings = 0;
     for (const site of changed) {
       const before = this.sites.get(site.site_id);
