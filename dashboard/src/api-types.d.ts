@@ -103,6 +103,20 @@ min: string,
  */
 max: string, };
 
+export type SourceSummary = { 
+/**
+ * The source's id, as its readings carry it (`""` for readings sent without one).
+ */
+source_id: string, 
+/**
+ * Its newest stored reading's time, or null when retention has removed all its readings.
+ */
+last_reading_at: string | null, 
+/**
+ * That reading's value, kg with six decimals, or null with it.
+ */
+last_value: string | null, };
+
 export type BatchReceipt = { 
 /**
  * The idempotency key.

@@ -6,6 +6,7 @@ import { backoff } from './backoff.js';
 /** @typedef {import('./api-types').SiteMetrics} SiteMetrics */
 /** @typedef {import('./api-types').Site} Site */
 /** @typedef {import('./api-types').SeriesBucket} SeriesBucket */
+/** @typedef {import('./api-types').SourceSummary} SourceSummary */
 /** @typedef {import('./api-types').BatchReceipt} BatchReceipt */
 /** @typedef {import('./api-types').FieldError} FieldError */
 /** @typedef {import('./api-types').ErrorEnvelope} ErrorEnvelope */
@@ -143,6 +144,30 @@ export async function series(siteId, bucket, from, to) {
   /** @type {{ body: import('./api-types').Envelope<SeriesBucket[]> }} */
   const { body } = await request(`/v2/sites/${siteId}/series?${query}`);
   return body.data;
+}
+
+/**
+ * A page of the site's sources, each with its last reading, and the cursor of the next page.
+ * @param {number} siteId
+ * @param {string | null} cursor
+ * @returns {Promise<{ sources: SourceSummary[], nextCursor: string | null }>}
+ */
+export async function sources(siteId, cursor) {
+  const query = new URLSearchParams({ limit: '100' });
+  if (cursor) query.set('cursor', cursor);
+  /** @type {{ body: import('./api-types').Envelope<SourceSummary[], { next_cursor: string | null }> }} */
+  const { body } = await request(`/v2/sites/${siteId}/sources?${query}`);
+  return { sources: body.data, nextCursor: body.meta.next_cursor };
+}
+
+/**
+ * The address of an export of the site's readings from `from` to `to` (a download; the session
+ * cookie goes with it). @param {number} siteId @param {Date} from @param {Date} to
+ * @param {'csv' | 'parquet'} format
+ */
+export function exportHref(siteId, from, to, format) {
+  const query = new URLSearchParams({ site_id: String(siteId), from: from.toISOString(), to: to.toISOString(), format });
+  return `/v2/export?${query}`;
 }
 
 /**

@@ -2,6 +2,8 @@
 // The element helper every view builds with, and the small pieces that show a site's state, shared
 // by the overview and the site page.
 
+import { duration, percent } from './format.js';
+
 /** @typedef {import('./api-types').SiteMetrics} SiteMetrics */
 
 /**
@@ -15,21 +17,25 @@ export function h(tag, attributes = {}, children = []) {
   return element;
 }
 
-/** @param {string | null} at */
-export function when(at) {
-  return at ? new Date(at).toLocaleString() : 'no readings yet';
-}
-
 /** @param {SiteMetrics} site */
 export function badge(site) {
   const over = site.compliance_status === 'Limit Exceeded';
   return h('span', { class: over ? 'badge over' : 'badge' }, [site.compliance_status]);
 }
 
+/**
+ * The badge of a site or source with no reading for longer than it should.
+ * @param {string} at its last reading (RFC 3339) @param {number} now ms since the epoch
+ */
+export function silentBadge(at, now) {
+  const quiet = duration(now - Date.parse(at));
+  return h('span', { class: 'badge silent', title: `No reading for ${quiet}` }, ['Silent']);
+}
+
 /** @param {SiteMetrics} site */
 export function bar(site) {
-  const percent = Number(site.utilization_pct);
-  const fill = h('span', { style: `width: ${Math.min(100, percent)}%` });
+  const share = Number(site.utilization_pct);
+  const fill = h('span', { style: `width: ${Math.min(100, share)}%` });
   const over = site.compliance_status === 'Limit Exceeded';
   return h(
     'div',
@@ -38,8 +44,8 @@ export function bar(site) {
       role: 'meter',
       'aria-valuemin': '0',
       'aria-valuemax': '100',
-      'aria-valuenow': String(Math.min(100, percent)),
-      'aria-label': `${site.utilization_pct}% of the limit`,
+      'aria-valuenow': String(Math.min(100, share)),
+      'aria-label': `${percent(site.utilization_pct)} of the limit`,
     },
     [fill],
   );

@@ -1,7 +1,8 @@
 // @ts-check
 // Follows /v2/changes with a long poll: every site at first, then each change the moment it commits.
 // It follows for one session: a 401 (signed out, the session expired or was revoked) stops it, and
-// so does a 403 (a session that may not read sites), until start() is called again.
+// so does a 403 (a session that may not read sites), until start() is called again. The readings
+// the reported sites gained give the ingest rate the overview shows.
 
 import { ApiError, changes } from './api.js';
 import { backoff } from './backoff.js';
@@ -11,6 +12,8 @@ import { backoff } from './backoff.js';
 
 /** How long one poll waits on the server, in seconds. */
 const WAIT_SECONDS = 30;
+/** The window the ingest rate is measured over. */
+const RATE_WINDOW_MS = 60_000;
 
 export class Feed {
   constructor() {
@@ -29,6 +32,10 @@ export class Feed {
     this.failures = 0;
     /** @type {(() => void) | null} ends the current pause early */
     this.wake = null;
+    /** @type {{ at: number, readings: number }[]} readings newly counted by each answer, oldest first */
+    this.arrivals = [];
+    /** @type {number | null} when the listing of every site ended and changes began to arrive */
+    this.changesSince = null;
     /** Counts start() and stop(): a loop whose number is not the latest has been stopped. */
     this.generation = 0;
     this.following = false;
@@ -46,6 +53,20 @@ export class Feed {
   subscribe(listener) {
     this.listeners.add(listener);
     return () => this.listeners.delete(listener);
+  }
+
+  /**
+   * Readings stored per second, all sites together, as the changes reported over the last minute
+   * (or since the listing, if shorter) count them; null before the first change can be counted.
+   * @param {number} now ms since the epoch
+   */
+  ingestRate(now) {
+    if (this.changesSince === null) return null;
+    while (this.arrivals.length > 0 && this.arrivals[0].at <= now - RATE_WINDOW_MS) this.arrivals.shift();
+    // At least a second, so that the first reading after the listing is not a burst.
+    const seconds = Math.max(1000, Math.min(RATE_WINDOW_MS, now - this.changesSince)) / 1000;
+    const readings = this.arrivals.reduce((sum, arrival) => sum + arrival.readings, 0);
+    return readings / seconds;
   }
 
   /** @param {(state: ConnectionState) => void} listener */
@@ -68,6 +89,8 @@ export class Feed {
     this.cursor = null;
     this.after = null;
     this.failures = 0;
+    this.arrivals = [];
+    this.changesSince = null;
     this.setState(navigator.onLine ? 'reconnecting' : 'offline');
     this.run(this.generation);
   }
@@ -96,7 +119,11 @@ export class Feed {
         this.after = nextAfter;
         this.failures = 0;
         if (this.state !== 'live') this.setState('live');
-        if (sites.length > 0) {
+        if (!listing) this.countReadings(sites);
+        // The listing's end is news even without sites: the list is complete, and changes count.
+        const listed = listing && nextAfter === null;
+        if (listed) this.changesSince ??= Date.now();
+        if (sites.length > 0 || listed) {
           for (const site of sites) this.sites.set(site.site_id, site);
           for (const listener of this.listeners) listener(sites);
         }
@@ -120,6 +147,16 @@ export class Feed {
         await this.pause(Math.max(asked, backoff(this.failures)));
       }
     }
+  }
+
+  /** Adds the readings `changed` sites gained since last reported to the ingest rate. @param {SiteMetrics[]} changed */
+  countReadings(changed) {
+    let readings = 0;
+    for (const site of changed) {
+      const before = this.sites.get(site.site_id);
+      readings += Math.max(0, site.reading_count - (before?.reading_count ?? 0));
+    }
+    if (readings > 0) this.arrivals.push({ at: Date.now(), readings });
   }
 
   /** Waits `ms`, or until the browser is back online. @param {number} ms */

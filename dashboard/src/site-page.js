@@ -1,11 +1,16 @@
 // @ts-check
 // A site's page (#/sites/7): its figures as the feed reports them, a chart of its emissions per
-// hour, day or month, and, when the session may write to it, the forms that queue readings for it.
+// hour, day or month with links to export what it shows, its sources with their last readings,
+// and, when the session may write to it, the forms that queue readings for it.
 
-import { ApiError, mayWrite, series } from './api.js';
+import { ApiError, exportHref, mayWrite, series } from './api.js';
 import { drawSeries } from './chart.js';
-import { badge, h, when } from './dom.js';
+import { badge, h, silentBadge } from './dom.js';
+import { count, mass, percent, time } from './format.js';
 import { readingForm, sensorForm } from './forms.js';
+import { isSilent } from './fleet.js';
+import { overviewHref, silentMinutes } from './overview.js';
+import { sourcesPanel } from './sources-panel.js';
 
 /** @typedef {import('./api.js').SessionInfo} SessionInfo */
 /** @typedef {import('./live.js').Feed} Feed */
@@ -47,6 +52,8 @@ export function sitePage(view, feed, queue, session, siteId) {
   const chart = h('div', { class: 'chart', id: 'chart', role: 'img', 'aria-label': 'Chart of the emissions per bucket', 'aria-describedby': 'chart-note' });
   const bucket = /** @type {HTMLSelectElement} */ (h('select', { id: 'bucket' }, ['hour', 'day', 'month'].map((b) => h('option', { value: b }, [b]))));
   const chartNote = h('p', { id: 'chart-note' });
+  const exportLinks = h('p', { id: 'chart-export' });
+  const panel = sourcesPanel(siteId, silentMinutes);
 
   const showMetrics = () => {
     const site = feed.sites.get(siteId);
@@ -55,16 +62,29 @@ export function sitePage(view, feed, queue, session, siteId) {
       return;
     }
     heading.textContent = site.name;
-    const stat = (/** @type {string} */ label, /** @type {Node | string} */ value, id = '') =>
-      h('div', {}, [h('dt', {}, [label]), h('dd', id ? { id } : {}, [value])]);
+    const now = Date.now();
+    const stat = (/** @type {string} */ label, /** @type {(Node | string)[]} */ value, /** @type {Record<string, string>} */ attributes = {}) =>
+      h('div', {}, [h('dt', {}, [label]), h('dd', attributes, value)]);
+    const quiet = isSilent(site, now, silentMinutes()) && site.last_reading_at;
     stats.replaceChildren(
-      stat('Total (kg)', site.total_emissions_to_date, 'site-total'),
-      stat('Limit (kg)', site.emission_limit),
-      stat('Of the limit', `${site.utilization_pct}%`),
-      stat('Status', badge(site)),
-      stat('Readings', String(site.reading_count), 'site-readings'),
-      stat('Last reading', when(site.last_reading_at)),
+      stat('Total', [mass(site.total_emissions_to_date)], { id: 'site-total', title: `${site.total_emissions_to_date} kg` }),
+      stat('Limit', [mass(site.emission_limit)], { title: `${site.emission_limit} kg` }),
+      stat('Of the limit', [percent(site.utilization_pct)]),
+      stat('Status', [h('span', { class: 'badges' }, [badge(site), ...(quiet ? [silentBadge(quiet, now)] : [])])]),
+      stat('Readings', [count(site.reading_count)], { id: 'site-readings' }),
+      stat('Last reading', [time(site.last_reading_at)]),
     );
+  };
+
+  /** Links to the readings the chart adds up, from `from` to `to`. @param {Date} from @param {Date} to */
+  const showExports = (from, to) => {
+    if (!session.can_export) {
+      exportLinks.textContent = 'This session may not export readings.';
+      return;
+    }
+    const link = (/** @type {'csv' | 'parquet'} */ format, /** @type {string} */ words) =>
+      h('a', { href: exportHref(siteId, from, to, format), download: '', id: `export-${format}` }, [words]);
+    exportLinks.replaceChildren('The readings this chart adds up: ', link('csv', 'CSV'), ' or ', link('parquet', 'Parquet'), '.');
   };
 
   let drawing = 0;
@@ -76,6 +96,7 @@ export function sitePage(view, feed, queue, session, siteId) {
       const buckets = await series(siteId, name, from, to);
       if (mine !== drawing) return;
       chartNote.textContent = `${buckets.length} ${name}s with readings, emissions ${RANGE_NAMES[name]} (UTC).`;
+      showExports(from, to);
       drawSeries(chart, buckets, `kg ${RANGE_NAMES[name]}`);
     } catch (error) {
       if (mine === drawing) chartNote.textContent = `The chart cannot be loaded: ${error instanceof ApiError ? error.message : error}.`;
@@ -91,7 +112,7 @@ export function sitePage(view, feed, queue, session, siteId) {
   const sensor = sensorForm(queue, siteId, say);
 
   view.replaceChildren(
-    h('p', {}, [h('a', { href: '#/' }, ['← All sites'])]),
+    h('p', {}, [h('a', { href: overviewHref(), id: 'all-sites' }, ['← All sites'])]),
     heading,
     status,
     stats,
@@ -101,17 +122,23 @@ export function sitePage(view, feed, queue, session, siteId) {
       bucket,
       chartNote,
       chart,
+      exportLinks,
     ]),
+    panel.element,
     mayWrite(session, siteId)
       ? h('div', { class: 'columns' }, [reading.form, sensor])
       : h('p', { id: 'read-only' }, ['This session may view this site but not enter readings for it.']),
   );
   showMetrics();
   showSeries();
+  panel.refresh();
 
   const unsubscribe = feed.subscribe((changed) => {
     showMetrics();
-    if (changed.some((site) => site.site_id === siteId)) showSeries();
+    if (changed.some((site) => site.site_id === siteId)) {
+      showSeries();
+      panel.refresh();
+    }
   });
   /** @param {QueuedBatch} batch @param {number} httpStatus */
   const delivered = (batch, httpStatus) => {

@@ -2,12 +2,13 @@
 // and their database. Every page signs in, as a user would.
 
 import assert from 'node:assert/strict';
+import { randomUUID } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { chromium } from 'playwright-core';
-import { CHROMIUM, createSite, holdSiteLock, ingest, metrics, mintToken, revokeToken, sql, startAll } from './harness.mjs';
+import { CHROMIUM, createSite, holdSiteLock, ingest, metrics, mintToken, post, revokeToken, sql, startAll } from './harness.mjs';
 
 let env;
 before(async () => {
@@ -34,7 +35,7 @@ async function signIn(page, token = env.token) {
  * with `token` (the admin's by default), its feed live.
  */
 async function open(url, { token = env.token, contextOptions = {} } = {}) {
-  const context = await env.browser.newContext(contextOptions);
+  const context = await env.browser.newContext({ locale: 'en-US', ...contextOptions });
   const page = await context.newPage();
   page.on('pageerror', (error) => console.error('page error:', error));
   await page.goto(url);
@@ -43,19 +44,19 @@ async function open(url, { token = env.token, contextOptions = {} } = {}) {
   return { context, page };
 }
 
-/** The total shown for `siteId` on the overview. */
-function overviewTotal(page, siteId) {
-  return page.locator(`tr[data-site-id="${siteId}"] td.total`);
+/** The total shown for `siteId` on the overview, once it reads `text` (e.g. `4.25 kg`). */
+function overviewTotal(page, siteId, text) {
+  return page.locator(`tr[data-site-id="${siteId}"] td.total`, { hasText: new RegExp(`^${text.replace('.', '\\.')}$`) });
 }
 
 test('the overview updates within a second of an ingest made by another client', async () => {
   const site = await createSite(env.one, 'Overview site');
   const { context, page } = await open(`${env.one}/`);
-  await assert.doesNotReject(overviewTotal(page, site).filter({ hasText: '0.000000' }).waitFor());
+  await assert.doesNotReject(overviewTotal(page, site, '0 kg').waitFor());
   const started = Date.now();
   const { status } = await ingest(env.one, site, '4.25');
   assert.equal(status, 201);
-  await overviewTotal(page, site).filter({ hasText: '4.250000' }).waitFor({ timeout: 1000 });
+  await overviewTotal(page, site, '4.25 kg').waitFor({ timeout: 1000 });
   assert.ok(Date.now() - started <= 1000, `${Date.now() - started} ms`);
   await context.close();
 });
@@ -63,10 +64,10 @@ test('the overview updates within a second of an ingest made by another client',
 test('an ingest through one plume process wakes a dashboard served by the other', async () => {
   const site = await createSite(env.one, 'Two instances');
   const { context, page } = await open(`${env.two}/`);
-  await overviewTotal(page, site).filter({ hasText: '0.000000' }).waitFor({ timeout: 5000 });
+  await overviewTotal(page, site, '0 kg').waitFor({ timeout: 5000 });
   const started = Date.now();
   assert.equal((await ingest(env.one, site, '1.5')).status, 201);
-  await overviewTotal(page, site).filter({ hasText: '1.500000' }).waitFor({ timeout: 1000 });
+  await overviewTotal(page, site, '1.5 kg').waitFor({ timeout: 1000 });
   assert.ok(Date.now() - started <= 1000, `${Date.now() - started} ms`);
   await context.close();
 });
@@ -118,7 +119,7 @@ test('a reading entered offline is queued, survives a reload, and is delivered o
   const stored = await metrics(env.one, site);
   assert.equal(stored.reading_count, 1);
   assert.equal(stored.total_emissions_to_date, '2.500000');
-  await page.locator('#site-total', { hasText: '2.500000' }).waitFor({ timeout: 5000 });
+  await page.locator('#site-total', { hasText: '2.5 kg' }).waitFor({ timeout: 5000 });
   await context.close();
 });
 
@@ -236,6 +237,54 @@ test('the queue survives a browser restart', async () => {
   }
 });
 
+test('a site page lists its sources with their last reading, and links to exports of what its chart shows', async () => {
+  const site = await createSite(env.one, 'Sources and exports');
+  const at = (minutesAgo) => new Date(Math.floor(Date.now() / 60_000) * 60_000 - minutesAgo * 60_000).toISOString();
+  const { status } = await post(env.one, '/v1/ingest', {
+    site_id: site,
+    readings: [
+      { source_id: 'north', timestamp: at(3), value: '1.5' },
+      { source_id: 'north', timestamp: at(2), value: '0.25' },
+      { source_id: 'flare', timestamp: at(180), value: '1250' },
+    ],
+  }, { 'idempotency-key': randomUUID() });
+  assert.equal(status, 201);
+  const { context, page } = await open(`${env.one}/#/sites/${site}`);
+  const north = page.locator('#sources tr[data-source-id="north"]');
+  await north.locator('td', { hasText: '0.25 kg' }).waitFor();
+  assert.equal(await north.locator('time').getAttribute('datetime'), at(2).replace('.000Z', 'Z'));
+  assert.equal(await north.locator('.badge.silent').count(), 0);
+  const flare = page.locator('#sources tr[data-source-id="flare"]');
+  assert.equal(await flare.locator('td', { hasText: '1.25 t' }).count(), 1);
+  await flare.locator('.badge.silent').waitFor();
+  assert.equal(await page.textContent('#site-total'), '1.25 t');
+
+  // The export links cover the chart's range; the CSV holds the readings the chart adds up.
+  const csv = new URL(await page.getAttribute('#export-csv', 'href'), env.one);
+  assert.equal(csv.searchParams.get('site_id'), String(site));
+  assert.equal(csv.searchParams.get('format'), 'csv');
+  const hours = (Date.parse(csv.searchParams.get('to')) - Date.parse(csv.searchParams.get('from'))) / 3600e3;
+  assert.equal(hours, 48);
+  const download = await context.request.get(csv.href);
+  assert.equal(download.status(), 200);
+  const lines = (await download.text()).trim().split('\n');
+  assert.equal(lines.length, 4, 'a header and three readings');
+  assert.ok(lines.some((line) => line.includes('flare') && line.endsWith('1250.000000')), lines.join('\n'));
+  const parquet = new URL(await page.getAttribute('#export-parquet', 'href'), env.one);
+  assert.equal(parquet.searchParams.get('format'), 'parquet');
+  assert.equal(parquet.searchParams.get('from'), csv.searchParams.get('from'));
+  await page.selectOption('#bucket', 'day');
+  await page.waitForFunction((from) => !document.querySelector('#export-csv')?.getAttribute('href')?.includes(encodeURIComponent(from)), csv.searchParams.get('from'));
+
+  // A new source shows once it reports.
+  assert.equal((await post(env.two, '/v1/ingest', {
+    site_id: site,
+    readings: [{ source_id: 'south', timestamp: at(1), value: '2' }],
+  }, { 'idempotency-key': randomUUID() })).status, 201);
+  await page.locator('#sources tr[data-source-id="south"]').waitFor({ timeout: 2000 });
+  await context.close();
+});
+
 test('a site can be created with the keyboard alone', async () => {
   const { context, page } = await open(`${env.one}/#/new`);
   await page.locator('#field-name').focus();
@@ -306,7 +355,7 @@ function everythingStored(page) {
 
 test('signing in through the form opens a live overview; the session cookie is out of the page\'s reach', async () => {
   const site = await createSite(env.one, 'Signed-in overview');
-  const context = await env.browser.newContext();
+  const context = await env.browser.newContext({ locale: 'en-US' });
   const page = await context.newPage();
   const logged = [];
   page.on('console', (message) => logged.push(message.text()));
@@ -326,10 +375,10 @@ test('signing in through the form opens a live overview; the session cookie is o
   await signIn(page);
   assert.equal(await page.textContent('#account-name'), 'dashboard tests (admin)');
   await page.locator('#connection[data-state="live"]').waitFor();
-  await overviewTotal(page, site).filter({ hasText: '0.000000' }).waitFor();
+  await overviewTotal(page, site, '0 kg').waitFor();
   const started = Date.now();
   assert.equal((await ingest(env.one, site, '2.75')).status, 201);
-  await overviewTotal(page, site).filter({ hasText: '2.750000' }).waitFor({ timeout: 1000 });
+  await overviewTotal(page, site, '2.75 kg').waitFor({ timeout: 1000 });
   assert.ok(Date.now() - started <= 1000, `${Date.now() - started} ms`);
 
   const [cookie] = (await context.cookies(env.one)).filter((c) => c.name === 'plume_session');
@@ -468,7 +517,7 @@ test('a batch queued when the session expires waits for the next sign-in, then i
   await page.unroute('**/v2/changes**');
   await signIn(page);
   await page.locator('#queue-empty').waitFor({ state: 'visible', timeout: 5000 });
-  await page.locator('#site-total', { hasText: '6.500000' }).waitFor({ timeout: 5000 });
+  await page.locator('#site-total', { hasText: '6.5 kg' }).waitFor({ timeout: 5000 });
   assert.deepEqual(new Set(answers.map((answer) => answer.key)), new Set([key]), 'always under the same key');
   assert.equal(answers.filter((answer) => answer.status === 201).length, 1, 'stored by one answer');
   const stored = await metrics(env.one, site);

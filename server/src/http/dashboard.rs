@@ -15,7 +15,7 @@ const JS: &str = "text/javascript; charset=utf-8";
 const CSS: &str = "text/css; charset=utf-8";
 
 /// Each asset's path under `/assets/`, content type and bytes.
-const ASSETS: [(&str, &str, &[u8]); 15] = [
+const ASSETS: [(&str, &str, &[u8]); 18] = [
     (
         "src/main.js",
         JS,
@@ -47,6 +47,21 @@ const ASSETS: [(&str, &str, &[u8]); 15] = [
         "src/overview.js",
         JS,
         include_bytes!("../../../dashboard/src/overview.js"),
+    ),
+    (
+        "src/fleet.js",
+        JS,
+        include_bytes!("../../../dashboard/src/fleet.js"),
+    ),
+    (
+        "src/format.js",
+        JS,
+        include_bytes!("../../../dashboard/src/format.js"),
+    ),
+    (
+        "src/sources-panel.js",
+        JS,
+        include_bytes!("../../../dashboard/src/sources-panel.js"),
     ),
     (
         "src/site-page.js",

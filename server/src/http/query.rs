@@ -1,4 +1,5 @@
-//! `/v2/sites/{id}/series`, `/v2/sites/{id}/readings` and `/v2/export`: the data teams' read side.
+//! `/v2/sites/{id}/series`, `/v2/sites/{id}/readings`, `/v2/sites/{id}/sources` and `/v2/export`:
+//! the read side, for data teams and the dashboard's site page.
 
 use axum::body::Body;
 use axum::extract::rejection::{PathRejection, QueryRejection};
@@ -13,9 +14,10 @@ use super::sites::readable_site;
 use crate::auth::{Principal, Rule};
 use crate::error::ApiError;
 use crate::query::export::{self, ExportError};
-use crate::query::params::{ExportFormat, ExportParams, ReadingsParams, SeriesParams};
+use crate::query::params::{ExportFormat, ExportParams, ReadingsParams, SeriesParams, SourcesParams};
 use crate::query::readings::{self, StoredReading};
 use crate::query::series::{self, SeriesBucket};
+use crate::query::sources::{self, SourceSummary};
 use crate::query::TimeRange;
 use crate::sites::{self, SiteId};
 use crate::state::AppState;
@@ -25,6 +27,7 @@ pub fn router() -> Routes {
     Routes::new()
         .get("/sites/{id}/series", Rule::Read, get_series)
         .get("/sites/{id}/readings", Rule::Read, get_readings)
+        .get("/sites/{id}/sources", Rule::Read, get_sources)
         .get("/export", Rule::Export, get_export)
 }
 
@@ -58,6 +61,23 @@ async fn get_readings(
     let site = readable_site(&principal, id)?;
     let request = query(params)?.check()?;
     let (page, next) = readings::page(&state.pool, site, &request).await?;
+    if page.is_empty() {
+        require_site(&state, site).await?;
+    }
+    let next_cursor = next.map_or(Value::Null, |cursor| Value::String(cursor.encode()));
+    Ok(Envelope::ok(page).meta("next_cursor", next_cursor))
+}
+
+#[tracing::instrument(skip_all)]
+async fn get_sources(
+    State(state): State<AppState>,
+    principal: Principal,
+    id: Result<Path<String>, PathRejection>,
+    params: Result<Query<SourcesParams>, QueryRejection>,
+) -> Result<Envelope<Vec<SourceSummary>>, ApiError> {
+    let site = readable_site(&principal, id)?;
+    let request = query(params)?.check()?;
+    let (page, next) = sources::page(&state.pool, site, &request).await?;
     if page.is_empty() {
         require_site(&state, site).await?;
     }

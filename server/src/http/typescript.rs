@@ -9,6 +9,7 @@ use crate::error::{ErrorBody, FieldError};
 use crate::http::session::SessionInfo;
 use crate::ingest::BatchReceipt;
 use crate::query::series::SeriesBucket;
+use crate::query::sources::SourceSummary;
 use crate::sites::{ComplianceStatus, Site, SiteMetrics};
 
 /// Where the declarations are committed, relative to the workspace root.
@@ -35,6 +36,7 @@ pub fn declarations() -> String {
         SiteMetrics::decl(&config),
         Site::decl(&config),
         SeriesBucket::decl(&config),
+        SourceSummary::decl(&config),
         BatchReceipt::decl(&config),
         FieldError::decl(&config),
         ErrorBody::decl(&config),
@@ -117,6 +119,11 @@ mod tests {
             min: mg,
             max: mg,
         };
+        let source = SourceSummary {
+            source_id: "stack-1".to_owned(),
+            last_reading_at: Some(chrono::Utc::now()),
+            last_value: Some(mg),
+        };
         let error = ErrorBody {
             code: "VALIDATION_ERROR".to_owned(),
             message: "m".to_owned(),
@@ -137,6 +144,7 @@ mod tests {
             (serialised(&Site::from(row())), Site::decl(&config)),
             (serialised(&receipt), BatchReceipt::decl(&config)),
             (serialised(&bucket), SeriesBucket::decl(&config)),
+            (serialised(&source), SourceSummary::decl(&config)),
             (serialised(&error), ErrorBody::decl(&config)),
             (serialised(&error.details[0]), FieldError::decl(&config)),
             (serialised(&session), SessionInfo::decl(&config)),

@@ -1,5 +1,5 @@
 //! The read side for data teams (v2): series from the hourly rollups, raw readings page by page,
-//! and streamed exports.
+//! each source's last reading, and streamed exports.
 //!
 //! Every query filters on the site id (which leads every index) and bounds `measured_at` or
 //! `hour` by the requested range, so PostgreSQL reads only the partitions and index ranges the range
@@ -9,6 +9,7 @@ pub mod export;
 pub mod params;
 pub mod readings;
 pub mod series;
+pub mod sources;
 
 use chrono::{DateTime, Datelike, Duration, DurationRound, Timelike, Utc};
 

@@ -5,6 +5,7 @@ use chrono::{DateTime, Datelike, Duration, Utc};
 use serde::Deserialize;
 
 use super::readings::{PageCursor, DEFAULT_PAGE, MAX_PAGE};
+use super::sources::{self, SourcesCursor, SourcesRequest};
 use super::{Bucket, TimeRange, MAX_BUCKETS};
 use crate::error::{ApiError, FieldError};
 use crate::sites::SiteId;
@@ -26,6 +27,13 @@ pub struct ReadingsParams {
     from: Option<String>,
     to: Option<String>,
     source_id: Option<String>,
+    limit: Option<String>,
+    cursor: Option<String>,
+}
+
+/// `GET /v2/sites/{id}/sources`.
+#[derive(Debug, Deserialize)]
+pub struct SourcesParams {
     limit: Option<String>,
     cursor: Option<String>,
 }
@@ -176,6 +184,39 @@ impl ReadingsParams {
                 after,
             }),
             _ => Err(ApiError::Validation(problems)),
+        }
+    }
+}
+
+impl SourcesParams {
+    /// A page holds 1 to [`sources::MAX_PAGE`] sources ([`sources::DEFAULT_PAGE`] unless asked).
+    pub fn check(&self) -> Result<SourcesRequest, ApiError> {
+        let mut problems = Vec::new();
+        let limit = match self.limit.as_deref() {
+            None => sources::DEFAULT_PAGE,
+            Some(text) => text
+                .parse()
+                .ok()
+                .filter(|n| (1..=sources::MAX_PAGE).contains(n))
+                .unwrap_or_else(|| {
+                    problems.push(FieldError::new(
+                        "limit",
+                        format!("must be an integer from 1 to {}", sources::MAX_PAGE),
+                    ));
+                    sources::DEFAULT_PAGE
+                }),
+        };
+        let after = match self.cursor.as_deref() {
+            None | Some("") => None,
+            Some(text) => SourcesCursor::decode(text).or_else(|| {
+                problems.push(FieldError::new("cursor", "is not a cursor this API issued"));
+                None
+            }),
+        };
+        if problems.is_empty() {
+            Ok(SourcesRequest { limit, after })
+        } else {
+            Err(ApiError::Validation(problems))
         }
     }
 }

@@ -98,7 +98,10 @@ pub(crate) fn rfc3339<S: Serializer>(at: &DateTime<Utc>, serializer: S) -> Resul
     serializer.collect_str(&at.to_rfc3339_opts(SecondsFormat::AutoSi, true))
 }
 
-fn rfc3339_opt<S: Serializer>(at: &Option<DateTime<Utc>>, serializer: S) -> Result<S::Ok, S::Error> {
+pub(crate) fn rfc3339_opt<S: Serializer>(
+    at: &Option<DateTime<Utc>>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
     match at {
         Some(at) => rfc3339(at, serializer),
         None => serializer.serialize_none(),

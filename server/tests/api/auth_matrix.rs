@@ -280,6 +280,14 @@ fn cases(a: i64) -> Vec<Case> {
         ),
         case(
             Method::GET,
+            "/v2/sites/{id}/sources",
+            format!("/v2/sites/{a}/sources"),
+            None,
+            reader_of_a,
+            false,
+        ),
+        case(
+            Method::GET,
             "/v2/export",
             format!("/v2/export?site_id={a}&format=csv"),
             None,
