@@ -31,6 +31,7 @@ mod resilience;
 mod roles;
 mod seed;
 mod slow_clients;
+mod sql_access;
 mod supervision;
 mod tls;
 mod validation;
