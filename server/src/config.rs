@@ -109,10 +109,10 @@ pub struct SqlAccessGrantArgs {
     pub new_password: bool,
     /// Most connections the role may hold at once, so that a dashboard cannot take the ones the
     /// service needs (set Grafana's "Max open" to it or less).
-    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    #[arg(long, value_name = "N", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub connection_limit: u32,
     /// The role's default statement timeout (e.g. 60s, 5m): a query running longer is cancelled.
-    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
     pub statement_timeout: Duration,
     #[command(flatten)]
     pub database: DatabaseArgs,
