@@ -7,6 +7,7 @@ use std::collections::BTreeSet;
 use std::process::{Command, Output};
 
 use chrono::{DateTime, DurationRound, SecondsFormat, Utc};
+use plume::db;
 use plume::sql_access::{self, RoleName};
 use serde_json::Value;
 use sqlx::{Connection, Executor, PgConnection, PgPool};
@@ -658,4 +659,29 @@ async fn refusal_of_login(app: &TestApp, role: &str, password: &str) -> Option<S
         }
         Err(error) => Some(error.to_string()),
     }
+}
+
+#[tokio::test]
+async fn the_application_role_reaches_neither_the_views_nor_the_readers_list() {
+    let app = spawn_app().await;
+    let (role, _) = grant(&app, &["--all-sites"]);
+    // `plume migrate --grant-app-role` grants the application role `public`, now and later, and
+    // nothing of plume_sql's: it can neither read the views nor widen a reader's sites.
+    db::roles::grant(&app.pool, "plume_test_app").await.unwrap();
+    let mut service = app.app_pool.acquire().await.unwrap();
+    for statement in [
+        "select 1 from plume_sql.sites",
+        "select 1 from plume_sql.readings",
+        "select 1 from plume_sql.hourly",
+        "select 1 from plume_sql_acl.readers",
+        "update plume_sql_acl.readers set site_ids = null",
+    ] {
+        assert_eq!(
+            refusal(&mut service, statement).await,
+            Some("42501".into()),
+            "{statement}"
+        );
+    }
+    drop(service);
+    drop_readers(&app, &[&role]).await;
 }
