@@ -1,6 +1,7 @@
 //! What each subcommand does, start to finish. `main` only parses arguments and picks one.
 
 pub mod partitions;
+pub mod sql_access;
 pub mod tokens;
 
 use std::sync::Arc;

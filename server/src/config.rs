@@ -17,6 +17,7 @@ use crate::http::server::ServeLimits;
 use crate::outbox::relay::RelayConfig;
 use crate::outbox::sink::WebhookSink;
 use crate::query::export::ExportLimits;
+use crate::sql_access::{Grant, NewPassword, RoleName};
 use crate::state::Settings;
 
 /// plume: exact, retry-safe storage for methane emission readings.
@@ -59,6 +60,105 @@ pub enum Command {
     /// against the database is trusted with everything.
     #[command(subcommand)]
     Tokens(TokensCommand),
+    /// Login roles for Grafana, Metabase and other SQL clients: each reads the documented views of
+    /// the `plume_sql` schema (sites, readings, hourly), over every site or only some, and nothing
+    /// else (docs/GRAFANA.md). Run as the schema's owner, which must be allowed to create roles
+    /// (CREATEROLE, or a superuser).
+    #[command(subcommand)]
+    SqlAccess(SqlAccessCommand),
+}
+
+/// `plume sql-access ...`.
+#[derive(Debug, Subcommand)]
+pub enum SqlAccessCommand {
+    /// Create a login role that may read plume_sql's views (or update one made so before: its
+    /// sites, its connection limit, its password with --new-password or --password-file), and print
+    /// a generated password once. The role may connect to this database, use the plume_sql schema
+    /// and select from its views: nothing in `public`, no writes, no other schema. Its sessions
+    /// default to search_path plume_sql, UTC, read-only transactions and --statement-timeout.
+    Grant(SqlAccessGrantArgs),
+    /// Drop a role made by `grant`: it sees no rows from the moment this commits, loses its
+    /// privileges, and its open sessions are ended where the owner may end them.
+    Revoke(SqlAccessRevokeArgs),
+    /// Every role made by `grant`, with its sites and connection limit (never a password).
+    List(SqlAccessListArgs),
+}
+
+/// `plume sql-access grant`.
+#[derive(Debug, Clone, Args)]
+#[command(group(clap::ArgGroup::new("scope").required(true).args(["sites", "all_sites"])))]
+pub struct SqlAccessGrantArgs {
+    /// The login role: 1 to 63 of a-z, 0-9 and _. A role of that name that `grant` did not make
+    /// (the owner, the application role, a person) is refused.
+    #[arg(long, value_name = "NAME", value_parser = RoleName::parse)]
+    pub role: RoleName,
+    /// A site the role may read (repeatable): the views show it no other site's rows. For an
+    /// existing role, the list replaces the one it had.
+    #[arg(long = "site", value_name = "ID", value_parser = clap::value_parser!(i64).range(1..))]
+    pub sites: Vec<i64>,
+    /// Every site, including sites created later.
+    #[arg(long, conflicts_with = "sites")]
+    pub all_sites: bool,
+    /// Set the password read from this file (16 to 128 printable ASCII characters, no spaces;
+    /// surrounding whitespace is ignored) instead of generating one.
+    #[arg(long, value_name = "FILE")]
+    pub password_file: Option<PathBuf>,
+    /// Give an existing role a new generated password (the old one stops working). A new role
+    /// always gets one.
+    #[arg(long, conflicts_with = "password_file")]
+    pub new_password: bool,
+    /// Most connections the role may hold at once, so that a dashboard cannot take the ones the
+    /// service needs (set Grafana's "Max open" to it or less).
+    #[arg(long, value_name = "N", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub connection_limit: u32,
+    /// The role's default statement timeout (e.g. 60s, 5m): a query running longer is cancelled.
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
+    pub statement_timeout: Duration,
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+}
+
+impl SqlAccessGrantArgs {
+    /// The grant these arguments ask for; an error when --password-file cannot be used.
+    pub fn grant(&self) -> anyhow::Result<Grant> {
+        let password = match (&self.password_file, self.new_password) {
+            (Some(path), _) => {
+                let password = read_secret(path, "--password-file")?;
+                crate::sql_access::check_password(&password)
+                    .map_err(|why| anyhow::anyhow!("--password-file {}: {why}", path.display()))?;
+                NewPassword::Given(password)
+            }
+            (None, true) => NewPassword::Generate,
+            (None, false) => NewPassword::IfNew,
+        };
+        Ok(Grant {
+            role: self.role.clone(),
+            sites: (!self.all_sites).then(|| self.sites.clone()),
+            password,
+            connection_limit: self.connection_limit,
+            statement_timeout: self.statement_timeout,
+        })
+    }
+}
+
+/// `plume sql-access revoke`.
+#[derive(Debug, Clone, Args)]
+pub struct SqlAccessRevokeArgs {
+    /// The role to drop (one that `grant` made).
+    #[arg(long, value_name = "NAME", value_parser = RoleName::parse)]
+    pub role: RoleName,
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+}
+
+/// `plume sql-access list`.
+#[derive(Debug, Clone, Args)]
+pub struct SqlAccessListArgs {
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub database: DatabaseArgs,
 }
 
 /// `plume tokens ...`.

@@ -13,6 +13,7 @@
 //! - [`outbox`]: events for the alerting service, written in the ingest transaction, and their relay;
 //! - [`db`]: the connection pool, the embedded PostgreSQL cluster and migrations;
 //! - [`quantity`]: exact milligram arithmetic, from JSON text to database and back;
+//! - [`sql_access`]: login roles for Grafana and BI tools that read the `plume_sql` views only;
 //! - [`config`], [`commands`], [`seed`], [`metrics`], [`state`], [`error`], [`text`].
 
 pub mod auth;
@@ -29,6 +30,7 @@ pub mod quantity;
 pub mod query;
 pub mod seed;
 pub mod sites;
+pub mod sql_access;
 pub mod state;
 pub mod text;
 

@@ -4,8 +4,8 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use plume::commands::{partitions, tokens};
-use plume::config::{Cli, Command, OutboxCommand, PartitionsCommand, TokensCommand};
+use plume::commands::{partitions, sql_access, tokens};
+use plume::config::{Cli, Command, OutboxCommand, PartitionsCommand, SqlAccessCommand, TokensCommand};
 use tokio_util::sync::CancellationToken;
 
 #[tokio::main]
@@ -34,6 +34,11 @@ async fn main() -> ExitCode {
             TokensCommand::Revoke(args) => tokens::revoke(args).await,
             TokensCommand::Rotate(args) => tokens::rotate(args).await,
             TokensCommand::Audit(args) => tokens::audit(args).await,
+        },
+        Command::SqlAccess(command) => match command {
+            SqlAccessCommand::Grant(args) => sql_access::grant(args).await,
+            SqlAccessCommand::Revoke(args) => sql_access::revoke(args).await,
+            SqlAccessCommand::List(args) => sql_access::list(args).await,
         },
     };
     match result {

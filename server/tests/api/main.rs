@@ -32,6 +32,7 @@ mod roles;
 mod seed;
 mod slow_clients;
 mod sources;
+mod sql_access;
 mod supervision;
 mod tls;
 mod validation;
