@@ -1,14 +1,15 @@
 //! criterion benches of the ingest hot path, without a database: parse, validate, canonicalise and
-//! hash a request (v1 `parse_batch`, v2 `parse_bulk` in each format), and encode the binary COPY
-//! buffer.
+//! hash a request (v1 `parse_batch`, v2 `parse_bulk` in each format), encode the binary COPY
+//! buffer, and decompress a compressed body (gzip, zstd) beside parsing it.
 //!
-//! `cargo bench -p plume-bench --bench hot-path`. Throughput is reported in readings per second.
+//! `cargo bench -p plume-bench --bench hot-path` (`-- decompress` for the last group alone). Throughput is reported in readings per second.
 //! Readings are generated from a fixed seed, so every run measures the same input.
 
 use axum::http::HeaderValue;
 use chrono::{DateTime, Duration, Utc};
 use criterion::{black_box, criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use partitioning::AcceptedWindow;
+use plume::http::encoding::{decode, Coding};
 use plume::ingest::bulk_request::{parse_bulk, BulkFormat};
 use plume::ingest::copy;
 use plume::ingest::request::parse_batch;
@@ -171,5 +172,82 @@ fn encode(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, parse, parse_bulk_bodies, encode);
+/// `body` compressed as a client would: gzip at flate2's default level (6), zstd at its default
+/// (3).
+fn compress(coding: Coding, body: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    match coding {
+        Coding::Gzip => {
+            let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+            encoder.write_all(body).unwrap();
+            encoder.finish().unwrap()
+        }
+        Coding::Zstd => zstd::bulk::compress(body, zstd::DEFAULT_COMPRESSION_LEVEL).unwrap(),
+    }
+}
+
+/// The server's decompression of a v1 batch and of v2 bodies (`plume::http::encoding::decode`, the
+/// decoder the routes feed), on one thread; the baseline, in the same run, parses the same decoded
+/// body on one thread (the work every body costs, compressed or not). Prints each body's size plain
+/// and compressed first.
+fn decompress(c: &mut Criterion) {
+    let mut group = c.benchmark_group("decompress");
+    group.measurement_time(std::time::Duration::from_secs(3));
+    let key = HeaderValue::from_static("bench-key-0001");
+    let window = AcceptedWindow::default();
+    let writer = plume::auth::Principal::unrestricted().client;
+    let one_thread = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
+    let bodies = [
+        (
+            "v1 JSON, 100 readings",
+            None,
+            request_body(MAX_READINGS_PER_BATCH),
+            100,
+        ),
+        (
+            "v2 NDJSON, 10,000 readings",
+            Some(BulkFormat::Ndjson),
+            bulk_body(BulkFormat::Ndjson, 10_000),
+            10_000,
+        ),
+        (
+            "v2 CSV, 10,000 readings",
+            Some(BulkFormat::Csv),
+            bulk_body(BulkFormat::Csv, 10_000),
+            10_000,
+        ),
+    ];
+    for (name, format, body, readings) in bodies {
+        let gzip = compress(Coding::Gzip, &body);
+        let zstd = compress(Coding::Zstd, &body);
+        println!(
+            "{name}: {} bytes plain, {} gzip ({:.1}%), {} zstd ({:.1}%)",
+            body.len(),
+            gzip.len(),
+            100.0 * gzip.len() as f64 / body.len() as f64,
+            zstd.len(),
+            100.0 * zstd.len() as f64 / body.len() as f64,
+        );
+        group.throughput(Throughput::Elements(readings));
+        for (coding, compressed) in [(Coding::Gzip, &gzip), (Coding::Zstd, &zstd)] {
+            group.bench_function(format!("{name}, {}", coding.name()), |b| {
+                b.iter(|| decode(coding, black_box(compressed), body.len()).unwrap())
+            });
+        }
+        group.bench_function(
+            format!("{name}, baseline: parse the plain body"),
+            |b| match format {
+                None => b.iter(|| parse_batch(black_box(&body), Some(&key), &window, now()).unwrap()),
+                Some(format) => b.iter(|| {
+                    one_thread.install(|| {
+                        parse_bulk(black_box(&body), format, Some(&key), &window, now(), &writer).unwrap()
+                    })
+                }),
+            },
+        );
+    }
+    group.finish();
+}
+
+criterion_group!(benches, parse, parse_bulk_bodies, encode, decompress);
 criterion_main!(benches);

@@ -13,6 +13,13 @@
 # (the default AUTH is enforce alone, as the service runs):
 #
 #   AUTH="enforce off" benches/run.sh auth-v1 auth-replays auth-one-client   # about 12 minutes
+#
+# COMPRESS="none gzip zstd" does the same with the bodies' coding (`plume-load --compress`): each
+# shape runs with plain, gzip and zstd bodies in turn, the order reversed every other run. The
+# shapes compress-v1, compress-v2 and compress-v2-csv are made for it (short, so that the nine runs
+# of a shape stay under five minutes):
+#
+#   RUNS=3 COMPRESS="none gzip zstd" benches/run.sh compress-v1 compress-v2 compress-v2-csv
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
@@ -28,8 +35,17 @@ declare -A shapes=(
     [auth-v1]="--api v1 --clients 64 --sites 100 --seconds 20"
     [auth-replays]="--api v1 --clients 64 --sites 100 --seconds 5 --replay-seconds 20"
     [auth-one-client]="--api v1 --clients 1 --sites 100 --seconds 10 --replay-seconds 10"
+    [compress-v1]="--api v1 --clients 64 --sites 100 --seconds 10 --replay-seconds 3"
+    [compress-v2]="--api v2 --format ndjson --clients 4 --batch-size 10000 --sites 100 --sites-per-batch 10 --seconds 10"
+    [compress-v2-csv]="--api v2 --format csv --clients 4 --batch-size 10000 --sites 100 --sites-per-batch 10 --seconds 10"
 )
-read -r -a modes <<<"${AUTH:-enforce}"
+read -r -a auths <<<"${AUTH:-enforce}"
+read -r -a codings <<<"${COMPRESS:-none}"
+# Each mode is one authentication mode with one coding of the bodies: "enforce/gzip".
+modes=()
+for auth in "${auths[@]}"; do
+    for coding in "${codings[@]}"; do modes+=("$auth/$coding"); done
+done
 selected=("${@:-v2 v1 one-site duplicates}")
 read -r -a selected <<<"${selected[*]}"
 
@@ -39,7 +55,7 @@ median() { sort -n | awk '{ v[NR] = $1 } END { if (NR == 0) print "-"; else if (
 summary=()
 for shape in "${selected[@]}"; do
     [ -n "${shapes[$shape]:-}" ] || {
-        echo "unknown shape $shape: v2 | v1 | one-site | duplicates | auth-v1 | auth-replays | auth-one-client" >&2
+        echo "unknown shape $shape: v2 | v1 | one-site | duplicates | auth-v1 | auth-replays | auth-one-client | compress-v1 | compress-v2 | compress-v2-csv" >&2
         exit 2
     }
     declare -A logs=()
@@ -48,9 +64,10 @@ for shape in "${selected[@]}"; do
         order=("${modes[@]}")
         if [ $((run % 2)) -eq 0 ]; then mapfile -t order < <(printf '%s\n' "${modes[@]}" | tac); fi
         for mode in "${order[@]}"; do
-            echo "== $shape, run $run, auth $mode: plume-load ${shapes[$shape]} --auth $mode"
+            args="${shapes[$shape]} --auth ${mode%/*} --compress ${mode#*/}"
+            echo "== $shape, run $run, $mode: plume-load $args"
             # shellcheck disable=SC2086
-            "${load[@]}" ${shapes[$shape]} --auth "$mode" | tee -a "${logs[$mode]}"
+            "${load[@]}" $args | tee -a "${logs[$mode]}"
         done
     done
     for mode in "${modes[@]}"; do
@@ -65,15 +82,17 @@ for shape in "${selected[@]}"; do
         ratio=$(figure 'service/baseline = [0-9]*%' | median)
         replays=$(figure 'replays: [0-9]* requests/s' | median)
         rss=$(figure 'server peak RSS: [0-9]* MB' | median)
+        body=$(figure 'bodies sent: [0-9]* bytes' | median)
+        share=$(figure '[0-9.]*% of their' | median)
         [ "$ratio" = - ] || ratio="$ratio%"
         [ "$rss" = - ] || rss="$rss MB"
-        summary+=("| $shape | $mode | $runs | $rate | $(latency accepted p50) / $(latency accepted p99) | $ratio | $replays | $(latency replays: p50) / $(latency replays: p99) | $(cpu 'server CPU') / $(cpu "replays' server CPU") | $rss |")
+        summary+=("| $shape | ${mode%/*} | ${mode#*/} | $body ($share%) | $runs | $rate | $(latency accepted p50) / $(latency accepted p99) | $ratio | $replays | $(latency replays: p50) / $(latency replays: p99) | $(cpu 'server CPU') / $(cpu "replays' server CPU") | $rss |")
         rm -f "$log"
     done
     unset logs
 done
 echo
-echo "| shape | auth | runs | readings/s | p50 / p99 ms | service/psql \\copy | replays/s | replays p50 / p99 ms | server CPU µs per request / per replay | server peak RSS |"
-echo "|---|---|---|---|---|---|---|---|---|---|"
+echo "| shape | auth | bodies | body bytes per request (of plain) | runs | readings/s | p50 / p99 ms | service/psql \\copy | replays/s | replays p50 / p99 ms | server CPU µs per request / per replay | server peak RSS |"
+echo "|---|---|---|---|---|---|---|---|---|---|---|---|"
 printf '%s\n' "${summary[@]}"
 echo "(medians of the runs)"

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Runs every benchmark briefly, to prove each still works (not to measure: see docs/BENCHMARKS.md
 # for the real runs). The criterion benches run each case once, the auth-cost bench two short
-# rounds; the load tool drives v1 and v2 for two seconds each with authentication enforced,
-# verifies what was stored and runs its psql \copy baseline, then v1 for a second with
+# rounds; the load tool drives v1 (gzip bodies) and v2 (zstd bodies) for two seconds each with
+# authentication enforced, verifies what was stored and runs its psql \copy baseline, then v1 for a second with
 # authentication off (`--auth off`); the outbox bench delivers a few thousand events; the query
 # bench loads 200,000 synthetic readings and times a few requests of each kind; the change-feed
 # bench wakes 50 long polls twice on one process and on two.
@@ -13,9 +13,10 @@ scripts/setup.sh
 cargo test -p plume-bench --benches --locked
 cargo build -p plume-bench -p plume --bins --locked
 load=target/debug/plume-load
-"$load" --api v1 --clients 4 --sites 5 --seconds 2 --duplicate-ratio 0.1 --replay-seconds 1 --baseline
+"$load" --api v1 --clients 4 --sites 5 --seconds 2 --duplicate-ratio 0.1 --replay-seconds 1 --baseline \
+    --compress gzip
 "$load" --api v2 --format csv --clients 2 --sites 6 --sites-per-batch 3 --batch-size 2000 --seconds 2 \
-    --plume-binary target/debug/plume
+    --plume-binary target/debug/plume --compress zstd
 "$load" --api v1 --clients 2 --sites 5 --seconds 1 --auth off --plume-binary target/debug/plume
 target/debug/outbox-bench --events 2000 --sites 20 --ingest-seconds 2 --ingest-clients 2
 target/debug/query-bench --plume-binary target/debug/plume --sites 10 --readings-per-site 20000 \

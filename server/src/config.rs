@@ -709,16 +709,19 @@ pub struct ServeArgs {
     /// Address to listen on.
     #[arg(long, env = "PLUME_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
-    /// Largest request body accepted, in bytes (larger ones get 413).
+    /// Largest request body accepted, in bytes (larger ones get 413). A compressed v1 ingest body
+    /// is held to it both as sent and once decompressed.
     #[arg(long, env = "PLUME_MAX_BODY_BYTES", default_value_t = 1024 * 1024)]
     pub max_body_bytes: usize,
-    /// Largest v2 bulk request body accepted, in bytes (50,000 readings as JSON take about 6 MB).
+    /// Largest v2 bulk request body accepted, in bytes (50,000 readings as JSON take about 6 MB). A
+    /// compressed body is held to it both as sent and once decompressed.
     #[arg(long, env = "PLUME_MAX_BULK_BODY_BYTES", default_value_t = 32 * 1024 * 1024)]
     pub max_bulk_body_bytes: usize,
     /// Memory, in MiB, that the v2 bulk requests in flight may hold together (each reserves three
-    /// times its body: the bytes, the parsed readings, the copy to PostgreSQL); a request that does
-    /// not fit is answered 503 with Retry-After before its body is read. Bounds the process's memory
-    /// under a flood of uploads; small v1 batches are not affected.
+    /// times its body: the bytes, the parsed readings, the copy to PostgreSQL; a compressed body,
+    /// whose decompressed size is unknown until read, three times the largest body while it is
+    /// read); a request that does not fit is answered 503 with Retry-After before its body is read.
+    /// Bounds the process's memory under a flood of uploads; small v1 batches are not affected.
     #[arg(long, env = "PLUME_BULK_MEMORY_MIB", default_value_t = 512, value_parser = clap::value_parser!(u32).range(1..=1_048_576))]
     pub bulk_memory_mib: u32,
     /// The most long polls (`wait=` on `/v2/changes` and `/v2/sites/{id}/metrics`) waiting at once;

@@ -44,6 +44,10 @@ pub enum ApiError {
     /// 415: the body's `Content-Type` is not one the endpoint reads.
     #[error("{0}")]
     UnsupportedMediaType(String),
+    /// 415: the body's `Content-Encoding` is not one the endpoint decodes; answered with the
+    /// `Accept-Encoding` it does decode.
+    #[error("{0}")]
+    UnsupportedEncoding(String),
     /// 401: no credential, or one that is malformed, unknown, wrong, expired or revoked (all
     /// answered alike, so a caller learns nothing about which).
     #[error("authentication required: send Authorization: Bearer <token>")]
@@ -72,6 +76,9 @@ pub enum ApiError {
     /// 413: the body is larger than allowed.
     #[error("the request body is larger than {0} bytes")]
     PayloadTooLarge(usize),
+    /// 413: the compressed body decodes to more than allowed (decoding stopped there).
+    #[error("the request body is larger than {0} bytes once decompressed: the limit applies to the decompressed body")]
+    DecodedTooLarge(usize),
     /// 503: the database cannot be reached now; retrying later is safe.
     #[error("the database is unavailable")]
     Unavailable(#[source] Option<sqlx::Error>),
@@ -95,7 +102,9 @@ impl ApiError {
             Self::Validation(_) | Self::TooManyProblems(..) => {
                 (StatusCode::UNPROCESSABLE_ENTITY, "VALIDATION_ERROR")
             }
-            Self::UnsupportedMediaType(_) => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "UNSUPPORTED_MEDIA_TYPE"),
+            Self::UnsupportedMediaType(_) | Self::UnsupportedEncoding(_) => {
+                (StatusCode::UNSUPPORTED_MEDIA_TYPE, "UNSUPPORTED_MEDIA_TYPE")
+            }
             Self::Unauthenticated => (StatusCode::UNAUTHORIZED, "UNAUTHENTICATED"),
             Self::Forbidden(_) | Self::ForbiddenReadings(..) => (StatusCode::FORBIDDEN, "FORBIDDEN"),
             Self::RateLimited(_) => (StatusCode::TOO_MANY_REQUESTS, "RATE_LIMITED"),
@@ -103,7 +112,9 @@ impl ApiError {
             Self::NotFound(_) => (StatusCode::NOT_FOUND, "NOT_FOUND"),
             Self::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "METHOD_NOT_ALLOWED"),
             Self::IdempotencyKeyReused(_) => (StatusCode::CONFLICT, "IDEMPOTENCY_KEY_REUSED"),
-            Self::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "PAYLOAD_TOO_LARGE"),
+            Self::PayloadTooLarge(_) | Self::DecodedTooLarge(_) => {
+                (StatusCode::PAYLOAD_TOO_LARGE, "PAYLOAD_TOO_LARGE")
+            }
             Self::Unavailable(_) | Self::Busy(_) => (StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE"),
             Self::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL"),
         }
@@ -194,6 +205,13 @@ impl IntoResponse for ApiError {
                 response.headers_mut().insert(
                     axum::http::header::RETRY_AFTER,
                     axum::http::HeaderValue::from(throttled.retry_after_secs),
+                );
+            }
+            // RFC 9110 §15.5.16: a 415 for a coding names the codings that would have been read.
+            Self::UnsupportedEncoding(_) => {
+                response.headers_mut().insert(
+                    axum::http::header::ACCEPT_ENCODING,
+                    axum::http::HeaderValue::from_static(crate::http::encoding::ACCEPTED_CODINGS),
                 );
             }
             // At capacity: worth trying again in a moment.

@@ -1,5 +1,7 @@
 //! The batches a load client sends: fresh readings on sources of its own, with a share of repeats,
-//! written as a v1 batch or as a v2 bulk body in any of its formats.
+//! written as a v1 batch or as a v2 bulk body in any of its formats, sent plain or compressed.
+
+use std::io::Write as _;
 
 use axum::body::Bytes;
 use chrono::{DateTime, Utc};
@@ -15,6 +17,46 @@ pub(crate) enum Format {
     Ndjson,
     /// `text/csv`.
     Csv,
+}
+
+/// How a body goes on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum Compress {
+    /// As it is.
+    None,
+    /// `Content-Encoding: gzip`, at flate2's default level (6).
+    Gzip,
+    /// `Content-Encoding: zstd`, at zstd's default level (3).
+    Zstd,
+}
+
+impl Compress {
+    /// The `Content-Encoding` to send, if any.
+    pub(crate) fn content_encoding(self) -> Option<&'static str> {
+        match self {
+            Self::None => None,
+            Self::Gzip => Some("gzip"),
+            Self::Zstd => Some("zstd"),
+        }
+    }
+
+    /// `body` as it goes on the wire.
+    pub(crate) fn encode(self, body: Bytes) -> Bytes {
+        match self {
+            Self::None => body,
+            Self::Gzip => {
+                let mut encoder = flate2::write::GzEncoder::new(
+                    Vec::with_capacity(body.len() / 4),
+                    flate2::Compression::default(),
+                );
+                encoder.write_all(&body).expect("writing to memory");
+                Bytes::from(encoder.finish().expect("writing to memory"))
+            }
+            Self::Zstd => Bytes::from(
+                zstd::bulk::compress(&body, zstd::DEFAULT_COMPRESSION_LEVEL).expect("zstd in memory"),
+            ),
+        }
+    }
 }
 
 /// Which API a batch is for.
@@ -41,7 +83,11 @@ pub(crate) struct Request {
     pub(crate) key: String,
     pub(crate) path: &'static str,
     pub(crate) content_type: &'static str,
+    pub(crate) content_encoding: Option<&'static str>,
+    /// The body as sent (compressed, when it is).
     pub(crate) body: Bytes,
+    /// The body's size before compression.
+    pub(crate) plain_bytes: usize,
 }
 
 /// Readings 2 minutes apart over nine months: one round of a client's sources.
@@ -56,6 +102,7 @@ pub(crate) struct Batches {
     batch_size: usize,
     repeats: usize,
     shape: Shape,
+    compress: Compress,
     start: DateTime<Utc>,
     sequence: u64,
     batch: u64,
@@ -70,6 +117,7 @@ impl Batches {
         batch_size: usize,
         duplicate_ratio: f64,
         shape: Shape,
+        compress: Compress,
     ) -> Self {
         Self {
             client,
@@ -77,6 +125,7 @@ impl Batches {
             batch_size,
             repeats: (batch_size as f64 * duplicate_ratio).round() as usize,
             shape,
+            compress,
             start: Utc::now() - chrono::Duration::days(270),
             sequence: 0,
             batch: 0,
@@ -112,23 +161,25 @@ impl Batches {
             });
         }
         let key = format!("load-{}-{}", self.client, self.batch);
-        let request = match self.shape {
-            Shape::V1 => Request {
-                key,
-                path: "/v1/ingest",
-                content_type: "application/json",
-                body: v1_body(1 + first, &readings),
-            },
-            Shape::V2 { format, .. } => Request {
-                key,
-                path: "/v2/ingest",
-                content_type: match format {
+        let (path, content_type, body) = match self.shape {
+            Shape::V1 => ("/v1/ingest", "application/json", v1_body(1 + first, &readings)),
+            Shape::V2 { format, .. } => (
+                "/v2/ingest",
+                match format {
                     Format::Json => "application/json",
                     Format::Ndjson => "application/x-ndjson",
                     Format::Csv => "text/csv",
                 },
-                body: v2_body(format, &readings),
-            },
+                v2_body(format, &readings),
+            ),
+        };
+        let request = Request {
+            key,
+            path,
+            content_type,
+            content_encoding: self.compress.content_encoding(),
+            plain_bytes: body.len(),
+            body: self.compress.encode(body),
         };
         self.previous.insert(group, readings.split_off(fresh_from));
         request

@@ -4,10 +4,10 @@
 //! database on a durable private PostgreSQL (or `--database-url`'s server), creates `--sites`
 //! sites, and has `--clients` concurrent clients post v1 batches or v2 bulk bodies (`--api`) of
 //! `--batch-size` readings for
-//! `--seconds`. Readings are spread over several months, each client on sources of its own; with
+//! `--seconds`, plain or compressed (`--compress gzip|zstd`). Readings are spread over several months, each client on sources of its own; with
 //! `--duplicate-ratio`, that share of each batch repeats readings the client already sent. Prints
-//! readings/s, requests/s and latency percentiles (and, with `--plume-binary`, the server's CPU time
-//! per request), then verifies every site's total, count and rollups against the stored rows (exit
+//! readings/s, requests/s, latency percentiles and the body bytes sent (and, with `--plume-binary`,
+//! the server's CPU time per request), then verifies every site's total, count and rollups against the stored rows (exit
 //! status 1 on drift).
 //!
 //! The clients authenticate as sensors do: one ingest client over every site, its bearer token on
@@ -33,7 +33,7 @@ use plume_bench::credentials::BearerToken;
 use plume_bench::service::Service;
 use plume_bench::{nearest_rank, rate, BenchDatabase, Receiver};
 
-use crate::batches::{Batches, Format, Request, Shape};
+use crate::batches::{Batches, Compress, Format, Request, Shape};
 
 mod batches;
 
@@ -63,6 +63,10 @@ struct Args {
     /// another, like gateways that each serve a few sites.
     #[arg(long, default_value_t = 10)]
     sites_per_batch: u64,
+    /// How bodies go on the wire: as they are, or with `Content-Encoding: gzip` (level 6) or
+    /// `zstd` (level 3). Each body is compressed once, by its client, before it is timed.
+    #[arg(long, value_enum, default_value_t = Compress::None)]
+    compress: Compress,
     /// Share of each batch that repeats readings already sent (0 to 0.9).
     #[arg(long, default_value_t = 0.0)]
     duplicate_ratio: f64,
@@ -104,6 +108,10 @@ struct Tally {
     requests: AtomicU64,
     accepted: AtomicU64,
     duplicate: AtomicU64,
+    /// Body bytes sent, as sent (compressed, when they are).
+    body_bytes: AtomicU64,
+    /// The same bodies' bytes before compression.
+    plain_bytes: AtomicU64,
 }
 
 #[tokio::main]
@@ -176,11 +184,12 @@ async fn run(args: &Args, db: &BenchDatabase) -> anyhow::Result<()> {
         ),
     };
     println!(
-        "plume-load: {api}, {} clients, {} sites, {}-reading batches, {:.0}% duplicates, {} s, auth {}",
+        "plume-load: {api}, {} clients, {} sites, {}-reading batches, {:.0}% duplicates, bodies {}, {} s, auth {}",
         args.clients,
         args.sites,
         args.batch_size,
         args.duplicate_ratio * 100.0,
+        args.compress.content_encoding().unwrap_or("plain"),
         args.seconds,
         match args.auth {
             AuthMode::Enforce => "enforced (an ingest token on every request)",
@@ -201,7 +210,14 @@ async fn run(args: &Args, db: &BenchDatabase) -> anyhow::Result<()> {
                 },
             };
             let load = ClientLoad {
-                batches: Batches::new(client, args.sites, args.batch_size, args.duplicate_ratio, shape),
+                batches: Batches::new(
+                    client,
+                    args.sites,
+                    args.batch_size,
+                    args.duplicate_ratio,
+                    shape,
+                    args.compress,
+                ),
                 batch_size: args.batch_size,
                 address: address.clone(),
                 // A connection pool of its own, as each sensor has.
@@ -230,6 +246,15 @@ async fn run(args: &Args, db: &BenchDatabase) -> anyhow::Result<()> {
         tally.duplicate.load(Ordering::Relaxed),
         rate(requests, elapsed),
         percentiles(&latencies),
+    );
+    let body_bytes = tally.body_bytes.load(Ordering::Relaxed);
+    let plain_bytes = tally.plain_bytes.load(Ordering::Relaxed);
+    println!(
+        "bodies sent: {} bytes per request on average, {:.1}% of their {} plain bytes; {:.1} MB/s",
+        body_bytes / requests.max(1),
+        100.0 * body_bytes as f64 / plain_bytes.max(1) as f64,
+        plain_bytes / requests.max(1),
+        body_bytes as f64 / 1e6 / elapsed.as_secs_f64(),
     );
     if let Some(cpu) = cpu {
         print_cpu("server CPU", cpu, requests, elapsed);
@@ -334,6 +359,12 @@ impl ClientLoad {
             latencies.push(sent.elapsed().as_micros() as u64);
             ensure!(status == 201, "ingest answered {status}: {receipt}");
             tally.requests.fetch_add(1, Ordering::Relaxed);
+            tally
+                .body_bytes
+                .fetch_add(request.body.len() as u64, Ordering::Relaxed);
+            tally
+                .plain_bytes
+                .fetch_add(request.plain_bytes as u64, Ordering::Relaxed);
             let accepted = receipt["data"]["readings_accepted"].as_u64().unwrap_or(0);
             tally.accepted.fetch_add(accepted, Ordering::Relaxed);
             tally
@@ -352,12 +383,14 @@ async fn send(
     address: &str,
     request: &Request,
 ) -> reqwest::Result<reqwest::Response> {
-    http.post(format!("{address}{}", request.path))
+    let mut post = http
+        .post(format!("{address}{}", request.path))
         .header("Idempotency-Key", &request.key)
-        .header("content-type", request.content_type)
-        .body(request.body.clone())
-        .send()
-        .await
+        .header("content-type", request.content_type);
+    if let Some(coding) = request.content_encoding {
+        post = post.header("content-encoding", coding);
+    }
+    post.body(request.body.clone()).send().await
 }
 
 /// Requests each client keeps for the replay phase.

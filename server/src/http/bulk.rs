@@ -3,13 +3,14 @@
 
 use axum::body::Bytes;
 use axum::extract::{FromRequest, Request, State};
-use axum::http::header::{CONTENT_LENGTH, CONTENT_TYPE};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::header::CONTENT_TYPE;
+use axum::http::HeaderMap;
 use axum::response::Response;
 use sha2::{Digest, Sha256};
 use tokio::sync::OwnedSemaphorePermit;
 
 use super::access::Routes;
+use super::encoding::{self, declared_length, Coding};
 use crate::auth::{Principal, Rule};
 use crate::error::ApiError;
 use crate::ingest::bulk_processor::{self, BulkError, BulkOutcome};
@@ -21,8 +22,8 @@ use crate::state::AppState;
 /// Bodies at least this large are parsed on rayon's pool, off the async workers.
 const OFF_WORKER_BYTES: usize = 64 * 1024;
 
-/// The memory a bulk request reserves per byte of its body: the body, its parsed readings and
-/// their copy to PostgreSQL.
+/// The memory a bulk request reserves per byte of its (decoded) body: the body, its parsed
+/// readings and their copy to PostgreSQL.
 pub const RESERVED_PER_BODY_BYTE: usize = 3;
 
 /// The bulk ingest route, relative to the v2 root.
@@ -32,7 +33,8 @@ pub fn router(max_body_bytes: usize) -> Routes {
         .body_limit(max_body_bytes)
 }
 
-/// A bulk body, the format its `Content-Type` names, and its share of the bulk memory budget.
+/// A bulk body (decoded, when it was sent compressed), the format its `Content-Type` names, and
+/// its share of the bulk memory budget.
 #[derive(Debug)]
 pub struct BulkBody(BulkFormat, Bytes, OwnedSemaphorePermit);
 
@@ -46,36 +48,39 @@ impl FromRequest<AppState> for BulkBody {
                 "send readings as application/json, application/x-ndjson or text/csv".into(),
             ));
         };
+        let coding = Coding::from_headers(request.headers())?;
         let limit = state.settings.max_bulk_body_bytes;
-        let reservation = reserve(state, &request, limit)?;
-        match Bytes::from_request(request, state).await {
-            Ok(bytes) => Ok(Self(format, bytes, reservation)),
-            Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-                Err(ApiError::PayloadTooLarge(limit))
-            }
-            Err(rejection) => Err(ApiError::Malformed(format!(
-                "could not read the request body: {rejection}"
-            ))),
+        // A compressed body's Content-Length says nothing of what it decodes to: it may take
+        // the whole limit until it is read.
+        let most = match coding {
+            None => declared_length(request.headers()).map_or(limit, |length| length.min(limit)),
+            Some(_) => limit,
+        };
+        let mut reservation = reserve(state, most)?;
+        let body = encoding::read_body(request, state, coding, limit).await?;
+        // Read, the body holds what it holds: the rest of the reservation goes back at once.
+        let needed = budget_kib(state, body.len());
+        if let Some(excess) = reservation.num_permits().checked_sub(needed).filter(|n| *n > 0) {
+            drop(reservation.split(excess));
         }
+        Ok(Self(format, body, reservation))
     }
 }
 
-/// Reserves the request's memory (its `Content-Length`, or the largest body when it names none,
-/// times [`RESERVED_PER_BODY_BYTE`]) from the budget, before a byte of the body is read; 503 with
-/// `Retry-After` when the budget is spent. A request larger than the whole budget may still run
-/// alone.
-fn reserve(state: &AppState, request: &Request, limit: usize) -> Result<OwnedSemaphorePermit, ApiError> {
-    let declared = request
-        .headers()
-        .get(CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok()?.parse::<usize>().ok())
-        .map_or(limit, |length| length.min(limit));
+/// The budget's units (KiB, at least one, at most the whole budget) that a body of `bytes` takes.
+fn budget_kib(state: &AppState, bytes: usize) -> usize {
     let total = state.settings.bulk_memory_bytes / 1024;
-    let kib = (declared.saturating_mul(RESERVED_PER_BODY_BYTE) / 1024).clamp(1, total.max(1));
+    (bytes.saturating_mul(RESERVED_PER_BODY_BYTE) / 1024).clamp(1, total.max(1))
+}
+
+/// Reserves the memory of a body of at most `most` bytes (times [`RESERVED_PER_BODY_BYTE`]) from
+/// the budget, before a byte of it is read; 503 with `Retry-After` when the budget is spent. A
+/// request larger than the whole budget may still run alone.
+fn reserve(state: &AppState, most: usize) -> Result<OwnedSemaphorePermit, ApiError> {
     state
         .bulk_memory
         .clone()
-        .try_acquire_many_owned(kib as u32)
+        .try_acquire_many_owned(budget_kib(state, most) as u32)
         .map_err(|_| {
             state
                 .metrics
@@ -108,8 +113,8 @@ async fn store(
     let BulkBody(format, body, _reservation) = body?;
     let header_key = headers.get("idempotency-key").cloned();
     // A retry is most often the very same bytes: answered from its receipt before any parsing.
-    // The format is part of what was sent: the same bytes under another Content-Type are not the
-    // same request.
+    // The bytes are the decoded body's (a retry may be compressed another way); the format is part
+    // of what was sent: the same bytes under another Content-Type are not the same request.
     let body_sha256: [u8; 32] = Sha256::new()
         .chain_update(format!("{format:?}\n"))
         .chain_update(&body)

@@ -8,7 +8,7 @@ use sha2::{Digest, Sha256};
 
 use super::access::Routes;
 use super::envelope::Envelope;
-use super::json::JsonBody;
+use super::json::EncodedJsonBody;
 use crate::auth::Client;
 use crate::auth::{Principal, Rule};
 use crate::error::{ApiError, FieldError};
@@ -32,7 +32,7 @@ async fn ingest(
     State(state): State<AppState>,
     principal: Principal,
     headers: HeaderMap,
-    body: Result<JsonBody, ApiError>,
+    body: Result<EncodedJsonBody, ApiError>,
 ) -> Response {
     let result = store(&state, &principal, &headers, body).await;
     answer(&state, result)
@@ -76,14 +76,15 @@ async fn store(
     state: &AppState,
     principal: &Principal,
     headers: &HeaderMap,
-    body: Result<JsonBody, ApiError>,
+    body: Result<EncodedJsonBody, ApiError>,
 ) -> Result<Outcome, ApiError> {
-    let JsonBody(body) = body?;
+    let EncodedJsonBody(body) = body?;
     let header_key = headers.get("idempotency-key");
     // A retry is most often the very same bytes: answered from its receipt before any parsing,
     // once the caller is known to be allowed to write the site (keys are per site: a client that
     // may not write it can neither claim nor read one). A client limited to some sources is
-    // answered only after its readings' sources are checked.
+    // answered only after its readings' sources are checked. The bytes are the decoded body's, so
+    // the same batch compressed another way, or not at all, is the same bytes.
     let body_sha256: [u8; 32] = Sha256::digest(&body).into();
     let client = &principal.client;
     let stored = match peek_identity(&body, header_key) {

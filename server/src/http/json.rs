@@ -7,10 +7,10 @@
 use axum::body::Bytes;
 use axum::extract::{FromRequest, Request};
 use axum::http::header::CONTENT_TYPE;
-use axum::http::StatusCode;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
+use super::encoding::{self, Coding};
 use crate::error::ApiError;
 use crate::state::AppState;
 
@@ -23,30 +23,45 @@ impl FromRequest<AppState> for JsonBody {
     type Rejection = ApiError;
 
     async fn from_request(request: Request, state: &AppState) -> Result<Self, ApiError> {
-        let is_json = request
-            .headers()
-            .get(CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split(';').next())
-            .is_some_and(|mime| {
-                let mime = mime.trim().to_ascii_lowercase();
-                mime == "application/json" || (mime.starts_with("application/") && mime.ends_with("+json"))
-            });
-        if !is_json {
-            return Err(ApiError::Malformed(
-                "the request body must be JSON, sent with Content-Type: application/json".into(),
-            ));
-        }
+        require_json(&request)?;
         let limit = state.settings.max_body_bytes;
-        match Bytes::from_request(request, state).await {
-            Ok(bytes) => Ok(Self(bytes)),
-            Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-                Err(ApiError::PayloadTooLarge(limit))
-            }
-            Err(rejection) => Err(ApiError::Malformed(format!(
-                "could not read the request body: {rejection}"
-            ))),
-        }
+        encoding::read_body(request, state, None, limit).await.map(Self)
+    }
+}
+
+/// A JSON body that may also be sent compressed (`Content-Encoding: gzip` or `zstd`): the v1
+/// ingest batch's. Decoded, it is held to the same limit as a plain body.
+#[derive(Debug)]
+pub struct EncodedJsonBody(pub Bytes);
+
+impl FromRequest<AppState> for EncodedJsonBody {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &AppState) -> Result<Self, ApiError> {
+        require_json(&request)?;
+        let coding = Coding::from_headers(request.headers())?;
+        let limit = state.settings.max_body_bytes;
+        encoding::read_body(request, state, coding, limit).await.map(Self)
+    }
+}
+
+/// 400 unless the request declares a JSON body.
+fn require_json(request: &Request) -> Result<(), ApiError> {
+    let is_json = request
+        .headers()
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|mime| {
+            let mime = mime.trim().to_ascii_lowercase();
+            mime == "application/json" || (mime.starts_with("application/") && mime.ends_with("+json"))
+        });
+    if is_json {
+        Ok(())
+    } else {
+        Err(ApiError::Malformed(
+            "the request body must be JSON, sent with Content-Type: application/json".into(),
+        ))
     }
 }
 

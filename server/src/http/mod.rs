@@ -8,6 +8,7 @@ pub mod access;
 pub mod bulk;
 pub mod changes;
 pub mod dashboard;
+pub mod encoding;
 pub mod envelope;
 pub mod health;
 pub mod ingest;

@@ -11,7 +11,7 @@ const CSV: &str = "text/csv";
 
 /// `count` readings as `(site, source, time, value)`, spread round-robin over `sites`, one a second
 /// per site from `start`, with values `0.001`, `0.002`, ... kg.
-fn spread(sites: &[i64], start: &str, count: usize) -> Vec<(i64, String, String, String)> {
+pub fn spread(sites: &[i64], start: &str, count: usize) -> Vec<(i64, String, String, String)> {
     let start: chrono::DateTime<chrono::Utc> = start.parse().unwrap();
     (0..count)
         .map(|i| {
@@ -23,7 +23,7 @@ fn spread(sites: &[i64], start: &str, count: usize) -> Vec<(i64, String, String,
         .collect()
 }
 
-fn as_json(readings: &[(i64, String, String, String)]) -> String {
+pub fn as_json(readings: &[(i64, String, String, String)]) -> String {
     let readings: Vec<Value> = readings
         .iter()
         .map(|(site, source, at, value)| {
@@ -33,7 +33,7 @@ fn as_json(readings: &[(i64, String, String, String)]) -> String {
     json!({ "readings": readings }).to_string()
 }
 
-fn as_ndjson(readings: &[(i64, String, String, String)]) -> String {
+pub fn as_ndjson(readings: &[(i64, String, String, String)]) -> String {
     readings
         .iter()
         .map(|(site, source, at, value)| {
@@ -43,7 +43,7 @@ fn as_ndjson(readings: &[(i64, String, String, String)]) -> String {
         .collect()
 }
 
-fn as_csv(readings: &[(i64, String, String, String)]) -> String {
+pub fn as_csv(readings: &[(i64, String, String, String)]) -> String {
     let mut body = String::from("site_id,source_id,timestamp,value\n");
     for (site, source, at, value) in readings {
         body.push_str(&format!("{site},{source},{at},{value}\n"));

@@ -11,6 +11,7 @@ mod bulk;
 mod bulk_concurrency;
 mod catalog;
 mod changes;
+mod compression;
 mod concurrency;
 mod contract;
 mod group_commit;
