@@ -13,7 +13,7 @@ use super::sites::readable_site;
 use crate::auth::{Principal, Rule};
 use crate::error::ApiError;
 use crate::query::export::{self, ExportError};
-use crate::query::params::{ExportFormat, ExportParams, ReadingsParams, SeriesParams};
+use crate::query::params::{ExportParams, ReadingsParams, SeriesParams};
 use crate::query::readings::{self, StoredReading};
 use crate::query::series::{self, SeriesBucket};
 use crate::query::TimeRange;
@@ -88,13 +88,10 @@ async fn get_export(
             ExportError::Busy => ApiError::Busy(error.to_string()),
             ExportError::Database(error) => ApiError::from(error),
         })?;
-    let extension = match request.format {
-        ExportFormat::Csv | ExportFormat::RawCsv => "csv",
-        ExportFormat::Ndjson => "ndjson",
-    };
     let disposition = format!(
-        "attachment; filename=\"{}.{extension}\"",
-        file_stem(request.site, request.range)
+        "attachment; filename=\"{}.{}\"",
+        file_stem(request.site, request.range),
+        export::extension(request.format)
     );
     Ok((
         [
