@@ -9,7 +9,7 @@
 
 use std::io;
 
-use ::parquet::basic::{Compression, Encoding, ZstdLevel};
+use ::parquet::basic::{Compression, Encoding};
 use ::parquet::data_type::{ByteArray, ByteArrayType, Int64Type};
 use ::parquet::errors::ParquetError;
 use ::parquet::file::metadata::KeyValue;
@@ -68,7 +68,8 @@ impl ParquetWriter {
         key_values.extend(metadata.into_iter().map(|(key, value)| KeyValue::new(key, value)));
         let plain = |column: &str| ColumnPath::from(column);
         let properties = WriterProperties::builder()
-            .set_compression(Compression::ZSTD(ZstdLevel::default()))
+            // After delta encoding, zstd made files only 1-2% smaller than snappy does.
+            .set_compression(Compression::SNAPPY)
             // Statistics of each column chunk let readers skip row groups (by time, say); page
             // statistics and the page index would keep state for every page until the footer.
             .set_statistics_enabled(EnabledStatistics::Chunk)
