@@ -8,6 +8,7 @@
 //! Parquet decimal kept in an int64 has at most 18 digits, and a `bigint` has 19).
 
 use std::io;
+use std::sync::Arc;
 
 use ::parquet::basic::{Compression, Encoding};
 use ::parquet::data_type::{ByteArray, ByteArrayType, Int64Type};
@@ -18,11 +19,10 @@ use ::parquet::file::writer::{SerializedFileWriter, SerializedRowGroupWriter};
 use ::parquet::schema::parser::parse_message_type;
 use ::parquet::schema::types::ColumnPath;
 use axum::body::Bytes;
-use std::sync::Arc;
 
 use super::format::Row;
 
-/// Readings per row group, at most: about 4 MB of columns waiting to be encoded. Readers split
+/// Readings per row group, at most: about 3 MB of columns waiting to be encoded. Readers split
 /// their work by row group, so a group is no smaller than it needs to be.
 pub const ROWS_PER_GROUP: usize = 64 * 1024;
 
@@ -37,7 +37,7 @@ const SCHEMA: &str = "message plume_export {
 /// The key of the footer's key-value metadata that names `value_mg`'s unit.
 pub const VALUE_UNIT_KEY: &str = "plume.value_mg.unit";
 
-/// Source ids handed to the column writer at once (each an `Arc`'d slice of one buffer).
+/// Source ids handed to the column writer at once (each a shared slice of one buffer).
 const SOURCE_BATCH: usize = 4096;
 
 /// A Parquet file being written, one row group at a time.
@@ -66,7 +66,7 @@ impl ParquetWriter {
         let schema = parse_message_type(SCHEMA).expect("the export schema parses");
         let mut key_values = vec![KeyValue::new(VALUE_UNIT_KEY.to_owned(), "mg".to_owned())];
         key_values.extend(metadata.into_iter().map(|(key, value)| KeyValue::new(key, value)));
-        let plain = |column: &str| ColumnPath::from(column);
+        let column = |name: &str| ColumnPath::from(name);
         let properties = WriterProperties::builder()
             // After delta encoding, zstd made files only 1-2% smaller than snappy does.
             .set_compression(Compression::SNAPPY)
@@ -75,10 +75,10 @@ impl ParquetWriter {
             .set_statistics_enabled(EnabledStatistics::Chunk)
             .set_offset_index_disabled(true)
             // A site's and a source's ids repeat: a dictionary. Times and values hardly do.
-            .set_column_dictionary_enabled(plain("measured_at"), false)
-            .set_column_dictionary_enabled(plain("value_mg"), false)
-            .set_column_encoding(plain("measured_at"), Encoding::DELTA_BINARY_PACKED)
-            .set_column_encoding(plain("value_mg"), Encoding::DELTA_BINARY_PACKED)
+            .set_column_dictionary_enabled(column("measured_at"), false)
+            .set_column_dictionary_enabled(column("value_mg"), false)
+            .set_column_encoding(column("measured_at"), Encoding::DELTA_BINARY_PACKED)
+            .set_column_encoding(column("value_mg"), Encoding::DELTA_BINARY_PACKED)
             .set_key_value_metadata(Some(key_values))
             .build();
         let file = SerializedFileWriter::new(Vec::new(), Arc::new(schema), Arc::new(properties))
