@@ -4,8 +4,8 @@
 # rounds; the load tool drives v1 (gzip bodies) and v2 (zstd bodies) for two seconds each with
 # authentication enforced, verifies what was stored and runs its psql \copy baseline, then v1 for a second with
 # authentication off (`--auth off`); the outbox bench delivers a few thousand events; the query
-# bench loads 200,000 synthetic readings and times a few requests of each kind; the change-feed
-# bench wakes 50 long polls twice on one process and on two.
+# bench loads 200,000 synthetic readings and times a few requests of each kind and exports in
+# each format; the change-feed bench wakes 50 long polls twice on one process and on two.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
@@ -20,7 +20,7 @@ load=target/debug/plume-load
 "$load" --api v1 --clients 2 --sites 5 --seconds 1 --auth off --plume-binary target/debug/plume
 target/debug/outbox-bench --events 2000 --sites 20 --ingest-seconds 2 --ingest-clients 2
 target/debug/query-bench --plume-binary target/debug/plume --sites 10 --readings-per-site 20000 \
-    --requests 5 --exports 2 --ceiling-rows-per-stream 40000
+    --requests 5 --exports 2 --ceiling-rows-per-stream 40000 --formats csv,ndjson,parquet
 for instances in 1 2; do
     target/debug/changes-bench --plume-binary target/debug/plume --instances "$instances" \
         --waiters 50 --rounds 2 --baseline-requests 20

@@ -8,9 +8,9 @@
 //! (with an admin token), each read endpoint over `--requests` requests on random sites (a first
 //! pass warms the caches and is not counted), next to the same query without HTTP (plume's query
 //! function, or its SQL, called on a pool of this process). Last, it exports sites'
-//! full histories as CSV (and one month of every site), each once untimed and then timed, beside
-//! PostgreSQL's own `COPY ... TO STDOUT (FORMAT csv)` of the same rows, reading the server's
-//! resident memory before and after.
+//! full histories (and one month of every site) in each format of `--formats` (CSV unless asked),
+//! each once untimed and then timed, beside PostgreSQL's own `COPY ... TO STDOUT (FORMAT csv)` of
+//! the same rows, reading the server's resident memory before and after.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -64,6 +64,27 @@ pub(crate) struct Args {
     /// Readings per `psql \copy` stream of the ceiling run (two streams).
     #[arg(long, default_value_t = 5_000_000)]
     pub(crate) ceiling_rows_per_stream: u64,
+    /// The export formats to time, each on the same rows.
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "csv")]
+    pub(crate) formats: Vec<ExportFormat>,
+}
+
+/// An export format, as `format=` names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum ExportFormat {
+    Csv,
+    Ndjson,
+    Parquet,
+}
+
+impl ExportFormat {
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Self::Csv => "csv",
+            Self::Ndjson => "ndjson",
+            Self::Parquet => "parquet",
+        }
+    }
 }
 
 pub(crate) fn day(text: &str) -> anyhow::Result<DateTime<Utc>> {

@@ -13,7 +13,7 @@ use plume_bench::service::Service;
 use plume_bench::{nearest_rank, BenchDatabase};
 use sqlx::postgres::PgPoolCopyExt;
 
-use crate::{stamp, Args};
+use crate::{stamp, Args, ExportFormat};
 
 /// Latencies of one kind of request, in milliseconds.
 struct Latencies {
@@ -159,8 +159,8 @@ pub(crate) async fn latencies(
     Ok(())
 }
 
-/// Full-history exports of random sites and one month of every site, beside PostgreSQL's own CSV
-/// `COPY` of the same rows.
+/// Full-history exports of random sites and one month of every site, in each format asked for,
+/// beside PostgreSQL's own CSV `COPY` of the same rows.
 pub(crate) async fn exports(
     args: &Args,
     db: &BenchDatabase,
@@ -171,14 +171,17 @@ pub(crate) async fn exports(
 ) -> anyhow::Result<()> {
     let http = db.admin_token.client()?;
     let mut picker = Picker(11);
-    println!("| export | rows | MB | plume rows/s | PostgreSQL `COPY ... (FORMAT csv)` rows/s |\n| --- | --- | --- | --- | --- |");
+    println!(
+        "| export | format | rows | MB | bytes a row | plume rows/s | PostgreSQL `COPY ... (FORMAT csv)` rows/s |\n\
+         | --- | --- | --- | --- | --- | --- | --- |"
+    );
     let month = partitioning::next_month(partitioning::month_start(from));
     let mut cases: Vec<(String, String, String)> = (0..args.exports)
         .map(|_| {
             let site = sites[picker.next(sites.len() as u64) as usize];
             (
                 format!("site {site}, full history"),
-                format!("/v2/export?site_id={site}&format=csv"),
+                format!("/v2/export?site_id={site}"),
                 format!("site_id = {site}"),
             )
         })
@@ -186,54 +189,84 @@ pub(crate) async fn exports(
     let month_end = partitioning::next_month(month);
     cases.push((
         format!("every site, {}", month.format("%B %Y")),
-        format!(
-            "/v2/export?from={}&to={}&format=csv",
-            stamp(month),
-            stamp(month_end)
-        ),
+        format!("/v2/export?from={}&to={}", stamp(month), stamp(month_end)),
         format!(
             "measured_at >= '{}' and measured_at < '{}'",
             stamp(month),
             stamp(month_end)
         ),
     ));
-    let (mut plume_rates, mut postgres_rates) = (Vec::new(), Vec::new());
+    let mut full_history = Rates::default();
+    let mut largest_footer: Option<(u32, usize)> = None;
     for (name, path, filter) in cases {
-        // Untimed first: the timed runs find the rows in memory, as the latency runs do.
-        download(&http, &format!("{}{path}", service.address())).await?;
-        let t = Instant::now();
-        let (bytes, lines) = download(&http, &format!("{}{path}", service.address())).await?;
-        let plume_seconds = t.elapsed().as_secs_f64();
-        let rows = lines - 1;
         let statement = format!(
             "copy (select site_id, source_id, measured_at, value_mg / 1e6 from measurements where {filter})
                to stdout (format csv)"
         );
+        let mut measured = Vec::new();
+        for format in &args.formats {
+            let url = format!("{}{path}&format={}", service.address(), format.name());
+            // Untimed first: the timed runs find the rows in memory, as the latency runs do.
+            download(&http, &url, *format).await?;
+            let t = Instant::now();
+            let got = download(&http, &url, *format).await?;
+            let seconds = t.elapsed().as_secs_f64();
+            if let Some((footer, groups)) = got.parquet_footer {
+                if largest_footer.is_none_or(|(_, most)| groups > most) {
+                    largest_footer = Some((footer, groups));
+                }
+            }
+            measured.push((*format, got.bytes, got.rows, seconds));
+        }
         let t = Instant::now();
         let mut copy = db.pool.copy_out_raw(&statement).await?;
         while let Some(chunk) = copy.next().await {
             chunk?;
         }
         let postgres_seconds = t.elapsed().as_secs_f64();
-        let (plume_rate, postgres_rate) = (rows as f64 / plume_seconds, rows as f64 / postgres_seconds);
-        if name.contains("full history") {
-            plume_rates.push(plume_rate);
-            postgres_rates.push(postgres_rate);
+        let rows = measured.first().map_or(0, |m| m.2);
+        ensure!(
+            measured.iter().all(|m| m.2 == rows),
+            "{name}: the formats held different row counts: {measured:?}"
+        );
+        let postgres_rate = rows as f64 / postgres_seconds;
+        let is_full_history = name.contains("full history");
+        if is_full_history {
+            full_history.postgres.push(postgres_rate);
         }
+        for (format, bytes, rows, seconds) in measured {
+            let plume_rate = rows as f64 / seconds;
+            if is_full_history {
+                full_history
+                    .plume
+                    .entry(format.name())
+                    .or_default()
+                    .push(plume_rate);
+            }
+            println!(
+                "| {name} | {} | {rows} | {:.2} | {:.1} | {plume_rate:.0} | {postgres_rate:.0} |",
+                format.name(),
+                bytes as f64 / 1e6,
+                bytes as f64 / rows.max(1) as f64,
+            );
+        }
+    }
+    println!();
+    for format in &args.formats {
+        let rates = full_history.plume.entry(format.name()).or_default();
         println!(
-            "| {name} | {rows} | {:.1} | {plume_rate:.0} | {postgres_rate:.0} |",
-            bytes as f64 / 1e6
+            "full histories, median: plume {} {:.0} rows/s",
+            format.name(),
+            median(rates)
         );
     }
-    let median = |rates: &mut Vec<f64>| {
-        rates.sort_by(f64::total_cmp);
-        rates.get(rates.len() / 2).copied().unwrap_or(0.0)
-    };
     println!(
-        "\nfull histories, median: plume {:.0} rows/s, PostgreSQL's own CSV COPY {:.0} rows/s",
-        median(&mut plume_rates),
-        median(&mut postgres_rates)
+        "full histories, median: PostgreSQL's own CSV COPY {:.0} rows/s",
+        median(&mut full_history.postgres)
     );
+    if let Some((footer, groups)) = largest_footer {
+        println!("the largest Parquet export's footer: {footer} bytes for {groups} row groups");
+    }
     let rss_after = service.peak_rss()?.unwrap_or(0);
     println!(
         "\nplume's peak resident memory (VmHWM): {:.1} MB before the exports (after the latency runs), \
@@ -244,14 +277,62 @@ pub(crate) async fn exports(
     Ok(())
 }
 
-/// Downloads `url` to nowhere; returns its bytes and lines.
-async fn download(http: &reqwest::Client, url: &str) -> anyhow::Result<(u64, u64)> {
+/// One export downloaded.
+#[derive(Debug)]
+struct Download {
+    bytes: u64,
+    rows: u64,
+    /// A Parquet file's footer: its bytes and the row groups it lists.
+    parquet_footer: Option<(u32, usize)>,
+}
+
+/// Export rates of full histories, plume's by format.
+#[derive(Default)]
+struct Rates {
+    plume: std::collections::BTreeMap<&'static str, Vec<f64>>,
+    postgres: Vec<f64>,
+}
+
+fn median(rates: &mut [f64]) -> f64 {
+    rates.sort_by(f64::total_cmp);
+    rates.get(rates.len() / 2).copied().unwrap_or(0.0)
+}
+
+/// Downloads `url` (an export in `format`). A Parquet file is kept until its end, where its footer
+/// tells its rows; CSV and NDJSON are counted by lines.
+async fn download(http: &reqwest::Client, url: &str, format: ExportFormat) -> anyhow::Result<Download> {
     let mut response = http.get(url).send().await?;
     ensure!(response.status().is_success(), "{url}: {}", response.status());
-    let (mut bytes, mut lines) = (0_u64, 0_u64);
+    let (mut bytes, mut lines, mut file) = (0_u64, 0_u64, Vec::new());
+    let mut parquet_footer = None;
     while let Some(chunk) = response.chunk().await? {
         bytes += chunk.len() as u64;
-        lines += chunk.iter().filter(|b| **b == b'\n').count() as u64;
+        if format == ExportFormat::Parquet {
+            file.extend_from_slice(&chunk);
+        } else {
+            lines += chunk.iter().filter(|b| **b == b'\n').count() as u64;
+        }
     }
-    Ok((bytes, lines))
+    let rows = match format {
+        ExportFormat::Csv => lines.saturating_sub(1),
+        ExportFormat::Ndjson => lines,
+        ExportFormat::Parquet => {
+            use parquet::file::reader::{FileReader, SerializedFileReader};
+            // The footer ends the file: its length, then the magic number.
+            ensure!(
+                file.len() >= 12 && file.ends_with(b"PAR1"),
+                "{url}: not a Parquet file"
+            );
+            let at = file.len() - 8;
+            let footer = u32::from_le_bytes(file[at..at + 4].try_into()?);
+            let reader = SerializedFileReader::new(axum::body::Bytes::from(file))?;
+            parquet_footer = Some((footer, reader.metadata().num_row_groups()));
+            u64::try_from(reader.metadata().file_metadata().num_rows())?
+        }
+    };
+    Ok(Download {
+        bytes,
+        rows,
+        parquet_footer,
+    })
 }

@@ -108,13 +108,10 @@ async fn get_export(
             ExportError::Busy => ApiError::Busy(error.to_string()),
             ExportError::Database(error) => ApiError::from(error),
         })?;
-    let extension = match request.format {
-        ExportFormat::Csv | ExportFormat::RawCsv => "csv",
-        ExportFormat::Ndjson => "ndjson",
-    };
     let disposition = format!(
-        "attachment; filename=\"{}.{extension}\"",
-        file_stem(request.site, request.range)
+        "attachment; filename=\"{}.{}\"",
+        file_stem(request.site, request.range),
+        export::extension(request.format)
     );
     Ok((
         [

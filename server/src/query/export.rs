@@ -3,12 +3,12 @@
 //!
 //! The `COPY` runs in binary (PostgreSQL's cheapest output: no timestamp or number formatting on
 //! the database's core) and plume writes CSV or NDJSON from it, the same way the API writes
-//! timestamps and kilograms. A task owns the connection and hands the client chunks of about
-//! 64 KB through a channel of four, so a slow client slows the `COPY` down rather than growing
-//! memory. Whenever an export does not run to its end (the client left or stalled, the data broke
-//! off), its connection is closed rather than handed back to the pool, which would first have to
-//! read the rest of the `COPY`. Exports hold a connection and a snapshot for as long as they run, so
-//! only a few run at once.
+//! timestamps and kilograms, or Parquet, a row group at a time ([`parquet`]). A task owns the
+//! connection and hands the client chunks of about 64 KB through a channel of four, so a slow
+//! client slows the `COPY` down rather than growing memory. Whenever an export does not run to its
+//! end (the client left or stalled, the data broke off), its connection is closed rather than
+//! handed back to the pool, which would first have to read the rest of the `COPY`. Exports hold a
+//! connection and a snapshot for as long as they run, so only a few run at once.
 
 use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -24,6 +24,7 @@ use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 use super::params::{ExportFormat, ExportRequest};
 
 mod format;
+pub mod parquet;
 
 use format::RowWriter;
 
@@ -216,7 +217,7 @@ impl Task {
         if started.send(Ok(())).is_err() {
             return false;
         }
-        let mut writer = RowWriter::new(self.request.format, CHUNK_BYTES);
+        let mut writer = RowWriter::new(self.request.format, CHUNK_BYTES, describe(&self.request));
         while let Some(data) = copy.next().await {
             let pushed = data.map_err(io::Error::other).and_then(|data| writer.push(&data));
             if let Err(error) = pushed {
@@ -231,9 +232,12 @@ impl Task {
             }
         }
         match writer.finish() {
-            Ok(rest) => {
-                if !rest.is_empty() && !self.send(Ok(rest)).await {
-                    return false;
+            Ok(mut rest) => {
+                while !rest.is_empty() {
+                    let chunk = rest.split_to(rest.len().min(CHUNK_BYTES));
+                    if !self.send(Ok(chunk)).await {
+                        return false;
+                    }
                 }
                 self.completed.store(true, Ordering::Release);
                 true
@@ -283,5 +287,29 @@ pub fn content_type(format: ExportFormat) -> &'static str {
     match format {
         ExportFormat::Csv | ExportFormat::RawCsv => "text/csv; charset=utf-8",
         ExportFormat::Ndjson => "application/x-ndjson",
+        ExportFormat::Parquet => "application/vnd.apache.parquet",
     }
+}
+
+/// The file name extension of `format`.
+pub fn extension(format: ExportFormat) -> &'static str {
+    match format {
+        ExportFormat::Csv | ExportFormat::RawCsv => "csv",
+        ExportFormat::Ndjson => "ndjson",
+        ExportFormat::Parquet => "parquet",
+    }
+}
+
+/// What a Parquet export's footer says of what it holds, beside the value's unit: the site asked
+/// for, if one was, and the range, so that a file that has been passed on still tells.
+fn describe(request: &ExportRequest) -> Vec<(String, String)> {
+    let time = |at: chrono::DateTime<chrono::Utc>| at.to_rfc3339_opts(SecondsFormat::AutoSi, true);
+    let mut metadata = vec![
+        ("plume.export.from".to_owned(), time(request.range.from)),
+        ("plume.export.to".to_owned(), time(request.range.to)),
+    ];
+    if let Some(site) = request.site {
+        metadata.push(("plume.export.site_id".to_owned(), site.get().to_string()));
+    }
+    metadata
 }

@@ -80,6 +80,9 @@ pub enum ExportFormat {
     RawCsv,
     /// One JSON object per line.
     Ndjson,
+    /// Apache Parquet: typed columns, compressed, in row groups of at most
+    /// [`crate::query::export::parquet::ROWS_PER_GROUP`] readings.
+    Parquet,
 }
 
 /// A checked export request.
@@ -237,16 +240,17 @@ impl ExportParams {
         let format = match self.format.as_deref() {
             None | Some("csv") if raw => Some(ExportFormat::RawCsv),
             None | Some("csv") => Some(ExportFormat::Csv),
-            Some("ndjson") if raw => {
+            Some("ndjson" | "parquet") if raw => {
                 problems.push(FieldError::new(
                     "raw",
-                    "applies to csv only (ndjson is always raw)",
+                    "applies to csv only (ndjson and parquet are always raw)",
                 ));
                 None
             }
             Some("ndjson") => Some(ExportFormat::Ndjson),
+            Some("parquet") => Some(ExportFormat::Parquet),
             Some(_) => {
-                problems.push(FieldError::new("format", "must be csv or ndjson"));
+                problems.push(FieldError::new("format", "must be csv, ndjson or parquet"));
                 None
             }
         };

@@ -135,6 +135,13 @@ fn an_export_needs_a_site_or_a_bounded_range() {
         ..params(Some("7"), None, None, Some("ndjson"))
     };
     assert!(raw_ndjson.check().is_err());
+    let parquet = params(Some("7"), None, None, Some("parquet")).check().unwrap();
+    assert_eq!(parquet.format, ExportFormat::Parquet);
+    let raw_parquet = ExportParams {
+        raw: Some("true".into()),
+        ..params(Some("7"), None, None, Some("parquet"))
+    };
+    assert_eq!(fields(raw_parquet.check().unwrap_err())[0].0, "raw");
     let month = params(
         None,
         Some("2026-01-01T00:00:00Z"),

@@ -22,6 +22,7 @@ mod maintenance;
 mod migrations;
 mod outbox;
 mod outbox_admin;
+mod parquet_export;
 mod partitions;
 mod partman_upgrade;
 mod plans;

@@ -1,12 +1,14 @@
 //! Reading PostgreSQL's binary `COPY` output of `(site_id, source_id, measured_at, value_mg)` and
 //! writing it as CSV or NDJSON, fast: timestamps and kilograms are written digit by digit, the
 //! way the rest of the API writes them (RFC 3339 in UTC, fractions only when present; six decimals).
+//! Parquet keeps the binary values as they are, in typed columns ([`super::parquet`]).
 
 use std::io;
 
 use axum::body::Bytes;
 
 use super::super::params::ExportFormat;
+use super::parquet::ParquetWriter;
 
 /// The binary `COPY` signature that starts the output.
 const SIGNATURE: &[u8] = b"PGCOPY\n\xff\r\n\0";
@@ -17,43 +19,65 @@ const CSV_HEADER: &str = "site_id,source_id,measured_at,value_kg\n";
 
 /// One exported reading.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Row<'a> {
+pub(super) struct Row<'a> {
     /// Its site.
-    site_id: i64,
+    pub(super) site_id: i64,
     /// Its source.
-    source_id: &'a str,
+    pub(super) source_id: &'a str,
     /// Its time, microseconds since the Unix epoch.
-    unix_micros: i64,
+    pub(super) unix_micros: i64,
     /// Its value, mg.
-    value_mg: i64,
+    pub(super) value_mg: i64,
 }
 
-/// Turns binary `COPY` data, pushed in pieces of any size, into chunks of CSV or NDJSON.
+/// Turns binary `COPY` data, pushed in pieces of any size, into chunks of CSV, NDJSON or Parquet.
 #[derive(Debug)]
 pub(super) struct RowWriter {
-    format: ExportFormat,
+    encoder: Encoder,
     chunk_bytes: usize,
     /// Input not yet parsed: a partial header or row, once `push` returns.
     pending: Vec<u8>,
     header_read: bool,
     trailer_read: bool,
     output: Vec<u8>,
+    /// Output being handed out in chunks: a Parquet row group arrives in `output` all at once.
+    ready: Bytes,
+}
+
+/// What a row becomes.
+#[derive(Debug)]
+enum Encoder {
+    /// A CSV line; `raw` leaves source ids a spreadsheet would run as they are.
+    Csv { raw: bool },
+    /// A JSON object on a line.
+    Ndjson,
+    /// A row of the Parquet file's row group in the making.
+    Parquet(Box<ParquetWriter>),
 }
 
 impl RowWriter {
-    /// A writer of `format` handing out chunks of about `chunk_bytes`; a CSV starts with its header.
-    pub(super) fn new(format: ExportFormat, chunk_bytes: usize) -> Self {
+    /// A writer of `format` handing out chunks of about `chunk_bytes`; a CSV starts with its
+    /// header, and a Parquet file ends with `metadata` in its footer.
+    pub(super) fn new(format: ExportFormat, chunk_bytes: usize, metadata: Vec<(String, String)>) -> Self {
         let mut output = Vec::with_capacity(chunk_bytes + 1024);
-        if format != ExportFormat::Ndjson {
-            output.extend_from_slice(CSV_HEADER.as_bytes());
-        }
+        let encoder = match format {
+            ExportFormat::Csv | ExportFormat::RawCsv => {
+                output.extend_from_slice(CSV_HEADER.as_bytes());
+                Encoder::Csv {
+                    raw: format == ExportFormat::RawCsv,
+                }
+            }
+            ExportFormat::Ndjson => Encoder::Ndjson,
+            ExportFormat::Parquet => Encoder::Parquet(Box::new(ParquetWriter::new(metadata))),
+        };
         Self {
-            format,
+            encoder,
             chunk_bytes,
             pending: Vec::new(),
             header_read: false,
             trailer_read: false,
             output,
+            ready: Bytes::new(),
         }
     }
 
@@ -85,29 +109,50 @@ impl RowWriter {
             self.header_read = true;
         }
         while let Some((row, length)) = parse_row(&data[at..])? {
-            match row {
-                Some(row) => write_row(self.format, &mut self.output, &row),
-                None => self.trailer_read = true,
+            match (row, &mut self.encoder) {
+                (None, _) => self.trailer_read = true,
+                (Some(row), Encoder::Csv { raw }) => write_csv(&mut self.output, &row, *raw),
+                (Some(row), Encoder::Ndjson) => write_ndjson(&mut self.output, &row),
+                (Some(row), Encoder::Parquet(parquet)) => parquet.push(&row, &mut self.output)?,
             }
             at += length;
         }
         Ok(at)
     }
 
-    /// The output so far, if it has reached a chunk's size.
+    /// The next chunk of output, once there is a chunk's worth: from `chunk_bytes` to twice that.
     pub(super) fn full_chunk(&mut self) -> Option<Bytes> {
-        (self.output.len() >= self.chunk_bytes).then(|| {
+        if self.ready.is_empty() {
+            if self.output.len() < self.chunk_bytes {
+                return None;
+            }
             let next = Vec::with_capacity(self.chunk_bytes + 1024);
-            Bytes::from(std::mem::replace(&mut self.output, next))
-        })
+            self.ready = Bytes::from(std::mem::replace(&mut self.output, next));
+        }
+        let size = if self.ready.len() >= 2 * self.chunk_bytes {
+            self.chunk_bytes
+        } else {
+            self.ready.len()
+        };
+        Some(self.ready.split_to(size))
     }
 
-    /// The rest of the output; an error unless the data ended with its trailer.
-    pub(super) fn finish(self) -> io::Result<Bytes> {
+    /// The rest of the output (a Parquet file's last row group and footer); an error unless the
+    /// data ended with its trailer.
+    pub(super) fn finish(mut self) -> io::Result<Bytes> {
         if !self.trailer_read || !self.pending.is_empty() {
             return Err(malformed("the data ended before its trailer"));
         }
-        Ok(Bytes::from(self.output))
+        if let Encoder::Parquet(parquet) = self.encoder {
+            parquet.finish(&mut self.output)?;
+        }
+        if self.ready.is_empty() {
+            return Ok(Bytes::from(self.output));
+        }
+        let mut rest = Vec::with_capacity(self.ready.len() + self.output.len());
+        rest.extend_from_slice(&self.ready);
+        rest.extend_from_slice(&self.output);
+        Ok(Bytes::from(rest))
     }
 }
 
@@ -166,36 +211,34 @@ fn parse_row(data: &[u8]) -> io::Result<Option<(Option<Row<'_>>, usize)>> {
     Ok(Some((Some(row), at)))
 }
 
-/// Appends `row` as one line of `format`.
-fn write_row(format: ExportFormat, out: &mut Vec<u8>, row: &Row<'_>) {
-    match format {
-        ExportFormat::Csv | ExportFormat::RawCsv => {
-            write_integer(out, row.site_id);
-            out.push(b',');
-            if format == ExportFormat::Csv && starts_a_formula(row.source_id) {
-                // A spreadsheet would run it: a leading quote makes it text (OWASP's advice).
-                write_csv_field(out, &format!("'{}", row.source_id));
-            } else {
-                write_csv_field(out, row.source_id);
-            }
-            out.push(b',');
-            write_rfc3339(out, row.unix_micros);
-            out.push(b',');
-            write_kilograms(out, row.value_mg);
-            out.push(b'\n');
-        }
-        ExportFormat::Ndjson => {
-            out.extend_from_slice(b"{\"site_id\":");
-            write_integer(out, row.site_id);
-            out.extend_from_slice(b",\"source_id\":");
-            write_json_string(out, row.source_id);
-            out.extend_from_slice(b",\"measured_at\":\"");
-            write_rfc3339(out, row.unix_micros);
-            out.extend_from_slice(b"\",\"value_kg\":\"");
-            write_kilograms(out, row.value_mg);
-            out.extend_from_slice(b"\"}\n");
-        }
+/// Appends `row` as a CSV line; unless `raw`, a source id a spreadsheet would run gets a leading `'`.
+fn write_csv(out: &mut Vec<u8>, row: &Row<'_>, raw: bool) {
+    write_integer(out, row.site_id);
+    out.push(b',');
+    if !raw && starts_a_formula(row.source_id) {
+        // A spreadsheet would run it: a leading quote makes it text (OWASP's advice).
+        write_csv_field(out, &format!("'{}", row.source_id));
+    } else {
+        write_csv_field(out, row.source_id);
     }
+    out.push(b',');
+    write_rfc3339(out, row.unix_micros);
+    out.push(b',');
+    write_kilograms(out, row.value_mg);
+    out.push(b'\n');
+}
+
+/// Appends `row` as one NDJSON line.
+fn write_ndjson(out: &mut Vec<u8>, row: &Row<'_>) {
+    out.extend_from_slice(b"{\"site_id\":");
+    write_integer(out, row.site_id);
+    out.extend_from_slice(b",\"source_id\":");
+    write_json_string(out, row.source_id);
+    out.extend_from_slice(b",\"measured_at\":\"");
+    write_rfc3339(out, row.unix_micros);
+    out.extend_from_slice(b"\",\"value_kg\":\"");
+    write_kilograms(out, row.value_mg);
+    out.extend_from_slice(b"\"}\n");
 }
 
 fn write_integer(out: &mut Vec<u8>, value: i64) {
