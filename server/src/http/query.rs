@@ -14,7 +14,7 @@ use super::sites::readable_site;
 use crate::auth::{Principal, Rule};
 use crate::error::ApiError;
 use crate::query::export::{self, ExportError};
-use crate::query::params::{ExportFormat, ExportParams, ReadingsParams, SeriesParams, SourcesParams};
+use crate::query::params::{ExportParams, ReadingsParams, SeriesParams, SourcesParams};
 use crate::query::readings::{self, StoredReading};
 use crate::query::series::{self, SeriesBucket};
 use crate::query::sources::{self, SourceSummary};
