@@ -10,7 +10,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 started=$(date +%s)
-scripts/setup.sh
+scripts/setup.sh python3-venv
 
 requirements=scripts/export-interop.requirements.txt
 venv=${PLUME_PY_VENV:-$HOME/.cache/plume-py/interop}
