@@ -19,6 +19,7 @@ mod in_order;
 mod ingest;
 mod maintenance;
 mod migrations;
+mod openapi;
 mod outbox;
 mod outbox_admin;
 mod partitions;
