@@ -312,8 +312,10 @@ fn parse_wait(text: Option<&str>, problems: &mut Vec<FieldError>) -> Duration {
         return Duration::ZERO;
     };
     match text.parse::<f64>() {
+        // Shortened before the conversion, which panics on a number of seconds too large for a
+        // Duration (`wait=1e300`).
         Ok(seconds) if seconds.is_finite() && seconds >= 0.0 => {
-            Duration::from_secs_f64(seconds).min(MAX_WAIT)
+            Duration::from_secs_f64(seconds.min(MAX_WAIT.as_secs_f64()))
         }
         _ => {
             problems.push(FieldError::new(
