@@ -143,19 +143,30 @@ pub(crate) struct ErrorEnvelope {
 #[schema(as = Quantity)]
 pub(crate) enum QuantityInput {
     /// A JSON number.
-    Number(f64),
+    Number(QuantityNumber),
     /// A decimal string.
-    Text(String),
+    Text(QuantityText),
 }
+
+/// A quantity as a JSON number: at least 0, whole milligrams once converted.
+#[derive(serde::Serialize, ToSchema)]
+#[schema(value_type = f64, example = 12.5)]
+pub(crate) struct QuantityNumber(f64);
+
+/// A quantity as a decimal string: digits, and at most six decimals in kilograms.
+#[derive(serde::Serialize, ToSchema)]
+#[schema(value_type = String, pattern = r"^[0-9]{1,13}(\.[0-9]{1,6})?$", example = "12.5")]
+pub(crate) struct QuantityText(String);
 
 /// `POST /v1/sites` (read by `sites::request::parse_new_site`).
 #[derive(ToSchema)]
 #[schema(as = NewSite)]
 pub(crate) struct NewSiteBody {
     /// 1 to 200 characters, not blank, no control or invisible format characters; stored in NFC.
-    #[schema(min_length = 1, max_length = 200)]
+    #[schema(min_length = 1, max_length = 200, example = "Permian Well Pad 7")]
     name: String,
     /// Kilograms, greater than 0, whole milligrams.
+    #[schema(example = "5000")]
     emission_limit: QuantityInput,
     /// A JSON object (default `{}`), at most 16 KiB of JSON nested at most 16 deep, without
     /// `\u0000`; numbers are kept exactly as written.
