@@ -130,6 +130,9 @@ pub struct GaugeCache(Mutex<Option<(Instant, String)>>);
     get,
     path = "/metrics",
     tag = "operations",
+    summary = "Prometheus metrics: the process's counters, the outbox and partition gauges.",
+    description = "The database's gauges are the same from every instance and read at most every 5 s; \
+        when the database does not answer they are left out rather than the page.",
     responses((status = 200, description = "Prometheus text.", content_type = "text/plain", body = String))
 )]
 async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
