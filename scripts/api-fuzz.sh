@@ -4,7 +4,9 @@
 # OpenAPI 3.1 (openapi-spec-validator), then runs Schemathesis over every operation, stateless and
 # stateful (the document's links: create a site, ingest into it, read its metrics, series and
 # readings). It fails on any 5xx and on any response that the document does not describe (status,
-# content type, headers, body schema) and on a secured operation that answers without a credential.
+# content type, headers, body schema), on a secured operation that answers without a credential, on
+# an undeclared method not answered 405 with its Allow header, and on a missing required header
+# that is not refused.
 # Bounded: PLUME_FUZZ_EXAMPLES cases per operation and phase (default 40), PLUME_FUZZ_SECONDS for
 # Schemathesis in all (default 150). PLUME_FUZZ_SEED picks the generator's seed
 # (default 1, so that a run can be repeated). Installs Schemathesis and the validator, pinned, into
@@ -76,7 +78,7 @@ status=0
 (cd "$work" && timeout --kill-after=10 $((seconds + 120)) "$venv/bin/schemathesis" --config-file schemathesis.toml \
     run "$address/openapi.json" \
     --header "Authorization: Bearer $token" \
-    --checks not_a_server_error,status_code_conformance,content_type_conformance,response_headers_conformance,response_schema_conformance,ignored_auth \
+    --checks not_a_server_error,status_code_conformance,content_type_conformance,response_headers_conformance,response_schema_conformance,ignored_auth,unsupported_method,allow_header_conformance,missing_required_header \
     --max-examples "$examples" \
     --max-time "$seconds" \
     --seed "$seed" \
