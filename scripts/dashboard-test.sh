@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The dashboard's checks: its code type-checked (tsc --checkJs) against the declarations generated
-# from the server's Rust types, the vendored chart library identical to its npm package, and the
-# browser tests: Debian's Chromium, headless, driven by playwright-core, against two real plume
-# processes sharing one database. Installs Chromium, Node.js and the npm packages when missing.
+# from the server's Rust types, the vendored chart library and API reference renderer identical to
+# their npm packages, and the browser tests: Debian's Chromium, headless, driven by playwright-core,
+# against two real plume processes sharing one database. Installs Chromium, Node.js and the npm
+# packages when missing.
 # With --faults (first), the browser tests of faults (dashboard/faults/) instead of the ordinary
 # ones. Other arguments go to `node --test`.
 set -euo pipefail
@@ -19,6 +20,10 @@ scripts/setup.sh chromium nodejs npm
 for file in uPlot.esm.js uPlot.min.css; do
     cmp "dashboard/vendor/$file" "dashboard/node_modules/uplot/dist/$file" \
         || { echo "dashboard/vendor/$file differs from the uplot npm package" >&2; exit 1; }
+done
+for file in swagger-ui-bundle.js swagger-ui.css LICENSE NOTICE swagger-ui-bundle.js.LICENSE.txt; do
+    cmp "dashboard/vendor/swagger-ui/$file" "dashboard/node_modules/swagger-ui-dist/$file" \
+        || { echo "dashboard/vendor/swagger-ui/$file differs from the swagger-ui-dist npm package" >&2; exit 1; }
 done
 cargo build --locked -p plume
 cd dashboard

@@ -11,7 +11,7 @@ use serde::Serialize;
 use crate::http::envelope;
 
 /// One problem with one field of a request.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, ts_rs::TS)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ts_rs::TS, utoipa::ToSchema)]
 pub struct FieldError {
     /// Where the problem is, e.g. `readings[3].timestamp`.
     pub path: String,
@@ -96,27 +96,99 @@ impl ApiError {
         Self::Validation(vec![FieldError::new(path, message)])
     }
 
-    fn status_and_code(&self) -> (StatusCode, &'static str) {
+    fn status_and_code(&self) -> (StatusCode, ErrorCode) {
         match self {
-            Self::Malformed(_) => (StatusCode::BAD_REQUEST, "MALFORMED_REQUEST"),
+            Self::Malformed(_) => (StatusCode::BAD_REQUEST, ErrorCode::MalformedRequest),
             Self::Validation(_) | Self::TooManyProblems(..) => {
-                (StatusCode::UNPROCESSABLE_ENTITY, "VALIDATION_ERROR")
+                (StatusCode::UNPROCESSABLE_ENTITY, ErrorCode::ValidationError)
             }
-            Self::UnsupportedMediaType(_) | Self::UnsupportedEncoding(_) => {
-                (StatusCode::UNSUPPORTED_MEDIA_TYPE, "UNSUPPORTED_MEDIA_TYPE")
-            }
-            Self::Unauthenticated => (StatusCode::UNAUTHORIZED, "UNAUTHENTICATED"),
-            Self::Forbidden(_) | Self::ForbiddenReadings(..) => (StatusCode::FORBIDDEN, "FORBIDDEN"),
-            Self::RateLimited(_) => (StatusCode::TOO_MANY_REQUESTS, "RATE_LIMITED"),
-            Self::SiteNotFound(_) => (StatusCode::NOT_FOUND, "SITE_NOT_FOUND"),
-            Self::NotFound(_) => (StatusCode::NOT_FOUND, "NOT_FOUND"),
-            Self::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "METHOD_NOT_ALLOWED"),
-            Self::IdempotencyKeyReused(_) => (StatusCode::CONFLICT, "IDEMPOTENCY_KEY_REUSED"),
+            Self::UnsupportedMediaType(_) | Self::UnsupportedEncoding(_) => (
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                ErrorCode::UnsupportedMediaType,
+            ),
+            Self::Unauthenticated => (StatusCode::UNAUTHORIZED, ErrorCode::Unauthenticated),
+            Self::Forbidden(_) | Self::ForbiddenReadings(..) => (StatusCode::FORBIDDEN, ErrorCode::Forbidden),
+            Self::RateLimited(_) => (StatusCode::TOO_MANY_REQUESTS, ErrorCode::RateLimited),
+            Self::SiteNotFound(_) => (StatusCode::NOT_FOUND, ErrorCode::SiteNotFound),
+            Self::NotFound(_) => (StatusCode::NOT_FOUND, ErrorCode::NotFound),
+            Self::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, ErrorCode::MethodNotAllowed),
+            Self::IdempotencyKeyReused(_) => (StatusCode::CONFLICT, ErrorCode::IdempotencyKeyReused),
             Self::PayloadTooLarge(_) | Self::DecodedTooLarge(_) => {
-                (StatusCode::PAYLOAD_TOO_LARGE, "PAYLOAD_TOO_LARGE")
+                (StatusCode::PAYLOAD_TOO_LARGE, ErrorCode::PayloadTooLarge)
             }
-            Self::Unavailable(_) | Self::Busy(_) => (StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE"),
-            Self::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL"),
+            Self::Unavailable(_) | Self::Busy(_) => (StatusCode::SERVICE_UNAVAILABLE, ErrorCode::Unavailable),
+            Self::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, ErrorCode::Internal),
+        }
+    }
+}
+
+/// The stable machine codes of the error envelope: the one list, which the OpenAPI document
+/// enumerates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum ErrorCode {
+    /// 400: the body is not JSON, or not declared as JSON.
+    MalformedRequest,
+    /// 422: the request is well-formed but its content is not acceptable.
+    ValidationError,
+    /// 415: the body's `Content-Type` is not one the endpoint reads.
+    UnsupportedMediaType,
+    /// 401: no usable credential.
+    Unauthenticated,
+    /// 403: not allowed.
+    Forbidden,
+    /// 429: over a limit.
+    RateLimited,
+    /// 404: no such site (or not in the client's scope).
+    SiteNotFound,
+    /// 404: no such route.
+    NotFound,
+    /// 405: no such method on the route.
+    MethodNotAllowed,
+    /// 409: the idempotency key was used for another payload.
+    IdempotencyKeyReused,
+    /// 413: the body is too large.
+    PayloadTooLarge,
+    /// 503: retry later.
+    Unavailable,
+    /// 500: anything else.
+    Internal,
+}
+
+impl ErrorCode {
+    /// Every code.
+    pub const ALL: [ErrorCode; 13] = [
+        Self::MalformedRequest,
+        Self::ValidationError,
+        Self::UnsupportedMediaType,
+        Self::Unauthenticated,
+        Self::Forbidden,
+        Self::RateLimited,
+        Self::SiteNotFound,
+        Self::NotFound,
+        Self::MethodNotAllowed,
+        Self::IdempotencyKeyReused,
+        Self::PayloadTooLarge,
+        Self::Unavailable,
+        Self::Internal,
+    ];
+
+    /// The code as the envelope writes it, e.g. `VALIDATION_ERROR`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::MalformedRequest => "MALFORMED_REQUEST",
+            Self::ValidationError => "VALIDATION_ERROR",
+            Self::UnsupportedMediaType => "UNSUPPORTED_MEDIA_TYPE",
+            Self::Unauthenticated => "UNAUTHENTICATED",
+            Self::Forbidden => "FORBIDDEN",
+            Self::RateLimited => "RATE_LIMITED",
+            Self::SiteNotFound => "SITE_NOT_FOUND",
+            Self::NotFound => "NOT_FOUND",
+            Self::MethodNotAllowed => "METHOD_NOT_ALLOWED",
+            Self::IdempotencyKeyReused => "IDEMPOTENCY_KEY_REUSED",
+            Self::PayloadTooLarge => "PAYLOAD_TOO_LARGE",
+            Self::Unavailable => "UNAVAILABLE",
+            Self::Internal => "INTERNAL",
         }
     }
 }
@@ -157,9 +229,10 @@ pub fn is_unavailable(error: &sqlx::Error) -> bool {
 }
 
 /// The `error` member of an error envelope.
-#[derive(Debug, Serialize, ts_rs::TS)]
+#[derive(Debug, Serialize, ts_rs::TS, utoipa::ToSchema)]
 pub struct ErrorBody {
     /// A stable machine code, e.g. `VALIDATION_ERROR`.
+    #[schema(value_type = ErrorCode)]
     pub code: String,
     /// What went wrong, in plain words.
     pub message: String,
@@ -189,7 +262,7 @@ impl IntoResponse for ApiError {
             other => other.to_string(),
         };
         let body = ErrorBody {
-            code: code.to_owned(),
+            code: code.as_str().to_owned(),
             message,
             details,
         };

@@ -13,8 +13,15 @@ use serde::{Serialize, Serializer};
 /// Milligrams per kilogram.
 const MG_PER_KG: i64 = 1_000_000;
 
-/// An exact, non-negative mass of methane in milligrams.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+/// An exact, non-negative mass of methane in milligrams. On the wire: kilograms as a string with
+/// exactly six decimals (its schema in the API document is `Kilograms`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, utoipa::ToSchema)]
+#[schema(
+    as = Kilograms,
+    value_type = String,
+    pattern = r"^[0-9]+\.[0-9]{6}$",
+    example = "120.500000"
+)]
 pub struct Milligrams(i64);
 
 /// The unit a reading's value is expressed in.

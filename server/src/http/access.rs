@@ -370,6 +370,7 @@ mod tests {
             ("health.rs", include_str!("health.rs")),
             ("ingest.rs", include_str!("ingest.rs")),
             ("mod.rs", include_str!("mod.rs")),
+            ("openapi.rs", include_str!("openapi.rs")),
             ("query.rs", include_str!("query.rs")),
             ("session.rs", include_str!("session.rs")),
             ("sites.rs", include_str!("sites.rs")),

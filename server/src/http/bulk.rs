@@ -11,6 +11,7 @@ use tokio::sync::OwnedSemaphorePermit;
 
 use super::access::Routes;
 use super::encoding::{self, declared_length, Coding};
+use super::openapi::schemas::{BulkBody as BulkJsonBody, BulkReceiptEnvelope, ErrorEnvelope};
 use crate::auth::{Principal, Rule};
 use crate::error::ApiError;
 use crate::ingest::bulk_processor::{self, BulkError, BulkOutcome};
@@ -92,6 +93,42 @@ fn reserve(state: &AppState, most: usize) -> Result<OwnedSemaphorePermit, ApiErr
         })
 }
 
+/// This route's part of the API document.
+#[derive(Debug, utoipa::OpenApi)]
+#[openapi(paths(ingest))]
+pub struct Api;
+
+/// Stores up to 50,000 readings for any number of sites in one transaction, exactly once per
+/// idempotency key (per client).
+///
+/// NDJSON: one reading object (as in the JSON form) per line. CSV: a header line naming the
+/// columns `site_id`, `timestamp`, `value` and optionally `source_id` and `unit`, then one reading
+/// per line. Problems are named `readings[3].value` (JSON) or `line 4.value` (NDJSON, CSV).
+#[utoipa::path(
+    post,
+    path = "/ingest",
+    tag = "ingest",
+    params(
+        ("Idempotency-Key" = String, Header, min_length = 1, max_length = 128, pattern = r"^[\x20-\x7e]+$",
+         description = "Names this request (per client). Required: a request without it is 422."),
+    ),
+    request_body(content(
+        (BulkJsonBody = "application/json"),
+        (String = "application/x-ndjson"),
+        (String = "text/csv"),
+    )),
+    responses(
+        (status = 201, description = "Stored: the request's receipt, one entry per site.", body = BulkReceiptEnvelope),
+        (status = 200, description = "A replay: the original receipt.", body = BulkReceiptEnvelope,
+         headers(("Idempotent-Replay" = String, description = "`true`: this answer replays an earlier one."))),
+        (status = 400, description = "The body could not be read.", body = ErrorEnvelope),
+        (status = 403, description = "Readings of sites or sources the client may not write; `details` lists them.", body = ErrorEnvelope),
+        (status = 409, description = "The key was used by this client with other readings.", body = ErrorEnvelope),
+        (status = 413, description = "The body is over the bulk limit.", body = ErrorEnvelope),
+        (status = 415, description = "The `Content-Type` is not JSON, NDJSON or CSV.", body = ErrorEnvelope),
+        (status = 422, description = "`details` names the first 100 problems.", body = ErrorEnvelope),
+    )
+)]
 #[tracing::instrument(skip_all)]
 async fn ingest(
     State(state): State<AppState>,

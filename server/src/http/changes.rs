@@ -13,6 +13,7 @@ use serde_json::Value;
 
 use super::access::Routes;
 use super::envelope::Envelope;
+use super::openapi::schemas::{ChangesEnvelope, ErrorEnvelope, SiteMetricsEnvelope};
 use super::query::query;
 use super::sites::readable_site;
 use crate::auth::{Principal, Rule};
@@ -30,6 +31,11 @@ pub fn router() -> Routes {
     )
 }
 
+/// These routes' part of the API document.
+#[derive(Debug, utoipa::OpenApi)]
+#[openapi(paths(get_changes, get_metrics))]
+pub struct Api;
+
 #[derive(Debug, Deserialize)]
 struct ChangesParams {
     cursor: Option<String>,
@@ -40,6 +46,25 @@ struct ChangesParams {
 
 /// The sites changed since `cursor` (every site without one), each with its metrics; waits up to
 /// `wait` seconds for one if none has.
+#[utoipa::path(
+    get,
+    path = "/changes",
+    tag = "live",
+    params(
+        ("cursor" = Option<String>, Query,
+         description = "The last answer's `meta.cursor`; without it, every site in scope, a page at a time."),
+        ("wait" = Option<f64>, Query, minimum = 0,
+         description = "Seconds to wait for a change (0, the default: answer at once; at most 60, longer is shortened)."),
+        ("after" = Option<i64>, Query, minimum = 0, description = "The listing's next page: the last answer's `meta.next_after`."),
+        ("limit" = Option<i64>, Query, minimum = 1, maximum = 1000, description = "Sites per listing page (default 1,000)."),
+    ),
+    responses(
+        (status = 200, description = "The sites changed since the cursor (`[]` on timeout), and the cursor to send next.",
+         body = ChangesEnvelope),
+        (status = 422, description = "`details` names every bad parameter (a cursor of another database too).",
+         body = ErrorEnvelope),
+    )
+)]
 #[tracing::instrument(skip_all)]
 async fn get_changes(
     State(state): State<AppState>,
@@ -206,6 +231,23 @@ struct MetricsParams {
 
 /// A site's metrics: at once if its version is above `version` (or none is given), else when it
 /// changes, or after `wait` seconds as they are.
+#[utoipa::path(
+    get,
+    path = "/sites/{id}/metrics",
+    tag = "live",
+    params(
+        ("id" = i64, Path, description = "The site's id."),
+        ("version" = Option<i64>, Query, minimum = 0,
+         description = "The version the client holds: answered when the site's is above it."),
+        ("wait" = Option<f64>, Query, minimum = 0,
+         description = "Seconds to wait for a newer version (0, the default: answer at once; at most 60)."),
+    ),
+    responses(
+        (status = 200, description = "The site's metrics.", body = SiteMetricsEnvelope),
+        (status = 404, description = "No such site, or not in the client's scope.", body = ErrorEnvelope),
+        (status = 422, description = "`details` names every bad parameter.", body = ErrorEnvelope),
+    )
+)]
 #[tracing::instrument(skip_all)]
 async fn get_metrics(
     State(state): State<AppState>,
@@ -270,8 +312,10 @@ fn parse_wait(text: Option<&str>, problems: &mut Vec<FieldError>) -> Duration {
         return Duration::ZERO;
     };
     match text.parse::<f64>() {
+        // Shortened before the conversion, which panics on a number of seconds too large for a
+        // Duration (`wait=1e300`).
         Ok(seconds) if seconds.is_finite() && seconds >= 0.0 => {
-            Duration::from_secs_f64(seconds).min(MAX_WAIT)
+            Duration::from_secs_f64(seconds.min(MAX_WAIT.as_secs_f64()))
         }
         _ => {
             problems.push(FieldError::new(

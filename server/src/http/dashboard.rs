@@ -1,5 +1,5 @@
 //! The dashboard, served at `/` from files embedded in the binary (`dashboard/` in the repository:
-//! plain ES modules, nothing to build).
+//! plain ES modules, nothing to build), and the files of the API reference page (`/api/docs`).
 
 use axum::extract::Path;
 use axum::http::header::{CACHE_CONTROL, CONTENT_SECURITY_POLICY, CONTENT_TYPE};
@@ -98,9 +98,25 @@ const ASSETS: [(&str, &str, &[u8]); 18] = [
         CSS,
         include_bytes!("../../../dashboard/vendor/uPlot.min.css"),
     ),
+    (
+        "api-docs/init.js",
+        JS,
+        include_bytes!("../../../dashboard/api-docs/init.js"),
+    ),
+    (
+        "vendor/swagger-ui/swagger-ui-bundle.js",
+        JS,
+        include_bytes!("../../../dashboard/vendor/swagger-ui/swagger-ui-bundle.js"),
+    ),
+    (
+        "vendor/swagger-ui/swagger-ui.css",
+        CSS,
+        include_bytes!("../../../dashboard/vendor/swagger-ui/swagger-ui.css"),
+    ),
 ];
 
-/// Only the page's own files; uPlot sets inline styles.
+/// Only the page's own files; uPlot and Swagger UI set inline styles, Swagger UI shows inline
+/// (data:) images.
 const POLICY: &str =
     "default-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; frame-ancestors 'none'";
 
@@ -111,10 +127,38 @@ pub fn router() -> Routes {
         .get("/assets/{*path}", Rule::Open, asset)
 }
 
+/// These routes' part of the API document.
+#[derive(Debug, utoipa::OpenApi)]
+#[openapi(paths(index, asset))]
+pub struct Api;
+
+/// The dashboard.
+#[utoipa::path(
+    get,
+    path = "/",
+    tag = "dashboard",
+    responses((status = 200, description = "The dashboard's page.", content_type = "text/html", body = String))
+)]
 async fn index() -> Response {
-    file(HTML, include_bytes!("../../../dashboard/index.html"))
+    page(include_bytes!("../../../dashboard/index.html"))
 }
 
+/// An HTML page of plume's own, with the dashboard's policy.
+pub(super) fn page(html: &'static [u8]) -> Response {
+    file(HTML, html)
+}
+
+/// One of the dashboard's (or the API reference's) files.
+#[utoipa::path(
+    get,
+    path = "/assets/{path}",
+    tag = "dashboard",
+    params(("path" = String, Path, example = "src/main.js", description = "The file, e.g. `src/main.js`.")),
+    responses(
+        (status = 200, description = "The file.", content((String = "text/javascript"), (String = "text/css"))),
+        (status = 404, description = "No such file.", body = super::openapi::schemas::ErrorEnvelope),
+    )
+)]
 async fn asset(Path(path): Path<String>) -> Result<Response, ApiError> {
     ASSETS
         .iter()

@@ -12,6 +12,7 @@ use serde_json::json;
 
 use super::access::Routes;
 use super::envelope::Envelope;
+use super::openapi::schemas::{ErrorEnvelope, StatusEnvelope};
 use crate::auth::Rule;
 use crate::db::migrate;
 use crate::error::ApiError;
@@ -34,6 +35,18 @@ pub fn open_router() -> Routes {
         .get("/metrics", Rule::Open, metrics)
 }
 
+/// These routes' part of the API document.
+#[derive(Debug, utoipa::OpenApi)]
+#[openapi(paths(health, ready, metrics))]
+pub struct Api;
+
+/// The process is up; touches no database.
+#[utoipa::path(
+    get,
+    path = "/health",
+    tag = "operations",
+    responses((status = 200, description = "`{\"status\": \"ok\"}`", body = StatusEnvelope))
+)]
 async fn health() -> Envelope<serde_json::Value> {
     Envelope::ok(json!({ "status": "ok" }))
 }
@@ -53,6 +66,15 @@ pub struct ReadyCache(Mutex<Option<(Instant, bool)>>);
 
 /// Ready when the database answers with the current schema. Says only that (and, loudly, when
 /// authentication is off).
+#[utoipa::path(
+    get,
+    path = "/ready",
+    tag = "operations",
+    responses(
+        (status = 200, description = "The database answers and has every migration.", body = StatusEnvelope),
+        (status = 503, description = "It does not.", body = ErrorEnvelope),
+    )
+)]
 async fn ready(State(state): State<AppState>) -> Result<Envelope<serde_json::Value>, ApiError> {
     let cached = *state.ready.0.lock().unwrap_or_else(|p| p.into_inner());
     let ready = match cached {
@@ -104,6 +126,15 @@ pub struct GaugeCache(Mutex<Option<(Instant, String)>>);
 /// The process's counters, then the outbox and partition gauges, which are the database's (the
 /// same from every instance; read at most every [`GAUGES_CACHED_FOR`]); when the database does not
 /// answer, the gauges are left out rather than the page.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "operations",
+    summary = "Prometheus metrics: the process's counters, the outbox and partition gauges.",
+    description = "The database's gauges are the same from every instance and read at most every 5 s; \
+        when the database does not answer they are left out rather than the page.",
+    responses((status = 200, description = "Prometheus text.", content_type = "text/plain", body = String))
+)]
 async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     let mut page = state.metrics.render();
     state.changes.render_metrics(&mut page);

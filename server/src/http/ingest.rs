@@ -9,6 +9,8 @@ use sha2::{Digest, Sha256};
 use super::access::Routes;
 use super::envelope::Envelope;
 use super::json::EncodedJsonBody;
+use super::json::JsonBody;
+use super::openapi::schemas::{BatchBody, BatchReceiptEnvelope, ErrorEnvelope};
 use crate::auth::Client;
 use crate::auth::{Principal, Rule};
 use crate::error::{ApiError, FieldError};
@@ -27,6 +29,35 @@ pub fn router() -> Routes {
     Routes::new().post("/ingest", Rule::Ingest, ingest)
 }
 
+/// This route's part of the API document.
+#[derive(Debug, utoipa::OpenApi)]
+#[openapi(paths(ingest))]
+pub struct Api;
+
+/// Stores a batch of readings for one site, exactly once per idempotency key.
+///
+/// The same key with the same readings (in any order and spelling) is a replay: 200, the original
+/// receipt, `Idempotent-Replay: true`. The same key with other readings is 409.
+#[utoipa::path(
+    post,
+    path = "/ingest",
+    tag = "ingest",
+    params(
+        ("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 128, pattern = r"^[\x20-\x7e]+$",
+         description = "Names this batch (per site); or send `batch_id` in the body. One of them is required."),
+    ),
+    request_body(content = BatchBody, content_type = "application/json"),
+    responses(
+        (status = 201, description = "Stored: the batch's receipt.", body = BatchReceiptEnvelope),
+        (status = 200, description = "A replay: the original receipt.", body = BatchReceiptEnvelope,
+         headers(("Idempotent-Replay" = String, description = "`true`: this answer replays an earlier one."))),
+        (status = 400, description = "The body is not JSON, or not sent as `application/json`.", body = ErrorEnvelope),
+        (status = 404, description = "No such site.", body = ErrorEnvelope),
+        (status = 409, description = "The key was used for this site with other readings.", body = ErrorEnvelope),
+        (status = 413, description = "The body is over the limit.", body = ErrorEnvelope),
+        (status = 422, description = "`details` names every problem.", body = ErrorEnvelope),
+    )
+)]
 #[tracing::instrument(skip_all)]
 async fn ingest(
     State(state): State<AppState>,

@@ -13,6 +13,7 @@ pub mod envelope;
 pub mod health;
 pub mod ingest;
 pub mod json;
+pub mod openapi;
 pub mod query;
 pub mod server;
 pub mod session;
@@ -52,6 +53,7 @@ pub fn routes(settings: &Settings) -> Routes {
     Routes::new()
         .merge(health::router())
         .merge(dashboard::router())
+        .merge(openapi::router())
         .nest("/v1", v1())
         .nest("/v2", v2(settings))
         .merge(v1())

@@ -10,6 +10,7 @@ use serde_json::Value;
 
 use super::access::Routes;
 use super::envelope::Envelope;
+use super::openapi::schemas::{ErrorEnvelope, ReadingPageEnvelope, SeriesEnvelope};
 use super::sites::readable_site;
 use crate::auth::{Principal, Rule};
 use crate::error::ApiError;
@@ -31,6 +32,32 @@ pub fn router() -> Routes {
         .get("/export", Rule::Export, get_export)
 }
 
+/// These routes' part of the API document.
+#[derive(Debug, utoipa::OpenApi)]
+#[openapi(paths(get_series, get_readings, get_export))]
+pub struct Api;
+
+/// Sums, counts, minima and maxima per bucket, read from the hourly rollups; only buckets that
+/// have readings are listed, in time order.
+#[utoipa::path(
+    get,
+    path = "/sites/{id}/series",
+    tag = "read",
+    params(
+        ("id" = i64, Path, description = "The site's id."),
+        ("from" = String, Query, format = DateTime, example = "2026-01-01T00:00:00Z",
+         description = "RFC 3339, included; the start of a bucket (UTC)."),
+        ("to" = String, Query, format = DateTime, example = "2026-03-01T00:00:00Z",
+         description = "RFC 3339, excluded; the start of a bucket (UTC); at most 10,000 buckets after `from`."),
+        ("bucket" = Option<String>, Query, pattern = "^(hour|day|month)$", example = "month",
+         description = "`hour` (the default), `day` or `month`."),
+    ),
+    responses(
+        (status = 200, description = "The buckets that have readings.", body = SeriesEnvelope),
+        (status = 404, description = "No such site, or not in the client's scope.", body = ErrorEnvelope),
+        (status = 422, description = "`details` names every bad parameter.", body = ErrorEnvelope),
+    )
+)]
 #[tracing::instrument(skip_all)]
 async fn get_series(
     State(state): State<AppState>,
@@ -51,6 +78,25 @@ async fn get_series(
         .meta("to", time(request.range.to)))
 }
 
+/// A site's raw readings, a page at a time, ordered by source, then time.
+#[utoipa::path(
+    get,
+    path = "/sites/{id}/readings",
+    tag = "read",
+    params(
+        ("id" = i64, Path, description = "The site's id."),
+        ("from" = Option<String>, Query, format = DateTime, description = "RFC 3339, included (default: all time)."),
+        ("to" = Option<String>, Query, format = DateTime, description = "RFC 3339, excluded (default: all time)."),
+        ("source_id" = Option<String>, Query, description = "Only this source's readings."),
+        ("limit" = Option<i64>, Query, minimum = 1, maximum = 10000, description = "Readings per page (default 1,000)."),
+        ("cursor" = Option<String>, Query, description = "The previous page's `meta.next_cursor`, with the same `source_id`."),
+    ),
+    responses(
+        (status = 200, description = "A page of readings.", body = ReadingPageEnvelope),
+        (status = 404, description = "No such site, or not in the client's scope.", body = ErrorEnvelope),
+        (status = 422, description = "`details` names every bad parameter.", body = ErrorEnvelope),
+    )
+)]
 #[tracing::instrument(skip_all)]
 async fn get_readings(
     State(state): State<AppState>,
@@ -68,6 +114,32 @@ async fn get_readings(
     Ok(Envelope::ok(page).meta("next_cursor", next_cursor))
 }
 
+/// Every raw reading of the range, streamed as CSV or NDJSON, in no particular order.
+///
+/// CSV columns: `site_id,source_id,measured_at,value_kg`; NDJSON: one object with those members per
+/// line. Once the first bytes are sent the status cannot change: a failure mid-export closes the
+/// connection without the end of the chunked body.
+#[utoipa::path(
+    get,
+    path = "/export",
+    tag = "read",
+    params(
+        ("site_id" = Option<i64>, Query, minimum = 1,
+         description = "One site's readings; without it, `from` and `to` are required and at most 31 days apart."),
+        ("from" = Option<String>, Query, format = DateTime, example = "2026-01-01T00:00:00Z", description = "RFC 3339, included."),
+        ("to" = Option<String>, Query, format = DateTime, example = "2026-01-02T00:00:00Z", description = "RFC 3339, excluded."),
+        ("format" = Option<String>, Query, pattern = "^(csv|ndjson)$", description = "`csv` (the default) or `ndjson`."),
+        ("raw" = Option<bool>, Query,
+         description = "CSV only: `true` writes source ids as stored, without the spreadsheet guard (default `false`)."),
+    ),
+    responses(
+        (status = 200, description = "The readings, as a download.",
+         content((String = "text/csv"), (String = "application/x-ndjson")),
+         headers(("Content-Disposition" = String, description = "`attachment` with the file's name."))),
+        (status = 404, description = "No such site, or not in the client's scope.", body = ErrorEnvelope),
+        (status = 422, description = "`details` names every bad parameter.", body = ErrorEnvelope),
+    )
+)]
 #[tracing::instrument(skip_all)]
 async fn get_sources(
     State(state): State<AppState>,

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use super::access::{remote_addr, same_origin, session_cookie, Routes, SESSION_COOKIE};
 use super::envelope::{current_request_id, Envelope};
 use super::json::{self, JsonBody};
+use super::openapi::schemas::{ErrorEnvelope, SessionEnvelope, SignInBody};
 use crate::auth::audit::AuditEntry;
 use crate::auth::{Kind, Principal, Rule};
 use crate::error::ApiError;
@@ -24,8 +25,13 @@ pub fn router() -> Routes {
         .delete("/session", Rule::AnyClient, sign_out)
 }
 
+/// These routes' part of the API document.
+#[derive(Debug, utoipa::OpenApi)]
+#[openapi(paths(sign_in, who_am_i, sign_out))]
+pub struct Api;
+
 /// Who is signed in, and what the dashboard may offer them.
-#[derive(Debug, Clone, Serialize, ts_rs::TS)]
+#[derive(Debug, Clone, Serialize, ts_rs::TS, utoipa::ToSchema)]
 pub struct SessionInfo {
     /// The client's id.
     pub client_id: i64,
@@ -68,6 +74,22 @@ struct SignIn<'a> {
 }
 
 /// Signs in with `{"token": "..."}`: 201 with the session's client and the cookie, or 401.
+#[utoipa::path(
+    post,
+    path = "/session",
+    tag = "session",
+    request_body(content = SignInBody, content_type = "application/json"),
+    responses(
+        (status = 201, description = "Signed in: the session's client, and its cookie.", body = SessionEnvelope,
+         headers(("Set-Cookie" = String, description = "`plume_session=...; Path=/; HttpOnly; SameSite=Strict`"))),
+        (status = 400, description = "The body is not JSON, or not sent as `application/json`.", body = ErrorEnvelope),
+        (status = 401, description = "Not a working token.", body = ErrorEnvelope,
+         headers(("WWW-Authenticate" = String, description = "`Bearer realm=\"plume\"`"))),
+        (status = 403, description = "An `Origin` that is not the server's own, or authentication is off.", body = ErrorEnvelope),
+        (status = 413, description = "The body is over the limit.", body = ErrorEnvelope),
+        (status = 422, description = "No `token` string.", body = ErrorEnvelope),
+    )
+)]
 #[tracing::instrument(skip_all)]
 async fn sign_in(State(state): State<AppState>, request: Request) -> Result<Response, ApiError> {
     // A page on another site must not sign a browser in under someone else's token.
@@ -115,12 +137,25 @@ async fn sign_in(State(state): State<AppState>, request: Request) -> Result<Resp
 }
 
 /// The signed-in client (or the token's, for a bearer token).
+#[utoipa::path(
+    get,
+    path = "/session",
+    tag = "session",
+    responses((status = 200, description = "The caller.", body = SessionEnvelope))
+)]
 #[tracing::instrument(skip_all)]
 async fn who_am_i(principal: Principal) -> Envelope<SessionInfo> {
     Envelope::ok(SessionInfo::of(&principal))
 }
 
 /// Ends the session in every process (its open long polls end with it) and clears the cookie.
+#[utoipa::path(
+    delete,
+    path = "/session",
+    tag = "session",
+    responses((status = 204, description = "Signed out; the cookie is cleared.",
+               headers(("Set-Cookie" = String, description = "`plume_session=; ...; Max-Age=0`"))))
+)]
 #[tracing::instrument(skip_all)]
 async fn sign_out(
     State(state): State<AppState>,

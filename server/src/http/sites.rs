@@ -12,6 +12,9 @@ use super::access::Routes;
 use super::envelope::current_request_id;
 use super::envelope::Envelope;
 use super::json::JsonBody;
+use super::openapi::schemas::{
+    ErrorEnvelope, NewSiteBody, SiteEnvelope, SiteMetricsEnvelope, SitePageEnvelope,
+};
 use crate::auth::audit::AuditEntry;
 use crate::auth::{Principal, Rule};
 use crate::error::ApiError;
@@ -32,6 +35,24 @@ pub fn router() -> Routes {
         .get("/sites/{id}/metrics", Rule::SiteMetrics, get_metrics)
 }
 
+/// These routes' part of the API document.
+#[derive(Debug, utoipa::OpenApi)]
+#[openapi(paths(list_sites, create_site, get_site, get_metrics))]
+pub struct Api;
+
+/// Creates a site.
+#[utoipa::path(
+    post,
+    path = "/sites",
+    tag = "sites",
+    request_body(content = NewSiteBody, content_type = "application/json"),
+    responses(
+        (status = 201, description = "The site, created.", body = SiteEnvelope),
+        (status = 400, description = "The body is not JSON, or not sent as `application/json`.", body = ErrorEnvelope),
+        (status = 413, description = "The body is over the limit.", body = ErrorEnvelope),
+        (status = 422, description = "`details` names every bad field.", body = ErrorEnvelope),
+    )
+)]
 #[tracing::instrument(skip_all)]
 async fn create_site(
     State(state): State<AppState>,
@@ -56,6 +77,20 @@ struct ListParams {
     cursor: Option<String>,
 }
 
+/// Lists the sites in the client's scope, a page at a time, in id order.
+#[utoipa::path(
+    get,
+    path = "/sites",
+    tag = "sites",
+    params(
+        ("limit" = Option<i64>, Query, minimum = 1, maximum = 500, description = "Sites per page (default 50)."),
+        ("cursor" = Option<String>, Query, description = "The previous page's `meta.next_cursor`."),
+    ),
+    responses(
+        (status = 200, description = "A page of sites.", body = SitePageEnvelope),
+        (status = 422, description = "A bad `limit` or `cursor`.", body = ErrorEnvelope),
+    )
+)]
 #[tracing::instrument(skip_all)]
 async fn list_sites(
     State(state): State<AppState>,
@@ -88,6 +123,18 @@ async fn list_sites(
     Ok(Envelope::ok(data).meta("next_cursor", next_cursor.unwrap_or(Value::Null)))
 }
 
+/// Reads a site.
+#[utoipa::path(
+    get,
+    path = "/sites/{id}",
+    tag = "sites",
+    params(("id" = i64, Path, description = "The site's id.")),
+    responses(
+        (status = 200, description = "The site.", body = SiteEnvelope),
+        (status = 404, description = "No such site, or not in the client's scope.", body = ErrorEnvelope),
+        (status = 422, description = "The id is not an integer.", body = ErrorEnvelope),
+    )
+)]
 #[tracing::instrument(skip_all)]
 async fn get_site(
     State(state): State<AppState>,
@@ -101,6 +148,18 @@ async fn get_site(
     Ok(Envelope::ok(row.into()))
 }
 
+/// Reads a site's metrics: its total, status, reading count and version.
+#[utoipa::path(
+    get,
+    path = "/sites/{id}/metrics",
+    tag = "sites",
+    params(("id" = i64, Path, description = "The site's id.")),
+    responses(
+        (status = 200, description = "The site's metrics.", body = SiteMetricsEnvelope),
+        (status = 404, description = "No such site, or not in the client's scope.", body = ErrorEnvelope),
+        (status = 422, description = "The id is not an integer.", body = ErrorEnvelope),
+    )
+)]
 #[tracing::instrument(skip_all)]
 async fn get_metrics(
     State(state): State<AppState>,

@@ -27,23 +27,28 @@ export type Envelope<T, M = {}> = { data: T, meta: { request_id: string } & M, }
 export type ErrorEnvelope = { error: ErrorBody, meta: { request_id: string }, };
 ";
 
-/// The whole file.
-pub fn declarations() -> String {
+/// Each declared type's name and declaration, in the file's order. The API document has a schema
+/// of the same name for each, which must agree with it (`http::openapi`'s tests check).
+pub fn declared_types() -> Vec<(String, String)> {
     // JSON numbers are JavaScript numbers; every integer the API sends fits in one exactly.
     let config = Config::new().with_large_int("number");
-    let declarations = [
-        ComplianceStatus::decl(&config),
-        SiteMetrics::decl(&config),
-        Site::decl(&config),
-        SeriesBucket::decl(&config),
-        SourceSummary::decl(&config),
-        BatchReceipt::decl(&config),
-        FieldError::decl(&config),
-        ErrorBody::decl(&config),
-        SessionInfo::decl(&config),
-    ];
+    vec![
+        (ComplianceStatus::name(&config), ComplianceStatus::decl(&config)),
+        (SiteMetrics::name(&config), SiteMetrics::decl(&config)),
+        (Site::name(&config), Site::decl(&config)),
+        (SeriesBucket::name(&config), SeriesBucket::decl(&config)),
+        (SourceSummary::name(&config), SourceSummary::decl(&config)),
+        (BatchReceipt::name(&config), BatchReceipt::decl(&config)),
+        (FieldError::name(&config), FieldError::decl(&config)),
+        (ErrorBody::name(&config), ErrorBody::decl(&config)),
+        (SessionInfo::name(&config), SessionInfo::decl(&config)),
+    ]
+}
+
+/// The whole file.
+pub fn declarations() -> String {
     let mut file = String::from(HEADER);
-    for declaration in declarations {
+    for (_, declaration) in declared_types() {
         file.push_str("\nexport ");
         file.push_str(&declaration);
         file.push('\n');

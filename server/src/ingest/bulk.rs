@@ -112,7 +112,7 @@ fn canonical_hash(sorted_readings: &[(SiteId, Reading, Origin)]) -> [u8; 32] {
 }
 
 /// The outcome of a bulk request, exactly as answered and stored for its retries.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct BulkReceipt {
     /// The idempotency key.
     pub batch_id: String,
@@ -131,7 +131,7 @@ pub struct BulkReceipt {
 }
 
 /// What a bulk request did to one site.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SiteBreakdown {
     /// The site.
     pub site_id: i64,

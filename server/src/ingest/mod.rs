@@ -175,7 +175,7 @@ impl<R: Receipt> StoredBatch<R> {
 }
 
 /// The outcome of a batch, exactly as answered to the client and stored for its retries.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ts_rs::TS)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ts_rs::TS, utoipa::ToSchema)]
 pub struct BatchReceipt {
     /// The idempotency key.
     pub batch_id: String,

@@ -81,7 +81,7 @@ impl PageCursor {
 }
 
 /// One stored reading as the API shows it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct StoredReading {
     /// Its source.
     pub source_id: String,

@@ -40,7 +40,7 @@ struct SeriesRow {
 }
 
 /// One bucket that has readings.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, ts_rs::TS)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ts_rs::TS, utoipa::ToSchema)]
 pub struct SeriesBucket {
     /// The bucket's first instant (UTC).
     #[serde(serialize_with = "crate::sites::rfc3339")]

@@ -31,7 +31,7 @@ impl SiteId {
 }
 
 /// Whether a site's total is over its limit. Exactly at the limit is still within it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, TS)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, TS, utoipa::ToSchema)]
 pub enum ComplianceStatus {
     /// total ≤ limit.
     #[serde(rename = "Within Limit")]
@@ -109,7 +109,7 @@ pub(crate) fn rfc3339_opt<S: Serializer>(
 }
 
 /// A site as the API shows it.
-#[derive(Debug, Clone, Serialize, TS)]
+#[derive(Debug, Clone, Serialize, TS, utoipa::ToSchema)]
 pub struct Site {
     /// The id.
     pub id: i64,
@@ -120,6 +120,7 @@ pub struct Site {
     pub emission_limit: Milligrams,
     /// Free-form metadata, written out as stored.
     #[ts(type = "Record<string, unknown>")]
+    #[schema(value_type = Object)]
     pub metadata: Box<RawValue>,
     /// The running total, kg with 6 decimals.
     #[ts(type = "string")]
@@ -147,7 +148,7 @@ impl From<SiteRow> for Site {
 }
 
 /// A site's metrics as the API shows them.
-#[derive(Debug, Clone, Serialize, TS)]
+#[derive(Debug, Clone, Serialize, TS, utoipa::ToSchema)]
 pub struct SiteMetrics {
     /// The site.
     pub site_id: i64,
@@ -162,6 +163,7 @@ pub struct SiteMetrics {
     /// Over the limit or not.
     pub compliance_status: ComplianceStatus,
     /// total / limit in percent, 2 decimals, rounded half up.
+    #[schema(pattern = r"^[0-9]+\.[0-9]{2}$", example = "145.20")]
     pub utilization_pct: String,
     /// Readings stored.
     pub reading_count: i64,

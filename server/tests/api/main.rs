@@ -20,6 +20,7 @@ mod in_order;
 mod ingest;
 mod maintenance;
 mod migrations;
+mod openapi;
 mod outbox;
 mod outbox_admin;
 mod parquet_export;
