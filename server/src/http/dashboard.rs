@@ -15,7 +15,7 @@ const JS: &str = "text/javascript; charset=utf-8";
 const CSS: &str = "text/css; charset=utf-8";
 
 /// Each asset's path under `/assets/`, content type and bytes.
-const ASSETS: [(&str, &str, &[u8]); 18] = [
+const ASSETS: [(&str, &str, &[u8]); 21] = [
     (
         "src/main.js",
         JS,

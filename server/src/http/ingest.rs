@@ -9,7 +9,6 @@ use sha2::{Digest, Sha256};
 use super::access::Routes;
 use super::envelope::Envelope;
 use super::json::EncodedJsonBody;
-use super::json::JsonBody;
 use super::openapi::schemas::{BatchBody, BatchReceiptEnvelope, ErrorEnvelope};
 use crate::auth::Client;
 use crate::auth::{Principal, Rule};

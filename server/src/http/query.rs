@@ -10,7 +10,7 @@ use serde_json::Value;
 
 use super::access::Routes;
 use super::envelope::Envelope;
-use super::openapi::schemas::{ErrorEnvelope, ReadingPageEnvelope, SeriesEnvelope};
+use super::openapi::schemas::{ErrorEnvelope, ReadingPageEnvelope, SeriesEnvelope, SourcePageEnvelope};
 use super::sites::readable_site;
 use crate::auth::{Principal, Rule};
 use crate::error::ApiError;
@@ -34,7 +34,7 @@ pub fn router() -> Routes {
 
 /// These routes' part of the API document.
 #[derive(Debug, utoipa::OpenApi)]
-#[openapi(paths(get_series, get_readings, get_export))]
+#[openapi(paths(get_series, get_readings, get_sources, get_export))]
 pub struct Api;
 
 /// Sums, counts, minima and maxima per bucket, read from the hourly rollups; only buckets that
@@ -114,28 +114,18 @@ async fn get_readings(
     Ok(Envelope::ok(page).meta("next_cursor", next_cursor))
 }
 
-/// Every raw reading of the range, streamed as CSV or NDJSON, in no particular order.
-///
-/// CSV columns: `site_id,source_id,measured_at,value_kg`; NDJSON: one object with those members per
-/// line. Once the first bytes are sent the status cannot change: a failure mid-export closes the
-/// connection without the end of the chunked body.
+/// Each source of a site with its newest stored reading, a page at a time, in source id order.
 #[utoipa::path(
     get,
-    path = "/export",
+    path = "/sites/{id}/sources",
     tag = "read",
     params(
-        ("site_id" = Option<i64>, Query, minimum = 1,
-         description = "One site's readings; without it, `from` and `to` are required and at most 31 days apart."),
-        ("from" = Option<String>, Query, format = DateTime, example = "2026-01-01T00:00:00Z", description = "RFC 3339, included."),
-        ("to" = Option<String>, Query, format = DateTime, example = "2026-01-02T00:00:00Z", description = "RFC 3339, excluded."),
-        ("format" = Option<String>, Query, pattern = "^(csv|ndjson)$", description = "`csv` (the default) or `ndjson`."),
-        ("raw" = Option<bool>, Query,
-         description = "CSV only: `true` writes source ids as stored, without the spreadsheet guard (default `false`)."),
+        ("id" = i64, Path, description = "The site's id."),
+        ("limit" = Option<i64>, Query, minimum = 1, maximum = 1000, description = "Sources per page (default 100)."),
+        ("cursor" = Option<String>, Query, description = "The previous page's `meta.next_cursor`."),
     ),
     responses(
-        (status = 200, description = "The readings, as a download.",
-         content((String = "text/csv"), (String = "application/x-ndjson")),
-         headers(("Content-Disposition" = String, description = "`attachment` with the file's name."))),
+        (status = 200, description = "A page of sources.", body = SourcePageEnvelope),
         (status = 404, description = "No such site, or not in the client's scope.", body = ErrorEnvelope),
         (status = 422, description = "`details` names every bad parameter.", body = ErrorEnvelope),
     )
@@ -157,6 +147,32 @@ async fn get_sources(
     Ok(Envelope::ok(page).meta("next_cursor", next_cursor))
 }
 
+/// Every raw reading of the range, streamed as CSV, NDJSON or Parquet, in no particular order.
+///
+/// CSV columns: `site_id,source_id,measured_at,value_kg`; NDJSON: one object with those members per
+/// line. Once the first bytes are sent the status cannot change: a failure mid-export closes the
+/// connection without the end of the chunked body.
+#[utoipa::path(
+    get,
+    path = "/export",
+    tag = "read",
+    params(
+        ("site_id" = Option<i64>, Query, minimum = 1,
+         description = "One site's readings; without it, `from` and `to` are required and at most 31 days apart."),
+        ("from" = Option<String>, Query, format = DateTime, example = "2026-01-01T00:00:00Z", description = "RFC 3339, included."),
+        ("to" = Option<String>, Query, format = DateTime, example = "2026-01-02T00:00:00Z", description = "RFC 3339, excluded."),
+        ("format" = Option<String>, Query, pattern = "^(csv|ndjson|parquet)$", description = "`csv` (the default), `ndjson` or `parquet`."),
+        ("raw" = Option<bool>, Query,
+         description = "CSV only: `true` writes source ids as stored, without the spreadsheet guard (default `false`)."),
+    ),
+    responses(
+        (status = 200, description = "The readings, as a download.",
+         content((String = "text/csv"), (String = "application/x-ndjson"), (Vec<u8> = "application/vnd.apache.parquet")),
+         headers(("Content-Disposition" = String, description = "`attachment` with the file's name."))),
+        (status = 404, description = "No such site, or not in the client's scope.", body = ErrorEnvelope),
+        (status = 422, description = "`details` names every bad parameter.", body = ErrorEnvelope),
+    )
+)]
 #[tracing::instrument(skip_all)]
 async fn get_export(
     State(state): State<AppState>,

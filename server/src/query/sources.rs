@@ -52,7 +52,7 @@ impl SourcesCursor {
 }
 
 /// One source of a site as the API shows it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, ts_rs::TS)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ts_rs::TS, utoipa::ToSchema)]
 pub struct SourceSummary {
     /// The source's id, as its readings carry it (`""` for readings sent without one).
     pub source_id: String,

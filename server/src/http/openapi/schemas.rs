@@ -14,6 +14,7 @@ use crate::ingest::bulk::BulkReceipt;
 use crate::ingest::BatchReceipt;
 use crate::query::readings::StoredReading;
 use crate::query::series::SeriesBucket;
+use crate::query::sources::SourceSummary;
 use crate::sites::{Site, SiteMetrics};
 
 /// The `meta` member of every answer: the request's id (also in `X-Request-Id`).
@@ -117,6 +118,10 @@ envelope!(
 envelope!(
     /// A page of a site's readings.
     ReadingPageEnvelope, Vec<StoredReading>, PageMeta
+);
+envelope!(
+    /// A page of a site's sources.
+    SourcePageEnvelope, Vec<SourceSummary>, PageMeta
 );
 envelope!(
     /// Who is signed in.
