@@ -13,7 +13,7 @@
 # a virtualenv kept between runs (PLUME_FUZZ_VENV). Arguments go to `schemathesis run`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/setup.sh curl
+scripts/setup.sh curl python3-venv
 
 examples=${PLUME_FUZZ_EXAMPLES:-40}
 seconds=${PLUME_FUZZ_SECONDS:-150}
