@@ -240,6 +240,22 @@ fn cases(a: i64) -> Vec<Case> {
         case(Method::GET, "/", "/".into(), None, |_| StatusCode::OK, true),
         case(
             Method::GET,
+            "/openapi.json",
+            "/openapi.json".into(),
+            None,
+            |_| StatusCode::OK,
+            true,
+        ),
+        case(
+            Method::GET,
+            "/api/docs",
+            "/api/docs".into(),
+            None,
+            |_| StatusCode::OK,
+            true,
+        ),
+        case(
+            Method::GET,
             "/assets/{*path}",
             "/assets/src/main.js".into(),
             None,
