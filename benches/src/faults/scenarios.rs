@@ -74,6 +74,61 @@ fn seconds(n: u64) -> Duration {
     Duration::from_secs(n)
 }
 
+/// A scenario's world on a PostgreSQL of its own: the server, its sites and ingest client, the
+/// webhook, and plume serving it.
+struct Stage {
+    pg: Postgres,
+    fixtures: Fixtures,
+    webhook: Webhook,
+    plume: Plume,
+}
+
+impl Stage {
+    /// Creates `sites` sites and an ingest client on `pg`, starts the webhook, and plume with
+    /// `extra` arguments on `url` (the server's own when `None`: a proxy's otherwise).
+    async fn start(
+        args: &Args,
+        pg: Postgres,
+        url: Option<String>,
+        sites: usize,
+        extra: &[&str],
+    ) -> anyhow::Result<Self> {
+        let fixtures = Fixtures::create(&pg.url, sites).await?;
+        let webhook = Webhook::start().await?;
+        let store = Store::Url(url.unwrap_or_else(|| pg.url.clone()));
+        let plume = Plume::start(&args.plume_binary, store, &webhook.url(), extra).await?;
+        Ok(Self {
+            pg,
+            fixtures,
+            webhook,
+            plume,
+        })
+    }
+
+    /// Ends the load, runs every check into `report`, and stops plume and PostgreSQL.
+    async fn finish(
+        self,
+        args: &Args,
+        report: &mut Report,
+        fleet: Fleet,
+        requeued: &HashSet<String>,
+    ) -> anyhow::Result<Ledger> {
+        let ledger = conclude(
+            args,
+            report,
+            fleet,
+            &self.fixtures,
+            &self.webhook,
+            &self.pg.url,
+            requeued,
+        )
+        .await?;
+        drop(self.plume);
+        self.pg.stop().await;
+        Ok(ledger)
+    }
+}
+
 /// Ends the load and runs every check into `report`.
 async fn conclude(
     args: &Args,
@@ -131,42 +186,23 @@ async fn kill_plume(args: &Args) -> anyhow::Result<Report> {
         ..Report::default()
     };
     let pg = Postgres::start(None, &args.pg_settings).await?;
-    let fixtures = Fixtures::create(&pg.url, args.sites).await?;
-    let webhook = Webhook::start().await?;
-    let mut plume = Plume::start(
-        &args.plume_binary,
-        Store::Url(pg.url.clone()),
-        &webhook.url(),
-        &[],
-    )
-    .await?;
-    let fleet = fleet(args, &fixtures, &plume, Duration::ZERO)?;
+    let mut stage = Stage::start(args, pg, None, args.sites, &[]).await?;
+    let fleet = fleet(args, &stage.fixtures, &stage.plume, Duration::ZERO)?;
     tokio::time::sleep(seconds(args.load_seconds)).await;
-    plume.kill();
+    stage.plume.kill();
     tokio::time::sleep(seconds(1)).await;
     let restarted = Instant::now();
-    plume.restart()?;
-    let ready = plume.wait_until_ready(READY_LIMIT).await?;
+    stage.plume.restart()?;
+    let ready = stage.plume.wait_until_ready(READY_LIMIT).await?;
     report.recovery = first_write(
         fleet.first_ack_after(restarted, READY_LIMIT).await,
-        "first acknowledged write sent after plume's restart",
+        "first acknowledged write sent after stage.plume's restart",
     );
     report
         .notes
         .push(format!("ready {:.1} s after its start", ready.as_secs_f64()));
     tokio::time::sleep(seconds(args.load_seconds)).await;
-    conclude(
-        args,
-        &mut report,
-        fleet,
-        &fixtures,
-        &webhook,
-        &pg.url,
-        &HashSet::new(),
-    )
-    .await?;
-    drop(plume);
-    pg.stop().await;
+    stage.finish(args, &mut report, fleet, &HashSet::new()).await?;
     Ok(report)
 }
 
@@ -176,36 +212,17 @@ async fn db_crash(args: &Args) -> anyhow::Result<Report> {
         ..Report::default()
     };
     let pg = Postgres::start(None, &args.pg_settings).await?;
-    let fixtures = Fixtures::create(&pg.url, args.sites).await?;
-    let webhook = Webhook::start().await?;
-    let plume = Plume::start(
-        &args.plume_binary,
-        Store::Url(pg.url.clone()),
-        &webhook.url(),
-        &[],
-    )
-    .await?;
-    let fleet = fleet(args, &fixtures, &plume, Duration::ZERO)?;
+    let stage = Stage::start(args, pg, None, args.sites, &[]).await?;
+    let fleet = fleet(args, &stage.fixtures, &stage.plume, Duration::ZERO)?;
     tokio::time::sleep(seconds(args.load_seconds)).await;
     let crashed = Instant::now();
-    pg.crash()?;
+    stage.pg.crash()?;
     report.recovery = first_write(
         fleet.first_ack_after(crashed, READY_LIMIT).await,
         "first acknowledged write sent after the crash (PostgreSQL's restart and recovery included)",
     );
     tokio::time::sleep(seconds(args.load_seconds)).await;
-    conclude(
-        args,
-        &mut report,
-        fleet,
-        &fixtures,
-        &webhook,
-        &pg.url,
-        &HashSet::new(),
-    )
-    .await?;
-    drop(plume);
-    pg.stop().await;
+    stage.finish(args, &mut report, fleet, &HashSet::new()).await?;
     Ok(report)
 }
 
@@ -304,22 +321,22 @@ async fn partition(args: &Args, fault_seconds: u64, request_timeout: u64) -> any
         ..Report::default()
     };
     let pg = Postgres::start(None, &args.pg_settings).await?;
-    let fixtures = Fixtures::create(&pg.url, args.sites).await?;
-    let webhook = Webhook::start().await?;
     let proxy = Proxy::start(pg.address).await?;
-    let plume = Plume::start(
-        &args.plume_binary,
-        Store::Url(pg.url_via(proxy.port)),
-        &webhook.url(),
+    let url = pg.url_via(proxy.port);
+    let stage = Stage::start(
+        args,
+        pg,
+        Some(url),
+        args.sites,
         &["--request-timeout", &format!("{request_timeout}s")],
     )
     .await?;
-    let fleet = fleet(args, &fixtures, &plume, Duration::ZERO)?;
+    let fleet = fleet(args, &stage.fixtures, &stage.plume, Duration::ZERO)?;
     tokio::time::sleep(seconds(args.load_seconds)).await;
     proxy.silence();
     let silenced = Instant::now();
     let before = fleet.acknowledged();
-    let not_ready = saw_not_ready(&plume, seconds(fault_seconds)).await;
+    let not_ready = saw_not_ready(&stage.plume, seconds(fault_seconds)).await;
     tokio::time::sleep(seconds(fault_seconds).saturating_sub(silenced.elapsed())).await;
     let during = fleet.acknowledged() - before;
     proxy.heal();
@@ -339,25 +356,14 @@ async fn partition(args: &Args, fault_seconds: u64, request_timeout: u64) -> any
         .notes
         .push(format!("{during} requests acknowledged during the silence"));
     tokio::time::sleep(seconds(args.load_seconds)).await;
-    let ledger = conclude(
-        args,
-        &mut report,
-        fleet,
-        &fixtures,
-        &webhook,
-        &pg.url,
-        &HashSet::new(),
-    )
-    .await?;
+    let ledger = stage.finish(args, &mut report, fleet, &HashSet::new()).await?;
     let bound = seconds(request_timeout) + ANSWER_MARGIN;
     if ledger.longest_attempt > bound {
         report.findings.problems.push(format!(
-            "a request waited {:.1} s for its answer; plume's request timeout bounds it at {request_timeout} s",
+            "a request waited {:.1} s for its answer; stage.plume's request timeout bounds it at {request_timeout} s",
             ledger.longest_attempt.as_secs_f64()
         ));
     }
-    drop(plume);
-    pg.stop().await;
     Ok(report)
 }
 
@@ -418,16 +424,8 @@ async fn disk_full(args: &Args, fault_seconds: u64, disk_mib: u64) -> anyhow::Re
     };
     let mount = Mount::tmpfs(disk_mib)?;
     let pg = Postgres::start(Some(&mount.path.join("cluster")), &args.pg_settings).await?;
-    let fixtures = Fixtures::create(&pg.url, args.sites).await?;
-    let webhook = Webhook::start().await?;
-    let plume = Plume::start(
-        &args.plume_binary,
-        Store::Url(pg.url.clone()),
-        &webhook.url(),
-        &[],
-    )
-    .await?;
-    let fleet = fleet(args, &fixtures, &plume, Duration::ZERO)?;
+    let mut stage = Stage::start(args, pg, None, args.sites, &[]).await?;
+    let fleet = fleet(args, &stage.fixtures, &stage.plume, Duration::ZERO)?;
     tokio::time::sleep(seconds(args.load_seconds)).await;
     let filler = mount.path.join("filler");
     let filled = Instant::now();
@@ -458,22 +456,9 @@ async fn disk_full(args: &Args, fault_seconds: u64, disk_mib: u64) -> anyhow::Re
         written / (1024 * 1024)
     ));
     tokio::time::sleep(seconds(args.load_seconds)).await;
-    let fixtures = Fixtures {
-        pool: plume::db::connect(&pg.url, &plume::db::PoolSettings::default()).await?,
-        ..fixtures
-    };
-    conclude(
-        args,
-        &mut report,
-        fleet,
-        &fixtures,
-        &webhook,
-        &pg.url,
-        &HashSet::new(),
-    )
-    .await?;
-    drop(plume);
-    pg.stop().await;
+    // PostgreSQL may have restarted while its disk was full: the checks use new connections.
+    stage.fixtures.pool = plume::db::connect(&stage.pg.url, &plume::db::PoolSettings::default()).await?;
+    stage.finish(args, &mut report, fleet, &HashSet::new()).await?;
     drop(mount);
     Ok(report)
 }
@@ -484,37 +469,36 @@ async fn webhook(args: &Args, fault_seconds: u64) -> anyhow::Result<Report> {
         ..Report::default()
     };
     let pg = Postgres::start(None, &args.pg_settings).await?;
-    let fixtures = Fixtures::create(&pg.url, args.sites).await?;
-    let webhook = Webhook::start().await?;
-    let plume = Plume::start(
-        &args.plume_binary,
-        Store::Url(pg.url.clone()),
-        &webhook.url(),
+    let stage = Stage::start(
+        args,
+        pg,
+        None,
+        args.sites,
         &["--alert-webhook-timeout-secs", "1", "--relay-max-attempts", "4"],
     )
     .await?;
-    let fleet = fleet(args, &fixtures, &plume, Duration::ZERO)?;
+    let fleet = fleet(args, &stage.fixtures, &stage.plume, Duration::ZERO)?;
     tokio::time::sleep(seconds(args.load_seconds)).await;
     for mode in [Mode::Down, Mode::Failing, Mode::Slow(seconds(3))] {
-        webhook.set_mode(mode).await?;
+        stage.webhook.set_mode(mode).await?;
         tokio::time::sleep(seconds(fault_seconds)).await;
     }
-    webhook.set_mode(Mode::Healthy).await?;
+    stage.webhook.set_mode(Mode::Healthy).await?;
     let healed = Instant::now();
-    let drained = backlog_drained(&fixtures, seconds(args.drain_seconds)).await?;
+    let drained = backlog_drained(&stage.fixtures, seconds(args.drain_seconds)).await?;
     report.recovery = drained.map(|took| {
         (
-            "the backlog of the failure delivered (or dead-lettered) after the webhook came back",
+            "the backlog of the failure delivered (or dead-lettered) after the stage.webhook came back",
             took,
         )
     });
     tokio::time::sleep(seconds(args.load_seconds).saturating_sub(healed.elapsed())).await;
     let ledger = fleet.finish(seconds(args.drain_seconds)).await;
     // The events that used up their attempts wait in the dead letters.
-    let dead = wait_for_backlog(&fixtures, &webhook, seconds(args.drain_seconds)).await?;
+    let dead = wait_for_backlog(&stage.fixtures, &stage.webhook, seconds(args.drain_seconds)).await?;
     report.notes.push(format!(
         "{} failed deliveries; {} events dead-lettered",
-        webhook.refused(),
+        stage.webhook.refused(),
         dead.len(),
     ));
     if dead.is_empty() {
@@ -524,15 +508,13 @@ async fn webhook(args: &Args, fault_seconds: u64) -> anyhow::Result<Report> {
             .push("no event was dead-lettered: the scenario did not reach the dead letters".into());
     }
     let status = Command::new(&args.plume_binary)
-        .args(["outbox", "retry-dead", "--all", "--database-url", &pg.url])
+        .args(["outbox", "retry-dead", "--all", "--database-url", &stage.pg.url])
         .env("RUST_LOG", "error")
         .status()?;
-    ensure!(status.success(), "plume outbox retry-dead failed");
-    // Holds the ledger to the database and the webhook to the outbox, as every scenario does.
+    ensure!(status.success(), "stage.plume outbox retry-dead failed");
+    // Holds the ledger to the database and the stage.webhook to the outbox, as every scenario does.
     let replay = Fleet::settled(ledger);
-    conclude(args, &mut report, replay, &fixtures, &webhook, &pg.url, &dead).await?;
-    drop(plume);
-    pg.stop().await;
+    stage.finish(args, &mut report, replay, &dead).await?;
     Ok(report)
 }
 
@@ -599,39 +581,41 @@ async fn flood(
         ..Report::default()
     };
     let pg = Postgres::start(None, &args.pg_settings).await?;
-    let fixtures = Fixtures::create(&pg.url, args.sites + 1).await?;
-    let webhook = Webhook::start().await?;
-    let plume = Plume::start(
-        &args.plume_binary,
-        Store::Url(pg.url.clone()),
-        &webhook.url(),
+    let mut stage = Stage::start(
+        args,
+        pg,
+        None,
+        args.sites + 1,
         &["--bulk-memory-mib", &bulk_memory_mib.to_string()],
     )
     .await?;
-    let flood_site = fixtures.sites[args.sites];
-    let fixtures = Fixtures {
-        sites: fixtures.sites[..args.sites].to_vec(),
-        ..fixtures
-    };
+    // The last site takes the flood; the clients keep to the others.
+    let flood_site = stage.fixtures.sites[args.sites];
+    stage.fixtures.sites.truncate(args.sites);
     let fleet = Fleet::start(
         &FleetOptions {
-            address: plume.address(),
-            sites: fixtures.sites.clone(),
+            address: stage.plume.address(),
+            sites: stage.fixtures.sites.clone(),
             v1_clients: args.v1_clients,
             v2_clients: 0,
             pause: Duration::ZERO,
         },
-        &fixtures.token,
+        &stage.fixtures.token,
     )?;
     tokio::time::sleep(seconds(args.load_seconds)).await;
     let calm = fleet.v1_latencies_since(Instant::now() - seconds(args.load_seconds));
     let body = flood_body(flood_site, flood_mib * 1024 * 1024);
     let flood_started = Instant::now();
-    let http = fixtures.token.client_builder().timeout(seconds(300)).build()?;
+    let http = stage
+        .fixtures
+        .token
+        .client_builder()
+        .timeout(seconds(300))
+        .build()?;
     let uploads: Vec<_> = (0..flood_clients)
         .map(|n| {
             let request = http
-                .post(format!("{}/v2/ingest", plume.address()))
+                .post(format!("{}/v2/ingest", stage.plume.address()))
                 .header("content-type", "application/json")
                 .header("idempotency-key", format!("flood-{n}"))
                 .body(body.clone());
@@ -660,7 +644,7 @@ async fn flood(
     }
     let flood_took = flood_started.elapsed();
     let during = fleet.v1_latencies_since(flood_started);
-    let peak = plume.peak_rss();
+    let peak = stage.plume.peak_rss();
     report.notes.push(format!(
         "uploads answered {} in {:.1} s",
         statuses
@@ -672,11 +656,11 @@ async fn flood(
     ));
     report
         .notes
-        .push(format!("plume's peak RSS {} MiB", peak / (1024 * 1024)));
+        .push(format!("stage.plume's peak RSS {} MiB", peak / (1024 * 1024)));
     let bound = (bulk_memory_mib + HEADROOM_MIB) * 1024 * 1024;
     if peak > bound {
         report.findings.problems.push(format!(
-            "plume's peak RSS {} MiB is over its bound of {} MiB (--bulk-memory-mib {bulk_memory_mib} + {HEADROOM_MIB} MiB)",
+            "stage.plume's peak RSS {} MiB is over its bound of {} MiB (--bulk-memory-mib {bulk_memory_mib} + {HEADROOM_MIB} MiB)",
             peak / (1024 * 1024),
             bound / (1024 * 1024)
         ));
@@ -700,20 +684,9 @@ async fn flood(
             .problems
             .push("an upload was answered with a 5xx other than 503".into());
     }
-    let ledger = conclude(
-        args,
-        &mut report,
-        fleet,
-        &fixtures,
-        &webhook,
-        &pg.url,
-        &HashSet::new(),
-    )
-    .await?;
-    drop(ledger);
     let flood_rows: i64 = sqlx::query_scalar("select count(*) from measurements where site_id = $1")
         .bind(flood_site)
-        .fetch_one(&fixtures.pool)
+        .fetch_one(&stage.fixtures.pool)
         .await?;
     let stored_any = statuses.contains_key("201");
     if flood_rows != if stored_any { FLOOD_READINGS as i64 } else { 0 } {
@@ -721,8 +694,7 @@ async fn flood(
             "the flood's site holds {flood_rows} readings; its body has {FLOOD_READINGS}"
         ));
     }
-    drop(plume);
-    pg.stop().await;
+    stage.finish(args, &mut report, fleet, &HashSet::new()).await?;
     Ok(report)
 }
 
@@ -769,17 +741,15 @@ async fn soak(args: &Args, minutes: u64, fault_every: u64, pause_ms: u64) -> any
         ..Report::default()
     };
     let pg = Postgres::start(None, &args.pg_settings).await?;
-    let fixtures = Fixtures::create(&pg.url, args.sites).await?;
-    let webhook = Webhook::start().await?;
     let proxy = Proxy::start(pg.address).await?;
-    let mut plume = Plume::start(
-        &args.plume_binary,
-        Store::Url(pg.url_via(proxy.port)),
-        &webhook.url(),
-        &[],
-    )
-    .await?;
-    let fleet = fleet(args, &fixtures, &plume, Duration::from_millis(pause_ms))?;
+    let url = pg.url_via(proxy.port);
+    let mut stage = Stage::start(args, pg, Some(url), args.sites, &[]).await?;
+    let fleet = fleet(
+        args,
+        &stage.fixtures,
+        &stage.plume,
+        Duration::from_millis(pause_ms),
+    )?;
     let started = Instant::now();
     let end = started + seconds(minutes * 60);
     let mut next_fault = started + seconds(fault_every);
@@ -796,7 +766,7 @@ async fn soak(args: &Args, minutes: u64, fault_every: u64, pause_ms: u64) -> any
             println!(
                 "{:>6}  {:>6}  {:>14}  {:>9}  {:>9}",
                 started.elapsed().as_secs() / 60,
-                plume.rss() / 1_000_000,
+                stage.plume.rss() / 1_000_000,
                 (acked - last_acked) / 60,
                 percentile(&minute, 0.5),
                 percentile(&minute, 0.99)
@@ -807,16 +777,16 @@ async fn soak(args: &Args, minutes: u64, fault_every: u64, pause_ms: u64) -> any
         if Instant::now() >= next_fault {
             let (what, ended) = match faults % 3 {
                 0 => {
-                    plume.kill();
+                    stage.plume.kill();
                     tokio::time::sleep(seconds(1)).await;
                     let at = Instant::now();
-                    plume.restart()?;
-                    plume.wait_until_ready(READY_LIMIT).await?;
-                    ("plume killed", at)
+                    stage.plume.restart()?;
+                    stage.plume.wait_until_ready(READY_LIMIT).await?;
+                    ("stage.plume killed", at)
                 }
                 1 => {
                     let at = Instant::now();
-                    pg.crash()?;
+                    stage.pg.crash()?;
                     ("PostgreSQL crashed", at)
                 }
                 _ => {
@@ -838,9 +808,9 @@ async fn soak(args: &Args, minutes: u64, fault_every: u64, pause_ms: u64) -> any
         }
     }
     report.notes.push(format!(
-        "{faults} faults; slowest recovery {} ms; plume's peak RSS {} MB",
+        "{faults} faults; slowest recovery {} ms; stage.plume's peak RSS {} MB",
         recoveries.iter().max().map_or(0, |r| r.as_millis()),
-        plume.peak_rss() / 1_000_000
+        stage.plume.peak_rss() / 1_000_000
     ));
     report.recovery = recoveries.iter().max().map(|took| {
         (
@@ -848,17 +818,6 @@ async fn soak(args: &Args, minutes: u64, fault_every: u64, pause_ms: u64) -> any
             *took,
         )
     });
-    conclude(
-        args,
-        &mut report,
-        fleet,
-        &fixtures,
-        &webhook,
-        &pg.url,
-        &HashSet::new(),
-    )
-    .await?;
-    drop(plume);
-    pg.stop().await;
+    stage.finish(args, &mut report, fleet, &HashSet::new()).await?;
     Ok(report)
 }
