@@ -47,9 +47,12 @@ async function signIn(page) {
   await page.locator('#account-name').waitFor();
 }
 
-/** The total shown for `siteId` on the overview. */
-function overviewTotal(page, siteId) {
-  return page.locator(`tr[data-site-id="${siteId}"] td.total`);
+/**
+ * The overview's total cell for `siteId` once it holds exactly `kg` (the cell shows the figure
+ * rounded for people; its title keeps the exact one).
+ */
+function exactTotal(page, siteId, kg) {
+  return page.locator(`tr[data-site-id="${siteId}"] td.total[title="${kg} kg"]`);
 }
 
 /** How many long polls wait now in the process at `address` (its `plume_changes_waiting` gauge). */
@@ -76,7 +79,7 @@ async function stored(address, siteId, value) {
 
 /** Whether the overview shows each site's total as `want` has it: [site id, total] pairs. */
 function allShown(want) {
-  return want.every(([id, total]) => document.querySelector(`tr[data-site-id="${id}"] td.total`)?.textContent === total);
+  return want.every(([id, total]) => document.querySelector(`tr[data-site-id="${id}"] td.total`)?.title === `${total} kg`);
 }
 
 /**
@@ -118,7 +121,7 @@ async function openThrough(proxy, sites) {
   await page.goto(`${proxy.address}/`);
   await signIn(page);
   await page.locator('#connection[data-state="live"]').waitFor({ timeout: 10_000 });
-  for (const site of sites) await overviewTotal(page, site).filter({ hasText: '0.000000' }).waitFor();
+  for (const site of sites) await exactTotal(page, site, '0.000000').waitFor();
   return { context, page, polls };
 }
 
@@ -159,7 +162,7 @@ test('a process killed under the dashboards\' long polls: they reconnect to the 
       await page.waitForFunction(allShown, want, { timeout: BOUND_MS, polling: 10 });
     } catch {
       const totals = await page.evaluate(() => [...document.querySelectorAll('tr[data-site-id]')]
-        .map((row) => `${row.getAttribute('data-site-id')}: ${row.querySelector('td.total')?.textContent}`));
+        .map((row) => `${row.getAttribute('data-site-id')}: ${row.querySelector('td.total')?.title}`));
       assert.fail(`behind ${which}, not every change shown within ${BOUND_MS} ms of the kill: the overview shows `
         + `${totals.join(', ')}; it should show ${want.map(([id, total]) => `${id}: ${total}`).join(', ')}`);
     }
@@ -174,7 +177,7 @@ test('a process killed under the dashboards\' long polls: they reconnect to the 
   await untilWaiting(standby, dashboards.length);
   const started = Date.now();
   await stored(standby, sites[3], '0.5');
-  for (const { page } of dashboards) await overviewTotal(page, sites[3]).filter({ hasText: '0.500000' }).waitFor({ timeout: 1000 });
+  for (const { page } of dashboards) await exactTotal(page, sites[3], '0.500000').waitFor({ timeout: 1000 });
   assert.ok(Date.now() - started <= 1000, `${Date.now() - started} ms`);
   for (const { context } of dashboards) await context.close();
 });
