@@ -40,6 +40,19 @@ plume_engine() {
         return 1
     fi
     mkdir -p "$root" "$run"
+    # A daemon that was killed leaves its and its containerd's pid files behind. Once the pid is
+    # reused by another process, a new dockerd waits for a containerd that is not there (or
+    # refuses to start): a pid file is kept only while its process is the program it names.
+    local pidfile program
+    for pidfile in "$run/dockerd.pid:dockerd" "$run/exec/containerd/containerd.pid:containerd"; do
+        program=${pidfile##*:}
+        pidfile=${pidfile%:*}
+        [ -f "$pidfile" ] || continue
+        if [ "$(ps -o comm= -p "$(cat "$pidfile")" 2>/dev/null)" != "$program" ]; then
+            echo "removing the stale $pidfile" >&2
+            rm -f "$pidfile"
+        fi
+    done
     echo "starting dockerd ($own, data in $root, log $root/dockerd.log)" >&2
     # setsid: the daemon outlives the script that started it and ignores its terminal's signals.
     setsid dockerd --data-root "$root/data" --exec-root "$run/exec" --pidfile "$run/dockerd.pid" \
