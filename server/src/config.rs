@@ -753,6 +753,12 @@ pub struct ServeArgs {
     /// seconds; a slower one is ended and its slot freed.
     #[arg(long, env = "PLUME_EXPORT_MIN_RATE", default_value_t = 64 * 1024)]
     pub export_min_rate: u64,
+    /// How long, in microseconds, a busy group-commit worker waits for more v1 batches to store in
+    /// one transaction with those already queued (only while its last transaction held more than
+    /// one batch: under a light load no batch waits). 0 never waits. Longer makes fewer, larger
+    /// transactions at the cost of this much latency; see docs/BENCHMARKS.md.
+    #[arg(long, env = "PLUME_GROUP_LINGER_US", default_value_t = 1_000, value_parser = clap::value_parser!(u64).range(0..=100_000))]
+    pub group_linger_us: u64,
     /// Do not load the demo data (otherwise loaded when the embedded database has no sites yet).
     #[arg(long, env = "PLUME_NO_DEMO")]
     pub no_demo: bool,
@@ -828,6 +834,7 @@ impl ServeArgs {
             max_bulk_body_bytes: self.max_bulk_body_bytes,
             bulk_memory_bytes: self.bulk_memory_mib as usize * 1024 * 1024,
             max_waiters: self.max_waiters,
+            group_linger: Duration::from_micros(self.group_linger_us),
             auth: self.auth.settings(),
             allowed_hosts: if self.allowed_hosts.is_empty() {
                 crate::http::server::default_allowed_hosts(self.listen)

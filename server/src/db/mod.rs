@@ -26,7 +26,8 @@ const CREATE_STAGING_TABLE: &str = "create temporary table if not exists ingest_
     site_id bigint not null,
     source_id text not null,
     measured_at timestamptz not null,
-    value_mg bigint not null
+    value_mg bigint not null,
+    part bigint not null
 ) on commit delete rows";
 
 /// Pool sizing and timeouts.

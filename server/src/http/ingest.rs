@@ -209,6 +209,7 @@ impl From<IngestError> for ApiError {
                 Self::Unavailable(Some(error))
             }
             IngestError::FreshConflict(error) | IngestError::Database(error) => error.into(),
+            IngestError::Inconsistent(what) => Self::Internal(anyhow::anyhow!(what)),
         }
     }
 }

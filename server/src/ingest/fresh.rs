@@ -6,7 +6,7 @@
 //! This module is the pure part: splitting a batch by the newest stored times, and aggregating the
 //! fresh readings per (site, hour) and per site exactly as the database would.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 
@@ -21,35 +21,95 @@ pub type NewestStored = HashMap<(SiteId, String), DateTime<Utc>>;
 /// A reading with its site, borrowed from the batch.
 pub type SiteReading<'a> = (SiteId, &'a Reading);
 
-/// A batch split in two: readings newer than everything stored for their (site, source), and the rest.
+/// How many readings of one part of a group, and their sum.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct PartTotals {
+    /// How many.
+    pub readings: u64,
+    /// Their sum.
+    pub sum_mg: i64,
+}
+
+/// A group's readings split in two: readings newer than everything stored or sent before them for
+/// their (site, source), and the rest. A reading that an earlier part of the group carries is in
+/// neither: it is stored by that part or was stored before, so it is a duplicate of its own part.
 #[derive(Debug, Default)]
 pub struct Split<'a> {
     /// Cannot conflict: COPY them straight into `measurements`.
     pub fresh: Vec<SiteReading<'a>>,
-    /// May repeat stored readings: through staging and `on conflict do nothing`.
+    /// The fresh readings of each part, by the part's index.
+    pub fresh_by_part: Vec<PartTotals>,
+    /// May repeat stored readings: through staging and `on conflict do nothing`. No two are the same
+    /// reading, so each one stored is its own part's.
     pub late: Vec<SiteReading<'a>>,
+    /// The part of each late reading, in the same order.
+    pub late_parts: Vec<i64>,
 }
 
-/// Splits `groups` by `newest`: a reading is late when something at or after its time is stored
-/// for its (site, source).
-pub fn split<'a>(groups: &'a [SiteReadings], newest: &NewestStored) -> Split<'a> {
-    let mut split = Split::default();
-    for group in groups {
-        let site = group.site_id;
-        let mut source: Option<(&str, Option<DateTime<Utc>>)> = None;
-        for reading in &group.readings {
-            // Readings are sorted by source, then time: look each source up once.
-            let newest_for_source = match source {
-                Some((id, newest)) if id == reading.source_id => newest,
+/// What a reading is compared with to split a group.
+#[derive(Debug, Clone, Copy)]
+pub enum Stored<'n> {
+    /// The newest stored reading of each (site, source) that has one late enough to matter.
+    Newest(&'n NewestStored),
+    /// Anything may be stored: every reading is late (the conflict-checked path).
+    Anything,
+}
+
+/// A source's newest stored reading and its newest sent by the parts before, if any.
+type Bars = (Option<DateTime<Utc>>, Option<DateTime<Utc>>);
+
+/// Splits `parts` (a group's batches, a site's parts adjacent and in the order they arrived) by what
+/// is `stored` and by the parts before each: a reading is late when something at or after its time
+/// is stored, or sent by an earlier part, for its (site, source), and left out when an earlier
+/// part carries the very reading.
+pub fn split<'a>(parts: &[&'a SiteReadings], stored: Stored<'_>) -> Split<'a> {
+    let mut split = Split {
+        fresh_by_part: vec![PartTotals::default(); parts.len()],
+        ..Split::default()
+    };
+    // For the parts of a site after its first: the newest reading of each source in the parts
+    // before, and those parts' readings.
+    let mut earlier_newest: HashMap<(SiteId, &'a str), DateTime<Utc>> = HashMap::new();
+    let mut earlier: HashSet<(SiteId, &'a str, DateTime<Utc>)> = HashSet::new();
+    for (index, &part) in parts.iter().enumerate() {
+        let site = part.site_id;
+        // Readings are sorted by source, then time: look each source up once.
+        let mut source: Option<(&str, Bars)> = None;
+        for reading in &part.readings {
+            let (stored_newest, sent_newest) = match source {
+                Some((id, bars)) if id == reading.source_id => bars,
                 _ => {
-                    let found = newest.get(&(site, reading.source_id.clone())).copied();
-                    source = Some((&reading.source_id, found));
-                    found
+                    let stored_newest = match stored {
+                        Stored::Newest(newest) => newest.get(&(site, reading.source_id.clone())).copied(),
+                        Stored::Anything => Some(DateTime::<Utc>::MAX_UTC),
+                    };
+                    let sent_newest = earlier_newest.get(&(site, reading.source_id.as_str())).copied();
+                    source = Some((&reading.source_id, (stored_newest, sent_newest)));
+                    (stored_newest, sent_newest)
                 }
             };
-            match newest_for_source {
-                Some(newest) if reading.measured_at <= newest => split.late.push((site, reading)),
-                _ => split.fresh.push((site, reading)),
+            let at = reading.measured_at;
+            if sent_newest.is_some_and(|newest| at <= newest)
+                && earlier.contains(&(site, reading.source_id.as_str(), at))
+            {
+                continue;
+            }
+            if stored_newest.max(sent_newest).is_some_and(|newest| at <= newest) {
+                split.late.push((site, reading));
+                split.late_parts.push(index as i64);
+            } else {
+                split.fresh.push((site, reading));
+                let totals = &mut split.fresh_by_part[index];
+                totals.readings += 1;
+                totals.sum_mg += reading.value.mg();
+            }
+        }
+        if parts.get(index + 1).is_some_and(|next| next.site_id == site) {
+            for reading in &part.readings {
+                let key = (site, reading.source_id.as_str());
+                let newest = earlier_newest.entry(key).or_insert(reading.measured_at);
+                *newest = (*newest).max(reading.measured_at);
+                earlier.insert((site, reading.source_id.as_str(), reading.measured_at));
             }
         }
     }
@@ -70,9 +130,9 @@ pub struct SourceSpan<'a> {
 }
 
 /// Each (site, source) of `groups` with the span of its readings, in batch order.
-pub fn source_spans(groups: &[SiteReadings]) -> Vec<SourceSpan<'_>> {
-    let mut spans: Vec<SourceSpan<'_>> = Vec::new();
-    for group in groups {
+pub fn source_spans<'a>(groups: &[&'a SiteReadings]) -> Vec<SourceSpan<'a>> {
+    let mut spans: Vec<SourceSpan<'a>> = Vec::new();
+    for &group in groups {
         // Sorted by source, then time: a source's readings are one run, earliest first.
         for reading in &group.readings {
             match spans.last_mut() {
@@ -89,6 +149,22 @@ pub fn source_spans(groups: &[SiteReadings]) -> Vec<SourceSpan<'_>> {
         }
     }
     spans
+}
+
+/// Where each (site, source) of `spans` stands once the group commits: its newest reading in any
+/// part (stored now or before), one entry per (site, source), ascending.
+pub fn heads<'a>(spans: &[SourceSpan<'a>]) -> Vec<(SiteId, &'a str, DateTime<Utc>)> {
+    let mut heads: BTreeMap<(i64, &'a str), DateTime<Utc>> = BTreeMap::new();
+    for span in spans {
+        let newest = heads
+            .entry((span.site_id.get(), span.source_id))
+            .or_insert(span.newest);
+        *newest = (*newest).max(span.newest);
+    }
+    heads
+        .into_iter()
+        .map(|((site, source), newest)| (SiteId::new(site).expect("a site id"), source, newest))
+        .collect()
 }
 
 /// One (site, UTC hour) of fresh readings, as a rollup row adds them.
@@ -215,12 +291,13 @@ mod tests {
             "2026-11-01T11:00:00Z".parse().unwrap(),
         )]);
 
-        let split = split(&groups, &newest);
+        let parts: Vec<&SiteReadings> = groups.iter().collect();
+        let split = split(&parts, Stored::Newest(&newest));
 
         let values = |rows: &[SiteReading<'_>]| rows.iter().map(|(_, r)| r.value.mg()).collect::<Vec<_>>();
         assert_eq!(values(&split.late), [1, 2]);
         assert_eq!(values(&split.fresh), [3, 4]);
-        let spans: Vec<_> = source_spans(&groups)
+        let spans: Vec<_> = source_spans(&parts)
             .iter()
             .map(|s| (s.source_id, s.earliest.to_rfc3339(), s.newest.to_rfc3339()))
             .collect();
@@ -237,6 +314,93 @@ mod tests {
                     "2026-11-01T10:00:00+00:00".into(),
                     "2026-11-01T10:00:00+00:00".into()
                 )
+            ]
+        );
+    }
+
+    #[test]
+    fn a_sites_later_parts_are_split_by_what_the_parts_before_them_sent() {
+        let first = SiteReadings {
+            site_id: site(1),
+            readings: vec![
+                reading("a", "2026-11-01T10:00:00Z", 1),
+                reading("a", "2026-11-01T12:00:00Z", 2),
+            ],
+            submitted: 2,
+        };
+        // The same 12:00 again (left out), 11:00 behind the first part (late), 13:00 (fresh).
+        let second = SiteReadings {
+            site_id: site(1),
+            readings: vec![
+                reading("a", "2026-11-01T11:00:00Z", 3),
+                reading("a", "2026-11-01T12:00:00Z", 2),
+                reading("a", "2026-11-01T13:00:00Z", 4),
+            ],
+            submitted: 3,
+        };
+        // Another site's part: what site 1 sent does not matter to it.
+        let other = SiteReadings {
+            site_id: site(2),
+            readings: vec![reading("a", "2026-11-01T11:00:00Z", 5)],
+            submitted: 1,
+        };
+        // 11:00 again: late behind both parts before, but stored by neither (the second stages it).
+        let third = SiteReadings {
+            site_id: site(1),
+            readings: vec![reading("a", "2026-11-01T11:00:00Z", 3)],
+            submitted: 1,
+        };
+        let newest = NewestStored::from([(
+            (site(1), "a".to_string()),
+            "2026-11-01T09:00:00Z".parse().unwrap(),
+        )]);
+
+        let parts = [&first, &second, &third, &other];
+        let split = split(&parts, Stored::Newest(&newest));
+
+        let values = |rows: &[SiteReading<'_>]| rows.iter().map(|(_, r)| r.value.mg()).collect::<Vec<_>>();
+        assert_eq!(values(&split.fresh), [1, 2, 4, 5]);
+        assert_eq!(values(&split.late), [3]);
+        assert_eq!(split.late_parts, [1]);
+        let by_part: Vec<(u64, i64)> = split
+            .fresh_by_part
+            .iter()
+            .map(|t| (t.readings, t.sum_mg))
+            .collect();
+        assert_eq!(by_part, [(2, 3), (1, 4), (0, 0), (1, 5)]);
+
+        // Conflict-checked: every reading is late, and still none twice.
+        let checked = super::split(&parts, Stored::Anything);
+        assert_eq!(values(&checked.late), [1, 2, 3, 4, 5]);
+        assert_eq!(checked.late_parts, [0, 0, 1, 1, 3]);
+        assert!(checked.fresh.is_empty());
+    }
+
+    #[test]
+    fn heads_take_each_sources_newest_over_all_parts() {
+        let first = SiteReadings {
+            site_id: site(1),
+            readings: vec![
+                reading("a", "2026-11-01T12:00:00Z", 1),
+                reading("b", "2026-11-01T10:00:00Z", 1),
+            ],
+            submitted: 2,
+        };
+        let second = SiteReadings {
+            site_id: site(1),
+            readings: vec![reading("a", "2026-11-01T11:00:00Z", 1)],
+            submitted: 1,
+        };
+        let spans = source_spans(&[&first, &second]);
+        let heads: Vec<(i64, &str, String)> = heads(&spans)
+            .into_iter()
+            .map(|(site, source, at)| (site.get(), source, at.to_rfc3339()))
+            .collect();
+        assert_eq!(
+            heads,
+            [
+                (1, "a", "2026-11-01T12:00:00+00:00".to_string()),
+                (1, "b", "2026-11-01T10:00:00+00:00".to_string())
             ]
         );
     }

@@ -1,27 +1,31 @@
-//! Group commit for v1 batches: batches for different sites that wait at the same moment share one
-//! transaction, so the per-transaction cost (locks, statements, the commit's WAL flush) is paid
-//! once for many small batches.
+//! Group commit for v1 batches: batches that wait at the same moment share one transaction, so the
+//! per-statement and per-commit costs (locks, statements, the commit's WAL flush) are paid once for
+//! many small batches, whether they are for many sites or for one.
 //!
 //! A few workers ([`GroupCommitter::start`]) take queued batches. A worker takes the first waiting
-//! batch and, without waiting for more, every other one already queued, up to [`MAX_GROUP`], one
-//! per site (a second batch for a site waits for the worker's next group, so that each site's
-//! receipt, version and events stay per batch). A lone batch runs the single-batch path
-//! ([`processor::execute`]). A group runs the same steps for all its sites at once: lock them in
-//! ascending order, one COPY and one statement ([`store`]), claim every key in one insert, record
-//! every event, commit. Each batch gets exactly the receipt it would have got alone.
+//! batch and every other one already queued, up to [`MAX_GROUP`]. When its last group was not alone
+//! (the load is high), it then waits a moment ([`LINGER`] by default) for more; when the load is low, a batch waits
+//! for nothing. A lone batch runs the single-batch path ([`processor::execute`]). A group runs the
+//! same steps for all its batches at once: lock their sites in ascending order, one COPY and one
+//! statement ([`store`]), claim every key in one insert, record every event, commit. A site's
+//! batches are stored in the order they arrived, each its own part: each gets exactly the receipt,
+//! the events and the share of the site's total it would have got alone, one after the other.
 //!
 //! If anything fails in a group (a key claimed by a racing retry, a total that would overflow, a
 //! reading stored behind the lock, the database going away), the transaction is rolled back and
-//! every batch of the group runs the single-batch path on its own, which answers each exactly.
-//! The workers run apart from the request handlers: a client that hangs up never cuts a group short.
+//! every batch of the group runs the single-batch path on its own, in order, which answers each
+//! exactly. The workers run apart from the request handlers: a client that hangs up never cuts a
+//! group short.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::HashSet;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures_util::FutureExt;
 use sqlx::PgPool;
 use tokio::sync::{mpsc, oneshot, Mutex};
+use tokio::time::Instant;
 
 use super::processor::{self, IngestError, Outcome};
 use super::store::{self, Path, SiteReadings};
@@ -31,8 +35,12 @@ use crate::error::is_unavailable;
 use crate::metrics::Metrics;
 use crate::outbox;
 
-/// At most this many batches share a transaction.
-pub const MAX_GROUP: usize = 32;
+/// At most this many batches share a transaction: up to 6,400 readings of v1 batches.
+pub const MAX_GROUP: usize = 64;
+
+/// How long a worker waits by default for more batches after taking those queued, when its last
+/// group held more than one batch (`plume serve --group-linger-us`).
+pub const LINGER: Duration = Duration::from_millis(1);
 
 /// Workers, each running one transaction at a time. Two keep one group filling while another
 /// commits; more made concurrent groups wait on each other's site locks (64 clients over 100
@@ -58,12 +66,19 @@ impl std::fmt::Debug for Job {
 
 impl GroupCommitter {
     /// Starts [`WORKERS`] workers storing through `pool`. They stop when every handle is dropped.
-    /// `changes` is told after every commit that stored readings.
-    pub fn start(pool: PgPool, metrics: Arc<Metrics>, changes: ChangeSignal) -> Self {
+    /// `changes` is told after every commit that stored readings. A busy worker waits up to
+    /// `linger` for more batches.
+    pub fn start(pool: PgPool, metrics: Arc<Metrics>, changes: ChangeSignal, linger: Duration) -> Self {
         let (queue, jobs) = mpsc::channel(4 * MAX_GROUP * WORKERS);
         let jobs = Arc::new(Mutex::new(jobs));
         for _ in 0..WORKERS {
-            tokio::spawn(work(jobs.clone(), pool.clone(), metrics.clone(), changes.clone()));
+            tokio::spawn(work(
+                jobs.clone(),
+                pool.clone(),
+                metrics.clone(),
+                changes.clone(),
+                linger,
+            ));
         }
         Self { queue }
     }
@@ -86,48 +101,33 @@ async fn work(
     pool: PgPool,
     metrics: Arc<Metrics>,
     changes: ChangeSignal,
+    linger: Duration,
 ) {
-    let mut deferred: VecDeque<Job> = VecDeque::new();
+    let mut busy = false;
     loop {
         let mut group = Vec::new();
-        let mut sites = HashSet::new();
-        // This worker's deferred batches first: each waited for a group without its site.
-        let waiting = deferred.len();
-        for _ in 0..waiting {
-            let job = deferred.pop_front().expect("counted");
-            if group.len() < MAX_GROUP && sites.insert(job.batch.site.site_id) {
-                group.push(job);
-            } else {
-                deferred.push_back(job);
-            }
-        }
-        // With deferred batches in hand, only drain the queue if no other worker is waiting on it:
-        // that worker may wait for new batches, and these must not wait behind it.
-        let mut queue = if group.is_empty() {
-            Some(jobs.lock().await)
-        } else {
-            jobs.try_lock().ok()
-        };
-        if let Some(jobs) = queue.as_mut() {
-            if group.is_empty() {
-                match jobs.recv().await {
-                    Some(job) => {
-                        sites.insert(job.batch.site.site_id);
-                        group.push(job);
-                    }
-                    None => return,
-                }
+        {
+            let mut jobs = jobs.lock().await;
+            match jobs.recv().await {
+                Some(job) => group.push(job),
+                None => return,
             }
             while group.len() < MAX_GROUP {
                 let Ok(job) = jobs.try_recv() else { break };
-                if sites.insert(job.batch.site.site_id) {
-                    group.push(job);
-                } else {
-                    deferred.push_back(job);
+                group.push(job);
+            }
+            if busy && !linger.is_zero() {
+                let deadline = Instant::now() + linger;
+                while group.len() < MAX_GROUP {
+                    match tokio::time::timeout_at(deadline, jobs.recv()).await {
+                        Ok(Some(job)) => group.push(job),
+                        // The deadline passed, or every handle is gone: run what is in hand.
+                        Ok(None) | Err(_) => break,
+                    }
                 }
             }
         }
-        drop(queue);
+        busy = group.len() > 1;
         // A panic drops the group's reply channels (its requests are answered 503, nothing of the
         // group committed) and leaves the worker running.
         if AssertUnwindSafe(run(&pool, &metrics, &changes, group))
@@ -154,28 +154,36 @@ async fn run(pool: &PgPool, metrics: &Arc<Metrics>, changes: &ChangeSignal, grou
     }
 }
 
-/// Stores `batches` (at most one per site; keys not found before; readings inside the window) in
-/// one transaction, or each alone if that fails, and answers each as [`processor::execute`] would,
-/// in the order given.
+/// Stores `batches` (keys not found before; readings inside the window; a site's batches in the
+/// order they arrived) in one transaction, or each alone if that fails, and answers each as
+/// [`processor::execute`] would, in the order given.
 pub async fn store_together(
     pool: &PgPool,
     metrics: &Arc<Metrics>,
     batches: Vec<IngestBatch>,
 ) -> Vec<Result<Outcome, IngestError>> {
     if batches.len() > 1 {
-        let mut order: Vec<usize> = (0..batches.len()).collect();
+        // A key sent again while its first batch waits in the same group (a client's retry) is
+        // answered after the group, as the replay (or the 409) it is: in the group, its claim would
+        // fail every batch of it back to one at a time.
+        let mut keys = HashSet::new();
+        let (mut order, repeats): (Vec<usize>, Vec<usize>) = (0..batches.len())
+            .partition(|&index| keys.insert((batches[index].site.site_id, batches[index].key.as_str())));
+        // A stable sort: a site's batches keep the order they arrived in.
         order.sort_by_key(|&index| batches[index].site.site_id.get());
         let sorted: Vec<&IngestBatch> = order.iter().map(|&index| &batches[index]).collect();
-        debug_assert!(sorted
-            .windows(2)
-            .all(|pair| pair[0].site.site_id != pair[1].site.site_id));
         match store_group(pool, &sorted).await {
             Ok(outcomes) => {
-                metrics.group_commit(batches.len());
+                metrics.group_commit(sorted.len());
                 let mut answers: Vec<Option<Result<Outcome, IngestError>>> =
                     (0..batches.len()).map(|_| None).collect();
                 for (index, outcome) in order.into_iter().zip(outcomes) {
                     answers[index] = Some(outcome);
+                }
+                for index in repeats {
+                    let batch = batches[index].clone();
+                    answers[index] =
+                        Some(processor::execute(pool.clone(), metrics.clone(), batch, None).await);
                 }
                 return answers.into_iter().map(|a| a.expect("one answer each")).collect();
             }
@@ -204,15 +212,16 @@ pub async fn store_together(
     answers
 }
 
-/// The steps of [`processor::execute`] for every batch of `group` (sorted by site, one per site) in
-/// one transaction. Batches whose site does not exist are answered as such; any other failure fails
-/// the whole group.
+/// The steps of [`processor::execute`] for every batch of `group` (sorted by site, a site's batches
+/// in the order they arrived, no key twice) in one transaction. Batches whose site does not exist
+/// are answered as such; any other failure fails the whole group.
 async fn store_group(
     pool: &PgPool,
     group: &[&IngestBatch],
 ) -> Result<Vec<Result<Outcome, IngestError>>, IngestError> {
     let mut tx = pool.begin().await?;
-    let site_ids: Vec<i64> = group.iter().map(|batch| batch.site.site_id.get()).collect();
+    let mut site_ids: Vec<i64> = group.iter().map(|batch| batch.site.site_id.get()).collect();
+    site_ids.dedup();
     let locked = store::lock_sites(&mut tx, &site_ids).await?;
     let exists = |batch: &IngestBatch| {
         locked
@@ -220,11 +229,11 @@ async fn store_group(
             .is_ok()
     };
     let present: Vec<&IngestBatch> = group.iter().copied().filter(|batch| exists(batch)).collect();
-    let groups: Vec<SiteReadings> = present.iter().map(|batch| batch.site.clone()).collect();
-    let outcomes = if groups.is_empty() {
+    let parts: Vec<&SiteReadings> = present.iter().map(|batch| &batch.site).collect();
+    let outcomes = if parts.is_empty() {
         Vec::new()
     } else {
-        store::store(&mut tx, &groups, &locked, Path::InOrder).await?
+        store::store(&mut tx, &parts, &locked, Path::InOrder).await?
     };
     let receipts: Vec<BatchReceipt> = present
         .iter()

@@ -63,6 +63,10 @@ pub enum IngestError {
     /// batch again with every reading conflict-checked.
     #[error("a reading taken for new was stored already")]
     FreshConflict(#[source] sqlx::Error),
+    /// What the database stored and what the receipts would say disagree; nothing was committed.
+    /// Never expected: it guards against a mistake in working out each batch's share.
+    #[error("the stored readings and the receipts disagree: {0}")]
+    Inconsistent(&'static str),
     /// The database failed.
     #[error(transparent)]
     Database(sqlx::Error),
@@ -121,7 +125,7 @@ async fn attempt(pool: &PgPool, batch: &IngestBatch, path: Path) -> Result<Outco
     if locked.is_empty() {
         return Err(IngestError::SiteNotFound(site_id));
     }
-    let stored = store::store(&mut tx, std::slice::from_ref(&batch.site), &locked, path).await?;
+    let stored = store::store(&mut tx, &[&batch.site], &locked, path).await?;
     let site = stored[0];
     let receipt = BatchReceipt::stored(&batch.key, &site);
     let claimed = sqlx::query!(

@@ -20,7 +20,7 @@ use sqlx::{Postgres, Transaction};
 use chrono::{DateTime, Utc};
 
 use super::copy::{self, COPY_MEASUREMENTS, COPY_STAGING};
-use super::fresh::{self, NewestStored, SourceSpan, Split};
+use super::fresh::{self, NewestStored, PartTotals, SourceSpan, Stored};
 use super::processor::IngestError;
 use super::Reading;
 use crate::quantity::Milligrams;
@@ -118,29 +118,32 @@ pub async fn lock_sites(
         .collect())
 }
 
-/// Stores `groups` by `path`. `locked` must be the sites of `groups`, locked by [`lock_sites`], in
-/// the same order. Returns each site's outcome, in that order.
-#[tracing::instrument(skip_all, fields(sites = groups.len(), ?path))]
+/// Stores `parts` by `path`: each part one batch's readings for one site, sorted by site, a site's
+/// parts in the order their batches arrived. `locked` must hold every site of `parts`, locked by
+/// [`lock_sites`], ascending. Returns each part's outcome, in order: what it would have done alone,
+/// one after the other, its site's total moving part by part.
+#[tracing::instrument(skip_all, fields(parts = parts.len(), ?path))]
 pub async fn store(
     tx: &mut Transaction<'static, Postgres>,
-    groups: &[SiteReadings],
+    parts: &[&SiteReadings],
     locked: &[LockedSite],
     path: Path,
 ) -> Result<Vec<SiteOutcome>, IngestError> {
-    let spans = fresh::source_spans(groups);
+    debug_assert!(parts
+        .windows(2)
+        .all(|pair| pair[0].site_id.get() <= pair[1].site_id.get()));
+    let spans = fresh::source_spans(parts);
+    let newest;
     let split = match path {
-        Path::InOrder => fresh::split(groups, &newest_stored(tx, &spans, locked).await?),
-        Path::ConflictChecked => Split {
-            fresh: Vec::new(),
-            late: groups
-                .iter()
-                .flat_map(|group| group.readings.iter().map(|r| (group.site_id, r)))
-                .collect(),
-        },
+        Path::InOrder => {
+            newest = newest_stored(tx, &spans, locked).await?;
+            fresh::split(parts, Stored::Newest(&newest))
+        }
+        Path::ConflictChecked => fresh::split(parts, Stored::Anything),
     };
     tracing::debug!(fresh = split.fresh.len(), late = split.late.len(), "split");
     if !split.fresh.is_empty() {
-        copy_in(tx, COPY_MEASUREMENTS, &split.fresh)
+        copy_in(tx, COPY_MEASUREMENTS, copy::encode(&split.fresh))
             .await
             .map_err(|error| match error.as_database_error().and_then(|e| e.code()) {
                 Some(code) if code == "23505" => IngestError::FreshConflict(error),
@@ -148,11 +151,17 @@ pub async fn store(
             })?;
     }
     if !split.late.is_empty() {
-        copy_in(tx, COPY_STAGING, &split.late).await?;
+        copy_in(
+            tx,
+            COPY_STAGING,
+            copy::encode_staged(&split.late, &split.late_parts),
+        )
+        .await?;
     }
     let totals = fresh::totals(&split.fresh);
     let hours = &totals.hours;
     let sites = &totals.sites;
+    let heads = fresh::heads(&spans);
     // Runtime-checked: with late readings it reads the connection's temporary staging table, which
     // the macros' compile-time connection does not have. Without any, it leaves the table alone,
     // so the commit has no temporary table to empty.
@@ -161,7 +170,7 @@ pub async fn store(
     } else {
         &*APPLY_STAGED_AND_FRESH
     };
-    let stored: Vec<(i64, i64, i64, i64)> = sqlx::query_as(statement)
+    let rows: Vec<(i32, i64, i64, i64)> = sqlx::query_as(statement)
         .bind(hours.iter().map(|h| h.site_id).collect::<Vec<_>>())
         .bind(hours.iter().map(|h| h.hour).collect::<Vec<_>>())
         .bind(hours.iter().map(|h| h.sum_mg).collect::<Vec<_>>())
@@ -173,36 +182,89 @@ pub async fn store(
         .bind(sites.iter().map(|s| s.sum_mg).collect::<Vec<_>>())
         .bind(sites.iter().map(|s| s.first_at).collect::<Vec<_>>())
         .bind(sites.iter().map(|s| s.last_at).collect::<Vec<_>>())
-        .bind(spans.iter().map(|s| s.site_id.get()).collect::<Vec<_>>())
-        .bind(spans.iter().map(|s| s.source_id).collect::<Vec<_>>())
-        .bind(spans.iter().map(|s| s.newest).collect::<Vec<_>>())
+        .bind(heads.iter().map(|h| h.0.get()).collect::<Vec<_>>())
+        .bind(heads.iter().map(|h| h.1).collect::<Vec<_>>())
+        .bind(heads.iter().map(|h| h.2).collect::<Vec<_>>())
         .fetch_all(&mut **tx)
         .await?;
 
-    let stored: HashMap<i64, (i64, i64, i64)> = stored
-        .into_iter()
-        .map(|(site, accepted, accepted_mg, total)| (site, (accepted, accepted_mg, total)))
-        .collect();
-    Ok(groups
-        .iter()
-        .zip(locked)
-        .map(|(group, site)| {
-            debug_assert_eq!(group.site_id, site.site_id);
-            let (accepted, accepted_mg, total_after) = stored
-                .get(&site.site_id.get())
-                .map(|&(accepted, accepted_mg, total)| (accepted as u64, accepted_mg, total))
-                .unwrap_or((0, 0, site.total_before.mg()));
-            SiteOutcome {
-                site_id: site.site_id,
-                submitted: group.submitted as u64,
-                accepted,
-                accepted_emissions: Milligrams::from_mg(accepted_mg),
-                total_before: site.total_before,
-                total_after: Milligrams::from_mg(total_after),
-                emission_limit: site.emission_limit,
+    let mut staged = vec![PartTotals::default(); parts.len()];
+    let mut totals_after: HashMap<i64, i64> = HashMap::new();
+    for (kind, key, readings, mg) in rows {
+        match kind {
+            STAGED_OF_PART => {
+                let part = usize::try_from(key).ok().and_then(|index| staged.get_mut(index));
+                let part = part.ok_or(IngestError::Inconsistent("a staged reading of no part"))?;
+                *part = PartTotals {
+                    readings: readings as u64,
+                    sum_mg: mg,
+                };
             }
-        })
-        .collect())
+            _ => {
+                totals_after.insert(key, mg);
+            }
+        }
+    }
+    let outcomes = outcomes(parts, locked, &split.fresh_by_part, &staged)?;
+    // Every site's total moved, in the database, by exactly what its parts say they stored.
+    for site in locked {
+        let by_parts = outcomes
+            .iter()
+            .rev()
+            .find(|outcome| outcome.site_id == site.site_id)
+            .map(|outcome| outcome.total_after.mg());
+        let in_database = totals_after.get(&site.site_id.get()).copied();
+        let agree = match in_database {
+            Some(total) => by_parts == Some(total),
+            None => by_parts.is_none_or(|total| total == site.total_before.mg()),
+        };
+        if !agree {
+            return Err(IngestError::Inconsistent(
+                "a site's total and its parts' receipts disagree",
+            ));
+        }
+    }
+    Ok(outcomes)
+}
+
+/// Each part's outcome from what it newly stored: its fresh readings and its staged ones that went
+/// in. A site's parts follow each other, each starting from the total the one before left.
+fn outcomes(
+    parts: &[&SiteReadings],
+    locked: &[LockedSite],
+    fresh: &[PartTotals],
+    staged: &[PartTotals],
+) -> Result<Vec<SiteOutcome>, IngestError> {
+    let mut running: Option<(SiteId, Milligrams)> = None;
+    let mut outcomes = Vec::with_capacity(parts.len());
+    for (index, part) in parts.iter().enumerate() {
+        let site = locked
+            .binary_search_by_key(&part.site_id.get(), |site| site.site_id.get())
+            .map(|found| locked[found])
+            .map_err(|_| IngestError::Inconsistent("a part of a site that is not locked"))?;
+        let total_before = match running {
+            Some((id, total)) if id == part.site_id => total,
+            _ => site.total_before,
+        };
+        let accepted = fresh[index].readings + staged[index].readings;
+        let accepted_mg = fresh[index].sum_mg + staged[index].sum_mg;
+        let total_after = total_before
+            .mg()
+            .checked_add(accepted_mg)
+            .ok_or(IngestError::TotalOverflow)?;
+        let total_after = Milligrams::from_mg(total_after);
+        running = Some((part.site_id, total_after));
+        outcomes.push(SiteOutcome {
+            site_id: part.site_id,
+            submitted: part.submitted as u64,
+            accepted,
+            accepted_emissions: Milligrams::from_mg(accepted_mg),
+            total_before,
+            total_after,
+            emission_limit: site.emission_limit,
+        });
+    }
+    Ok(outcomes)
 }
 
 /// The head of each (site, source) in `spans` that may have readings at or after its earliest one
@@ -248,21 +310,28 @@ async fn newest_stored(
 async fn copy_in(
     tx: &mut Transaction<'static, Postgres>,
     statement: &str,
-    rows: &[fresh::SiteReading<'_>],
+    encoded: Vec<u8>,
 ) -> Result<(), sqlx::Error> {
     let mut copy_in = tx.copy_in_raw(statement).await?;
-    copy_in.send(copy::encode(rows)).await?;
+    copy_in.send(encoded).await?;
     copy_in.finish().await?;
     Ok(())
 }
 
-/// The statement that applies a batch: `$1`..`$6` are the fresh readings' per-(site, hour) totals,
+/// A row of the apply statement's answer that gives a part's staged readings that went in (the
+/// other kind gives a site's total after the statement).
+const STAGED_OF_PART: i32 = 0;
+
+/// The statement that applies a group: `$1`..`$6` are the fresh readings' per-(site, hour) totals,
 /// `$7`..`$11` their per-site totals, `$12`..`$14` the newest reading of each (site, source) in the
-/// batch (all of which are stored once it commits, new or not); `stored` is what the staged
-/// readings newly stored.
-fn apply_statement(stored: &str) -> String {
+/// group (all of which are stored once it commits, new or not); `stored` is what the staged
+/// readings newly stored, `stored_parts` the same with each one's part. It answers two kinds of
+/// rows: ([`STAGED_OF_PART`], part, readings, sum) for each part with staged readings that went in,
+/// and (1, site, 0, total) for each site whose total moved.
+fn apply_statement(stored: &str, stored_parts: &str) -> String {
     format!(
         "with stored as ({stored}),
+         stored_parts as ({stored_parts}),
          hours as (
              select site_id, date_trunc('hour', measured_at, 'UTC') as hour, sum(value_mg)::bigint as sum_mg,
                     count(*) as readings, min(value_mg) as min_mg, max(value_mg) as max_mg
@@ -291,30 +360,41 @@ fn apply_statement(stored: &str) -> String {
                    select * from unnest($7::bigint[], $8::bigint[], $9::bigint[], $10::timestamptz[], $11::timestamptz[])
                ) parts
               group by site_id
+         ), updated as (
+             update sites s
+                set total_emissions_mg = s.total_emissions_mg + summary.accepted_mg,
+                    reading_count = s.reading_count + summary.accepted,
+                    first_reading_at = least(s.first_reading_at, summary.first_at),
+                    last_reading_at = greatest(s.last_reading_at, summary.last_at),
+                    version = s.version + 1
+               from summary
+              where s.id = summary.site_id
+          returning s.id, s.total_emissions_mg
          )
-         update sites s
-            set total_emissions_mg = s.total_emissions_mg + summary.accepted_mg,
-                reading_count = s.reading_count + summary.accepted,
-                first_reading_at = least(s.first_reading_at, summary.first_at),
-                last_reading_at = greatest(s.last_reading_at, summary.last_at),
-                version = s.version + 1
-           from summary
-          where s.id = summary.site_id
-      returning s.id, summary.accepted, summary.accepted_mg, s.total_emissions_mg"
+         select {STAGED_OF_PART} as kind, part, count(*)::bigint, sum(value_mg)::bigint
+           from stored_parts group by part
+         union all
+         select 1, id, 0::bigint, total_emissions_mg from updated"
     )
 }
 
-/// Applies staged (late) readings and fresh ones.
+/// Applies staged (late) readings and fresh ones. No two staged readings are the same reading
+/// ([`fresh::split`]), so each stored one is found again in staging with its part.
 static APPLY_STAGED_AND_FRESH: LazyLock<String> = LazyLock::new(|| {
     apply_statement(
         "insert into measurements (site_id, source_id, measured_at, value_mg)
          select site_id, source_id, measured_at, value_mg from ingest_staging
          on conflict do nothing
-         returning site_id, measured_at, value_mg",
+         returning site_id, source_id, measured_at, value_mg",
+        "select staged.part, stored.value_mg
+           from stored join ingest_staging staged using (site_id, source_id, measured_at)",
     )
 });
 
 /// Applies fresh readings only; staging is not touched.
 static APPLY_FRESH: LazyLock<String> = LazyLock::new(|| {
-    apply_statement("select null::bigint as site_id, null::timestamptz as measured_at, null::bigint as value_mg where false")
+    apply_statement(
+        "select null::bigint as site_id, null::timestamptz as measured_at, null::bigint as value_mg where false",
+        "select null::bigint as part, null::bigint as value_mg where false",
+    )
 });
