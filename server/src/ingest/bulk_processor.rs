@@ -77,7 +77,7 @@ async fn attempt(pool: &PgPool, batch: &BulkBatch, path: Path) -> Result<BulkOut
         return Err(BulkError::SitesNotFound(missing_sites(batch, &locked)));
     }
     let parts: Vec<&store::SiteReadings> = batch.sites.iter().collect();
-    let outcomes = store::store(&mut tx, &parts, &locked, path).await?;
+    let (outcomes, _) = store::store(&mut tx, &parts, &locked, path, None).await?;
     let receipt = BulkReceipt::new(&batch.key, &outcomes);
     let claimed = sqlx::query!(
         "insert into bulk_batches (client_id, idempotency_key, payload_sha256, body_sha256, receipt)

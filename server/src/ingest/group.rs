@@ -27,13 +27,13 @@ use sqlx::PgPool;
 use tokio::sync::{mpsc, oneshot, Mutex};
 use tokio::time::Instant;
 
+use super::closing::{self, Closing};
 use super::processor::{self, IngestError, Outcome};
-use super::store::{self, Path, SiteReadings};
-use super::{BatchReceipt, IngestBatch};
+use super::store::{self, Path, SiteOutcome, SiteReadings};
+use super::IngestBatch;
 use crate::changes::ChangeSignal;
 use crate::error::is_unavailable;
 use crate::metrics::Metrics;
-use crate::outbox;
 
 /// At most this many batches share a transaction: up to 6,400 readings of v1 batches.
 pub const MAX_GROUP: usize = 64;
@@ -230,51 +230,22 @@ async fn store_group(
     };
     let present: Vec<&IngestBatch> = group.iter().copied().filter(|batch| exists(batch)).collect();
     let parts: Vec<&SiteReadings> = present.iter().map(|batch| &batch.site).collect();
-    let outcomes = if parts.is_empty() {
-        Vec::new()
+    let close = |outcomes: &[SiteOutcome]| Closing::new(&present, outcomes);
+    let closing = if parts.is_empty() {
+        Closing::new(&[], &[])
     } else {
-        store::store(&mut tx, &parts, &locked, Path::InOrder).await?
+        match store::store(&mut tx, &parts, &locked, Path::InOrder, Some(&close)).await? {
+            (_, Some(written)) => written,
+            (outcomes, None) => {
+                let closing = close(&outcomes);
+                closing::write(&mut tx, &closing).await?;
+                closing
+            }
+        }
     };
-    let receipts: Vec<BatchReceipt> = present
-        .iter()
-        .zip(&outcomes)
-        .map(|(batch, site)| BatchReceipt::stored(&batch.key, site))
-        .collect();
-    sqlx::query!(
-        "insert into ingest_batches (site_id, idempotency_key, payload_sha256, body_sha256, receipt)
-         select * from unnest($1::bigint[], $2::text[], $3::bytea[], $4::bytea[], $5::jsonb[])",
-        &present
-            .iter()
-            .map(|batch| batch.site.site_id.get())
-            .collect::<Vec<_>>(),
-        &present
-            .iter()
-            .map(|batch| batch.key.as_str().to_owned())
-            .collect::<Vec<_>>(),
-        &present
-            .iter()
-            .map(|batch| batch.payload_sha256.to_vec())
-            .collect::<Vec<_>>(),
-        &present
-            .iter()
-            .map(|batch| batch.body_sha256.map(|hash| hash.to_vec()))
-            .collect::<Vec<_>>() as &[Option<Vec<u8>>],
-        &receipts
-            .iter()
-            .map(|receipt| serde_json::to_value(receipt).expect("a receipt serialises"))
-            .collect::<Vec<_>>(),
-    )
-    .execute(&mut *tx)
-    .await?;
-    let events: Vec<_> = receipts
-        .iter()
-        .zip(&outcomes)
-        .flat_map(|(receipt, site)| outbox::events_for_batch(&receipt.batch_id, site))
-        .collect();
-    outbox::record(&mut tx, chrono::Utc::now(), &events).await?;
     tx.commit().await?;
 
-    let mut receipts = receipts.into_iter();
+    let mut receipts = closing.receipts.into_iter();
     Ok(group
         .iter()
         .map(|batch| match exists(batch) {

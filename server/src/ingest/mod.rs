@@ -7,6 +7,7 @@
 pub mod bulk;
 pub mod bulk_processor;
 pub mod bulk_request;
+pub mod closing;
 pub mod copy;
 pub mod fresh;
 pub mod group;

@@ -17,6 +17,9 @@
 //!    the readings, the total and the events land together or not at all. Only then is the client
 //!    answered.
 //!
+//! Steps 3 and 4 are the batch's [`Closing`]. When every reading is fresh (the common case), the
+//! receipt is known before the statement of step 2 runs, and that statement writes the closing too.
+//!
 //! The pool must come from [`crate::db::connect`], which gives each connection its staging table.
 
 use sqlx::types::Json;
@@ -24,11 +27,11 @@ use std::sync::Arc;
 
 use sqlx::PgPool;
 
-use super::store::{self, Path};
+use super::closing::{self, Closing};
+use super::store::{self, Path, SiteOutcome};
 use super::{BatchReceipt, IdempotencyKey, IngestBatch, StoredBatch};
 use crate::error::FieldError;
 use crate::metrics::Metrics;
-use crate::outbox;
 use crate::sites::SiteId;
 
 /// How a batch (or, with a [`super::bulk::BulkReceipt`], a bulk request) was answered.
@@ -125,28 +128,29 @@ async fn attempt(pool: &PgPool, batch: &IngestBatch, path: Path) -> Result<Outco
     if locked.is_empty() {
         return Err(IngestError::SiteNotFound(site_id));
     }
-    let stored = store::store(&mut tx, &[&batch.site], &locked, path).await?;
-    let site = stored[0];
-    let receipt = BatchReceipt::stored(&batch.key, &site);
-    let claimed = sqlx::query!(
-        "insert into ingest_batches (site_id, idempotency_key, payload_sha256, body_sha256, receipt)
-         values ($1, $2, $3, $4, $5)",
-        site_id.get(),
-        batch.key.as_str(),
-        &batch.payload_sha256[..],
-        batch.body_sha256.as_ref().map(|hash| &hash[..]),
-        Json(&receipt) as _,
-    )
-    .execute(&mut *tx)
-    .await;
-    match claimed {
-        Ok(_) => {
-            let events = outbox::events_for_batch(&receipt.batch_id, &site);
-            outbox::record(&mut tx, chrono::Utc::now(), &events).await?;
+    let close = |outcomes: &[SiteOutcome]| Closing::new(&[batch], outcomes);
+    let written = match store::store(&mut tx, &[&batch.site], &locked, path, Some(&close)).await {
+        Ok((_, Some(written))) => Ok(written),
+        Ok((outcomes, None)) => {
+            let closing = close(&outcomes);
+            closing::write(&mut tx, &closing)
+                .await
+                .map(|()| closing)
+                .map_err(IngestError::from)
+        }
+        Err(error) => Err(error),
+    };
+    match written {
+        Ok(closing) => {
             tx.commit().await?;
+            let receipt = closing
+                .receipts
+                .into_iter()
+                .next()
+                .expect("one receipt for one batch");
             Ok(Outcome::Stored(receipt))
         }
-        Err(error) if is_key_taken(&error) => {
+        Err(IngestError::Database(error)) if closing::is_key_taken(&error) => {
             // A retry of this key committed while this transaction waited for the site lock; its
             // readings were already stored, so this one stored nothing new. Answer as a replay.
             tx.rollback().await?;
@@ -155,7 +159,7 @@ async fn attempt(pool: &PgPool, batch: &IngestBatch, path: Path) -> Result<Outco
                 None => Err(IngestError::Database(error)),
             }
         }
-        Err(error) => Err(error.into()),
+        Err(error) => Err(error),
     }
 }
 
@@ -179,12 +183,6 @@ pub async fn find_batch(
         body_sha256: row.body_sha256,
         receipt: row.receipt.0,
     }))
-}
-
-fn is_key_taken(error: &sqlx::Error) -> bool {
-    error
-        .as_database_error()
-        .is_some_and(|e| e.constraint() == Some("ingest_batches_pkey"))
 }
 
 /// The stored receipt for a retry with the same payload; 409 for another payload.

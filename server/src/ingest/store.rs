@@ -19,6 +19,7 @@ use sqlx::{Postgres, Transaction};
 
 use chrono::{DateTime, Utc};
 
+use super::closing::{self, Closing};
 use super::copy::{self, COPY_MEASUREMENTS, COPY_STAGING};
 use super::fresh::{self, NewestStored, PartTotals, SourceSpan, Stored};
 use super::processor::IngestError;
@@ -118,17 +119,24 @@ pub async fn lock_sites(
         .collect())
 }
 
+/// Makes a transaction's [`Closing`] from its parts' outcomes.
+pub type Close<'c> = &'c (dyn Fn(&[SiteOutcome]) -> Closing + Sync);
+
 /// Stores `parts` by `path`: each part one batch's readings for one site, sorted by site, a site's
 /// parts in the order their batches arrived. `locked` must hold every site of `parts`, locked by
 /// [`lock_sites`], ascending. Returns each part's outcome, in order: what it would have done alone,
 /// one after the other, its site's total moving part by part.
+///
+/// With `close`, when every reading is fresh, the closing it makes is written by the same statement
+/// and returned; otherwise (`None`) the caller writes its own.
 #[tracing::instrument(skip_all, fields(parts = parts.len(), ?path))]
 pub async fn store(
     tx: &mut Transaction<'static, Postgres>,
     parts: &[&SiteReadings],
     locked: &[LockedSite],
     path: Path,
-) -> Result<Vec<SiteOutcome>, IngestError> {
+    close: Option<Close<'_>>,
+) -> Result<(Vec<SiteOutcome>, Option<Closing>), IngestError> {
     debug_assert!(parts
         .windows(2)
         .all(|pair| pair[0].site_id.get() <= pair[1].site_id.get()));
@@ -165,12 +173,22 @@ pub async fn store(
     // Runtime-checked: with late readings it reads the connection's temporary staging table, which
     // the macros' compile-time connection does not have. Without any, it leaves the table alone,
     // so the commit has no temporary table to empty.
-    let statement = if split.late.is_empty() {
-        &*APPLY_FRESH
-    } else {
-        &*APPLY_STAGED_AND_FRESH
+    let no_staged = vec![PartTotals::default(); parts.len()];
+    // Every reading fresh: each part's outcome is known now, and so is the closing.
+    let known = match split.late.is_empty() {
+        true => Some(outcomes(parts, locked, &split.fresh_by_part, &no_staged)?),
+        false => None,
     };
-    let rows: Vec<(i32, i64, i64, i64)> = sqlx::query_as(statement)
+    let closing = match (&known, close) {
+        (Some(known), Some(close)) => Some(close(known)),
+        _ => None,
+    };
+    let statement = match (split.late.is_empty(), closing.is_some()) {
+        (true, true) => &*APPLY_FRESH_AND_CLOSE,
+        (true, false) => &*APPLY_FRESH,
+        (false, _) => &*APPLY_STAGED_AND_FRESH,
+    };
+    let query = sqlx::query_as(statement)
         .bind(hours.iter().map(|h| h.site_id).collect::<Vec<_>>())
         .bind(hours.iter().map(|h| h.hour).collect::<Vec<_>>())
         .bind(hours.iter().map(|h| h.sum_mg).collect::<Vec<_>>())
@@ -184,9 +202,12 @@ pub async fn store(
         .bind(sites.iter().map(|s| s.last_at).collect::<Vec<_>>())
         .bind(heads.iter().map(|h| h.0.get()).collect::<Vec<_>>())
         .bind(heads.iter().map(|h| h.1).collect::<Vec<_>>())
-        .bind(heads.iter().map(|h| h.2).collect::<Vec<_>>())
-        .fetch_all(&mut **tx)
-        .await?;
+        .bind(heads.iter().map(|h| h.2).collect::<Vec<_>>());
+    let query = match &closing {
+        Some(closing) => closing.bind(query),
+        None => query,
+    };
+    let rows: Vec<(i32, i64, i64, i64)> = query.fetch_all(&mut **tx).await?;
 
     let mut staged = vec![PartTotals::default(); parts.len()];
     let mut totals_after: HashMap<i64, i64> = HashMap::new();
@@ -205,7 +226,10 @@ pub async fn store(
             }
         }
     }
-    let outcomes = outcomes(parts, locked, &split.fresh_by_part, &staged)?;
+    let outcomes = match known {
+        Some(known) => known,
+        None => outcomes(parts, locked, &split.fresh_by_part, &staged)?,
+    };
     // Every site's total moved, in the database, by exactly what its parts say they stored.
     for site in locked {
         let by_parts = outcomes
@@ -224,7 +248,7 @@ pub async fn store(
             ));
         }
     }
-    Ok(outcomes)
+    Ok((outcomes, closing))
 }
 
 /// Each part's outcome from what it newly stored: its fresh readings and its staged ones that went
@@ -327,8 +351,9 @@ const STAGED_OF_PART: i32 = 0;
 /// group (all of which are stored once it commits, new or not); `stored` is what the staged
 /// readings newly stored, `stored_parts` the same with each one's part. It answers two kinds of
 /// rows: ([`STAGED_OF_PART`], part, readings, sum) for each part with staged readings that went in,
-/// and (1, site, 0, total) for each site whose total moved.
-fn apply_statement(stored: &str, stored_parts: &str) -> String {
+/// and (1, site, 0, total) for each site whose total moved. `closing` is empty or
+/// [`closing::CTES`].
+fn apply_statement(stored: &str, stored_parts: &str, closing: &str) -> String {
     format!(
         "with stored as ({stored}),
          stored_parts as ({stored_parts}),
@@ -370,7 +395,7 @@ fn apply_statement(stored: &str, stored_parts: &str) -> String {
                from summary
               where s.id = summary.site_id
           returning s.id, s.total_emissions_mg
-         )
+         ){closing}
          select {STAGED_OF_PART} as kind, part, count(*)::bigint, sum(value_mg)::bigint
            from stored_parts group by part
          union all
@@ -388,13 +413,21 @@ static APPLY_STAGED_AND_FRESH: LazyLock<String> = LazyLock::new(|| {
          returning site_id, source_id, measured_at, value_mg",
         "select staged.part, stored.value_mg
            from stored join ingest_staging staged using (site_id, source_id, measured_at)",
+        "",
     )
 });
 
+/// Stores nothing from staging.
+const NOTHING_STAGED: [&str; 2] = [
+    "select null::bigint as site_id, null::timestamptz as measured_at, null::bigint as value_mg where false",
+    "select null::bigint as part, null::bigint as value_mg where false",
+];
+
 /// Applies fresh readings only; staging is not touched.
-static APPLY_FRESH: LazyLock<String> = LazyLock::new(|| {
-    apply_statement(
-        "select null::bigint as site_id, null::timestamptz as measured_at, null::bigint as value_mg where false",
-        "select null::bigint as part, null::bigint as value_mg where false",
-    )
-});
+static APPLY_FRESH: LazyLock<String> =
+    LazyLock::new(|| apply_statement(NOTHING_STAGED[0], NOTHING_STAGED[1], ""));
+
+/// Applies fresh readings only and writes the transaction's [`Closing`] (its parameters follow the
+/// fourteen of the apply statement).
+static APPLY_FRESH_AND_CLOSE: LazyLock<String> =
+    LazyLock::new(|| apply_statement(NOTHING_STAGED[0], NOTHING_STAGED[1], closing::CTES));
