@@ -759,6 +759,11 @@ pub struct ServeArgs {
     /// transactions at the cost of this much latency; see docs/BENCHMARKS.md.
     #[arg(long, env = "PLUME_GROUP_LINGER_US", default_value_t = 1_000, value_parser = clap::value_parser!(u64).range(0..=100_000))]
     pub group_linger_us: u64,
+    /// Group-commit workers, each storing the v1 batches of its share of the sites one transaction
+    /// at a time. More let more transactions run at once on a database with cores to spare; see
+    /// docs/BENCHMARKS.md for how many suit two cores.
+    #[arg(long, env = "PLUME_GROUP_WORKERS", default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub group_workers: u16,
     /// Do not load the demo data (otherwise loaded when the embedded database has no sites yet).
     #[arg(long, env = "PLUME_NO_DEMO")]
     pub no_demo: bool,
@@ -834,7 +839,10 @@ impl ServeArgs {
             max_bulk_body_bytes: self.max_bulk_body_bytes,
             bulk_memory_bytes: self.bulk_memory_mib as usize * 1024 * 1024,
             max_waiters: self.max_waiters,
-            group_linger: Duration::from_micros(self.group_linger_us),
+            group: crate::ingest::group::GroupSettings {
+                workers: usize::from(self.group_workers),
+                linger: Duration::from_micros(self.group_linger_us),
+            },
             auth: self.auth.settings(),
             allowed_hosts: if self.allowed_hosts.is_empty() {
                 crate::http::server::default_allowed_hosts(self.listen)

@@ -29,8 +29,8 @@ pub struct Settings {
     pub bulk_memory_bytes: usize,
     /// The most long polls waiting at once; more get 503.
     pub max_waiters: usize,
-    /// How long a busy group-commit worker waits for more batches ([`crate::ingest::group`]).
-    pub group_linger: std::time::Duration,
+    /// How v1 batches are grouped into transactions ([`crate::ingest::group`]).
+    pub group: crate::ingest::group::GroupSettings,
     /// Whether requests authenticate, and how dashboard sessions last.
     pub auth: AuthSettings,
     /// Connection and request bounds of the listener.
@@ -49,7 +49,7 @@ impl Default for Settings {
             max_bulk_body_bytes: 32 * 1024 * 1024,
             bulk_memory_bytes: 512 * 1024 * 1024,
             max_waiters: 10_000,
-            group_linger: crate::ingest::group::LINGER,
+            group: crate::ingest::group::GroupSettings::default(),
             auth: AuthSettings::default(),
             limits: ServeLimits::default(),
             allowed_hosts: None,
@@ -100,12 +100,7 @@ impl AppState {
             auth,
             ready: Arc::default(),
             gauges: Arc::default(),
-            committer: GroupCommitter::start(
-                pool.clone(),
-                metrics.clone(),
-                signal.clone(),
-                settings.group_linger,
-            ),
+            committer: GroupCommitter::start(pool.clone(), metrics.clone(), signal.clone(), settings.group),
             change_signal: signal,
             pool,
             settings: Arc::new(settings),

@@ -2,8 +2,9 @@
 //! per-statement and per-commit costs (locks, statements, the commit's WAL flush) are paid once for
 //! many small batches, whether they are for many sites or for one.
 //!
-//! A few workers ([`GroupCommitter::start`]) take queued batches. A worker takes the first waiting
-//! batch and every other one already queued, up to [`MAX_GROUP`]. When its last group was not alone
+//! A few workers ([`GroupCommitter::start`]) take queued batches, each worker the batches of its own
+//! share of the sites, so that two workers' transactions never wait on each other's site locks. A
+//! worker takes the first waiting batch and every other one already queued, up to [`MAX_GROUP`]. When its last group was not alone
 //! (the load is high), it then waits a moment ([`LINGER`] by default) for more; when the load is low, a batch waits
 //! for nothing. A lone batch runs the single-batch path ([`processor::execute`]). A group runs the
 //! same steps for all its batches at once: lock their sites in ascending order, one COPY and one
@@ -24,7 +25,7 @@ use std::time::Duration;
 
 use futures_util::FutureExt;
 use sqlx::PgPool;
-use tokio::sync::{mpsc, oneshot, Mutex};
+use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
 use super::closing::{self, Closing};
@@ -42,10 +43,27 @@ pub const MAX_GROUP: usize = 64;
 /// group held more than one batch (`plume serve --group-linger-us`).
 pub const LINGER: Duration = Duration::from_millis(1);
 
-/// Workers, each running one transaction at a time. Two keep one group filling while another
-/// commits; more made concurrent groups wait on each other's site locks (64 clients over 100
-/// sites on 2 cores: 1 worker 77k readings/s, 2 workers 92k, 4 workers 72-75k).
+/// Workers by default (`plume serve --group-workers`), each running one transaction at a time for
+/// its own share of the sites.
 pub const WORKERS: usize = 2;
+
+/// How the committer groups batches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GroupSettings {
+    /// Workers, each with its own queue and its own share of the sites (`site id % workers`).
+    pub workers: usize,
+    /// How long a busy worker waits for more batches.
+    pub linger: Duration,
+}
+
+impl Default for GroupSettings {
+    fn default() -> Self {
+        Self {
+            workers: WORKERS,
+            linger: LINGER,
+        }
+    }
+}
 
 struct Job {
     batch: IngestBatch,
@@ -55,7 +73,9 @@ struct Job {
 /// The handle request handlers submit batches through; cheap to clone.
 #[derive(Debug, Clone)]
 pub struct GroupCommitter {
-    queue: mpsc::Sender<Job>,
+    /// One queue a worker: a site's batches always go to the same worker, so two workers' groups
+    /// never wait on each other's site locks, and a site's batches keep their order.
+    queues: Arc<[mpsc::Sender<Job>]>,
 }
 
 impl std::fmt::Debug for Job {
@@ -65,22 +85,28 @@ impl std::fmt::Debug for Job {
 }
 
 impl GroupCommitter {
-    /// Starts [`WORKERS`] workers storing through `pool`. They stop when every handle is dropped.
-    /// `changes` is told after every commit that stored readings. A busy worker waits up to
-    /// `linger` for more batches.
-    pub fn start(pool: PgPool, metrics: Arc<Metrics>, changes: ChangeSignal, linger: Duration) -> Self {
-        let (queue, jobs) = mpsc::channel(4 * MAX_GROUP * WORKERS);
-        let jobs = Arc::new(Mutex::new(jobs));
-        for _ in 0..WORKERS {
-            tokio::spawn(work(
-                jobs.clone(),
-                pool.clone(),
-                metrics.clone(),
-                changes.clone(),
-                linger,
-            ));
-        }
-        Self { queue }
+    /// Starts `settings.workers` workers storing through `pool`. They stop when every handle is
+    /// dropped. `changes` is told after every commit that stored readings.
+    pub fn start(
+        pool: PgPool,
+        metrics: Arc<Metrics>,
+        changes: ChangeSignal,
+        settings: GroupSettings,
+    ) -> Self {
+        let queues = (0..settings.workers.max(1))
+            .map(|_| {
+                let (queue, jobs) = mpsc::channel(4 * MAX_GROUP);
+                tokio::spawn(work(
+                    jobs,
+                    pool.clone(),
+                    metrics.clone(),
+                    changes.clone(),
+                    settings.linger,
+                ));
+                queue
+            })
+            .collect();
+        Self { queues }
     }
 
     /// Stores `batch` (its key not found before, its readings inside the window), alone or with
@@ -88,7 +114,8 @@ impl GroupCommitter {
     pub async fn store(&self, batch: IngestBatch) -> Result<Outcome, IngestError> {
         let (reply, answer) = oneshot::channel();
         let stopped = || IngestError::Database(sqlx::Error::PoolClosed);
-        self.queue
+        let worker = batch.site.site_id.get().unsigned_abs() as usize % self.queues.len();
+        self.queues[worker]
             .send(Job { batch, reply })
             .await
             .map_err(|_| stopped())?;
@@ -97,7 +124,7 @@ impl GroupCommitter {
 }
 
 async fn work(
-    jobs: Arc<Mutex<mpsc::Receiver<Job>>>,
+    mut jobs: mpsc::Receiver<Job>,
     pool: PgPool,
     metrics: Arc<Metrics>,
     changes: ChangeSignal,
@@ -107,7 +134,6 @@ async fn work(
     loop {
         let mut group = Vec::new();
         {
-            let mut jobs = jobs.lock().await;
             match jobs.recv().await {
                 Some(job) => group.push(job),
                 None => return,
