@@ -66,7 +66,7 @@ impl Closing {
         }
     }
 
-    /// Binds the parameters of [`CTES`] (`$15` to `$24`), after the apply statement's fourteen.
+    /// Binds the parameters of [`ctes`] (`$15` to `$24`), after the apply statement's fourteen.
     pub(super) fn bind<'q, O>(
         &'q self,
         query: QueryAs<'q, Postgres, O, PgArguments>,
@@ -88,25 +88,16 @@ impl Closing {
 
 /// The closing as common table expressions of the apply statement: the claims, then the events
 /// appended to their sites' streams exactly as [`outbox::record`] does.
-pub(super) const CTES: &str = ",
+pub(super) fn ctes() -> String {
+    format!(
+        ",
          claim as (
              insert into ingest_batches (site_id, idempotency_key, payload_sha256, body_sha256, receipt)
              select * from unnest($15::bigint[], $16::text[], $17::bytea[], $18::bytea[], $19::jsonb[])
-         ), event as (
-             select e.*, row_number() over (partition by e.site_id order by e.n) as nth,
-                    count(*) over (partition by e.site_id) as site_events
-               from unnest($20::bigint[], $21::uuid[], $22::text[], $23::jsonb[])
-                    with ordinality as e(site_id, event_id, event_type, data, n)
-         ), stream as (
-             insert into outbox_streams as s (site_id, head_seq)
-             select distinct site_id, site_events from event order by site_id
-             on conflict (site_id) do update set head_seq = s.head_seq + excluded.head_seq
-             returning site_id, head_seq
-         ), appended as (
-             insert into outbox_events (site_id, seq, event_id, event_type, occurred_at, data)
-             select e.site_id, stream.head_seq - e.site_events + e.nth, e.event_id, e.event_type, $24, e.data
-               from event e join stream using (site_id)
-         )";
+         ), {}",
+        outbox::append_events_ctes(20)
+    )
+}
 
 /// Writes `closing` in statements of its own: the claims, then the events.
 pub async fn write(tx: &mut Transaction<'static, Postgres>, closing: &Closing) -> Result<(), sqlx::Error> {

@@ -352,7 +352,7 @@ const STAGED_OF_PART: i32 = 0;
 /// readings newly stored, `stored_parts` the same with each one's part. It answers two kinds of
 /// rows: ([`STAGED_OF_PART`], part, readings, sum) for each part with staged readings that went in,
 /// and (1, site, 0, total) for each site whose total moved. `closing` is empty or
-/// [`closing::CTES`].
+/// [`closing::ctes`].
 fn apply_statement(stored: &str, stored_parts: &str, closing: &str) -> String {
     format!(
         "with stored as ({stored}),
@@ -430,4 +430,4 @@ static APPLY_FRESH: LazyLock<String> =
 /// Applies fresh readings only and writes the transaction's [`Closing`] (its parameters follow the
 /// fourteen of the apply statement).
 static APPLY_FRESH_AND_CLOSE: LazyLock<String> =
-    LazyLock::new(|| apply_statement(NOTHING_STAGED[0], NOTHING_STAGED[1], closing::CTES));
+    LazyLock::new(|| apply_statement(NOTHING_STAGED[0], NOTHING_STAGED[1], &closing::ctes()));

@@ -141,6 +141,32 @@ pub fn events_for_batch(batch_id: &str, site: &SiteOutcome) -> Vec<NewEvent> {
     events
 }
 
+/// The common table expressions that append events to their sites' streams, numbering each site's
+/// events after its stream's last one in the order given; the last one (`appended`) inserts them.
+/// Parameters from `$first`: site ids, event ids, types, data (arrays, one entry an event), then
+/// when they occurred. [`record`] runs them alone; the ingest's closing runs them inside its
+/// statement (`crate::ingest::closing`).
+pub(crate) fn append_events_ctes(first: usize) -> String {
+    let [sites, ids, types, data, occurred_at] = [0, 1, 2, 3, 4].map(|n| first + n);
+    format!(
+        "event as (
+             select e.*, row_number() over (partition by e.site_id order by e.n) as nth,
+                    count(*) over (partition by e.site_id) as site_events
+               from unnest(${sites}::bigint[], ${ids}::uuid[], ${types}::text[], ${data}::jsonb[])
+                    with ordinality as e(site_id, event_id, event_type, data, n)
+         ), stream as (
+             insert into outbox_streams as s (site_id, head_seq)
+             select distinct site_id, site_events from event order by site_id
+             on conflict (site_id) do update set head_seq = s.head_seq + excluded.head_seq
+             returning site_id, head_seq
+         ), appended as (
+             insert into outbox_events (site_id, seq, event_id, event_type, occurred_at, data)
+             select e.site_id, stream.head_seq - e.site_events + e.nth, e.event_id, e.event_type, ${occurred_at}, e.data
+               from event e join stream using (site_id)
+         )"
+    )
+}
+
 /// Appends `events` to their sites' streams in the caller's transaction, numbering each site's
 /// events after its stream's last one, in the order given. Each stream row stays locked until the
 /// transaction ends, so a site's sequence numbers follow commit order. The caller holds the locks
@@ -160,29 +186,15 @@ pub async fn record(
     let ids: Vec<Uuid> = events.iter().map(|e| e.event_id).collect();
     let types: Vec<String> = events.iter().map(|e| e.event_type.as_str().to_owned()).collect();
     let data: Vec<Value> = events.iter().map(|e| e.data.clone()).collect();
-    sqlx::query!(
-        "with event as (
-             select e.*, row_number() over (partition by e.site_id order by e.n) as nth,
-                    count(*) over (partition by e.site_id) as site_events
-               from unnest($1::bigint[], $2::uuid[], $3::text[], $4::jsonb[])
-                    with ordinality as e(site_id, event_id, event_type, data, n)
-         ), stream as (
-             insert into outbox_streams as s (site_id, head_seq)
-             select distinct site_id, site_events from event order by site_id
-             on conflict (site_id) do update set head_seq = s.head_seq + excluded.head_seq
-             returning site_id, head_seq
-         )
-         insert into outbox_events (site_id, seq, event_id, event_type, occurred_at, data)
-         select e.site_id, stream.head_seq - e.site_events + e.nth, e.event_id, e.event_type, $5, e.data
-           from event e join stream using (site_id)",
-        &sites,
-        &ids,
-        &types,
-        &data,
-        occurred_at,
-    )
-    .execute(&mut **tx)
-    .await?;
+    // The CTEs run to completion whether or not the query reads them.
+    sqlx::query(&format!("with {} select 1", append_events_ctes(1)))
+        .bind(&sites)
+        .bind(&ids)
+        .bind(&types)
+        .bind(&data)
+        .bind(occurred_at)
+        .execute(&mut **tx)
+        .await?;
     Ok(())
 }
 

@@ -13,19 +13,8 @@ use crate::helpers::*;
 
 /// A batch of `n` readings of `mg` from source "a", one a minute from `start`.
 fn batch_of(site: i64, key: &str, start: &str, n: usize, mg: i64) -> IngestBatch {
-    let start: chrono::DateTime<chrono::Utc> = start.parse().unwrap();
-    let readings = (0..n)
-        .map(|i| Reading {
-            source_id: "a".into(),
-            measured_at: start + chrono::Duration::minutes(i as i64),
-            value: Milligrams::from_mg(mg),
-        })
-        .collect();
-    IngestBatch::new(
-        SiteId::new(site).unwrap(),
-        IdempotencyKey::parse(key).unwrap(),
-        readings,
-    )
+    let minutes: Vec<i64> = (0..n as i64).collect();
+    batch_at(site, key, start, &minutes, mg)
 }
 
 fn stored(outcome: &Result<Outcome, IngestError>) -> &plume::ingest::BatchReceipt {
