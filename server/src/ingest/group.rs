@@ -4,13 +4,14 @@
 //!
 //! A few workers ([`GroupCommitter::start`]) take queued batches, each worker the batches of its own
 //! share of the sites, so that two workers' transactions never wait on each other's site locks. A
-//! worker takes the first waiting batch and every other one already queued, up to [`MAX_GROUP`]. When its last group was not alone
-//! (the load is high), it then waits a moment ([`LINGER`] by default) for more; when the load is low, a batch waits
-//! for nothing. A lone batch runs the single-batch path ([`processor::execute`]). A group runs the
-//! same steps for all its batches at once: lock their sites in ascending order, one COPY and one
-//! statement ([`store`]), claim every key in one insert, record every event, commit. A site's
-//! batches are stored in the order they arrived, each its own part: each gets exactly the receipt,
-//! the events and the share of the site's total it would have got alone, one after the other.
+//! worker takes the first waiting batch and every other one already queued, up to [`MAX_GROUP`].
+//! When its last group was not alone (the load is high), it then waits a moment ([`LINGER`] by
+//! default) for more; when the load is low, a batch waits for nothing. A lone batch runs the
+//! single-batch path ([`processor::execute`]). A group runs the same steps for all its batches at
+//! once: lock their sites in ascending order, one COPY and one statement ([`store`]), claim every
+//! key in one insert, record every event, commit. A site's batches are stored in the order they
+//! arrived, each its own part: each gets exactly the receipt, the events and the share of the
+//! site's total it would have got alone, one after the other.
 //!
 //! If anything fails in a group (a key claimed by a racing retry, a total that would overflow, a
 //! reading stored behind the lock, the database going away), the transaction is rolled back and
@@ -133,23 +134,21 @@ async fn work(
     let mut busy = false;
     loop {
         let mut group = Vec::new();
-        {
-            match jobs.recv().await {
-                Some(job) => group.push(job),
-                None => return,
-            }
+        match jobs.recv().await {
+            Some(job) => group.push(job),
+            None => return,
+        }
+        while group.len() < MAX_GROUP {
+            let Ok(job) = jobs.try_recv() else { break };
+            group.push(job);
+        }
+        if busy && !linger.is_zero() {
+            let deadline = Instant::now() + linger;
             while group.len() < MAX_GROUP {
-                let Ok(job) = jobs.try_recv() else { break };
-                group.push(job);
-            }
-            if busy && !linger.is_zero() {
-                let deadline = Instant::now() + linger;
-                while group.len() < MAX_GROUP {
-                    match tokio::time::timeout_at(deadline, jobs.recv()).await {
-                        Ok(Some(job)) => group.push(job),
-                        // The deadline passed, or every handle is gone: run what is in hand.
-                        Ok(None) | Err(_) => break,
-                    }
+                match tokio::time::timeout_at(deadline, jobs.recv()).await {
+                    Ok(Some(job)) => group.push(job),
+                    // The deadline passed, or every handle is gone: run what is in hand.
+                    Ok(None) | Err(_) => break,
                 }
             }
         }

@@ -29,6 +29,7 @@ use tokio::sync::Notify;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
 
 use super::sink::{Delivery, DeliveryError, Sink};
 use super::streams::{self, Claim, Release};
@@ -193,8 +194,42 @@ impl<S: Sink> Relay<S> {
         Ok(report)
     }
 
+    /// Claims up to `limit` streams. When the claim fails, it may still have committed with its
+    /// answer lost (a crash or a broken link right after the commit): the streams it took are
+    /// released by its token, tried again like a write-back until the lease would have ended, so
+    /// that they do not wait out their lease.
     async fn claim(&self, limit: usize) -> Result<Vec<Claim>, sqlx::Error> {
-        streams::claim(&self.pool, limit, self.config.batch_size, self.config.lease).await
+        let token = Uuid::new_v4();
+        let lease_deadline = Instant::now() + self.config.lease;
+        let claimed = streams::claim(
+            &self.pool,
+            token,
+            limit,
+            self.config.batch_size,
+            self.config.lease,
+        )
+        .await;
+        let Err(error) = claimed else { return claimed };
+        let mut pause = WRITE_BACK_FIRST_PAUSE;
+        loop {
+            match streams::release_lost_claim(&self.pool, token).await {
+                Ok(0) => break,
+                Ok(released) => {
+                    tracing::warn!(released, "a failed claim had taken streams; released them");
+                    break;
+                }
+                Err(release_error) if Instant::now() + pause < lease_deadline => {
+                    tracing::debug!(%release_error, retry_in_ms = pause.as_millis() as u64, "releasing a failed claim's streams failed; trying again");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(WRITE_BACK_MAX_PAUSE);
+                }
+                Err(release_error) => {
+                    tracing::warn!(%release_error, "releasing a failed claim's streams failed; their lease will expire");
+                    break;
+                }
+            }
+        }
+        Err(error)
     }
 
     /// Delivers a claimed stream's events in order until one fails, the lease runs short or

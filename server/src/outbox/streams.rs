@@ -32,15 +32,15 @@ pub(super) struct Claim {
 }
 
 /// Takes up to `limit` ready streams, least recently served first, each with up to `batch` events,
-/// under a lease of `lease`.
+/// under a lease of `lease` held by `token` (new for each claim).
 #[tracing::instrument(skip(pool))]
 pub(super) async fn claim(
     pool: &PgPool,
+    token: Uuid,
     limit: usize,
     batch: i64,
     lease: Duration,
 ) -> Result<Vec<Claim>, sqlx::Error> {
-    let token = Uuid::new_v4();
     let lease_deadline = Instant::now() + lease;
     let rows = sqlx::query!(
         "update outbox_streams s
@@ -75,6 +75,20 @@ pub(super) async fn claim(
             lease_deadline,
         })
         .collect())
+}
+
+/// Ends every lease `token` holds: those of a claim whose answer was lost (the database crashed or
+/// the link broke after the claim committed), which would otherwise wait for their lease to run
+/// out. Returns how many there were.
+#[tracing::instrument(skip(pool))]
+pub(super) async fn release_lost_claim(pool: &PgPool, token: Uuid) -> Result<u64, sqlx::Error> {
+    let released = sqlx::query!(
+        "update outbox_streams set lease_owner = null, lease_until = null where lease_owner = $1",
+        token,
+    )
+    .execute(pool)
+    .await?;
+    Ok(released.rows_affected())
 }
 
 /// The claim's events, in sequence order.
