@@ -173,10 +173,12 @@ pub async fn store(
     // Runtime-checked: with late readings it reads the connection's temporary staging table, which
     // the macros' compile-time connection does not have. Without any, it leaves the table alone,
     // so the commit has no temporary table to empty.
-    let no_staged = vec![PartTotals::default(); parts.len()];
     // Every reading fresh: each part's outcome is known now, and so is the closing.
     let known = match split.late.is_empty() {
-        true => Some(outcomes(parts, locked, &split.fresh_by_part, &no_staged)?),
+        true => {
+            let nothing_staged = vec![PartTotals::default(); parts.len()];
+            Some(outcomes(parts, locked, &split.fresh_by_part, &nothing_staged)?)
+        }
         false => None,
     };
     let closing = match (&known, close) {

@@ -20,6 +20,8 @@ pub mod signature;
 pub mod sink;
 mod streams;
 
+use std::sync::LazyLock;
+
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::Value;
@@ -187,7 +189,8 @@ pub async fn record(
     let types: Vec<String> = events.iter().map(|e| e.event_type.as_str().to_owned()).collect();
     let data: Vec<Value> = events.iter().map(|e| e.data.clone()).collect();
     // The CTEs run to completion whether or not the query reads them.
-    sqlx::query(&format!("with {} select 1", append_events_ctes(1)))
+    static RECORD: LazyLock<String> = LazyLock::new(|| format!("with {} select 1", append_events_ctes(1)));
+    sqlx::query(&RECORD)
         .bind(&sites)
         .bind(&ids)
         .bind(&types)

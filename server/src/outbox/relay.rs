@@ -210,23 +210,15 @@ impl<S: Sink> Relay<S> {
         )
         .await;
         let Err(error) = claimed else { return claimed };
-        let mut pause = WRITE_BACK_FIRST_PAUSE;
-        loop {
-            match streams::release_lost_claim(&self.pool, token).await {
-                Ok(0) => break,
-                Ok(released) => {
-                    tracing::warn!(released, "a failed claim had taken streams; released them");
-                    break;
-                }
-                Err(release_error) if Instant::now() + pause < lease_deadline => {
-                    tracing::debug!(%release_error, retry_in_ms = pause.as_millis() as u64, "releasing a failed claim's streams failed; trying again");
-                    tokio::time::sleep(pause).await;
-                    pause = (pause * 2).min(WRITE_BACK_MAX_PAUSE);
-                }
-                Err(release_error) => {
-                    tracing::warn!(%release_error, "releasing a failed claim's streams failed; their lease will expire");
-                    break;
-                }
+        let released = until_deadline(lease_deadline, "releasing a failed claim's streams", || {
+            streams::release_lost_claim(&self.pool, token)
+        })
+        .await;
+        match released {
+            Ok(0) => {}
+            Ok(released) => tracing::warn!(released, "a failed claim had taken streams; released them"),
+            Err(release_error) => {
+                tracing::warn!(%release_error, "releasing a failed claim's streams failed; their lease will expire")
             }
         }
         Err(error)
@@ -293,34 +285,24 @@ impl<S: Sink> Relay<S> {
     /// until it lands or the lease is about to end: a stream whose progress was lost would wait
     /// for its lease to run out (a minute by default) before any relay delivered it again.
     async fn finish(&self, claim: &Claim, progress: Progress, report: &mut RoundReport) {
-        let mut pause = WRITE_BACK_FIRST_PAUSE;
-        loop {
-            match self.write_back(claim, &progress, report).await {
-                Ok(true) => return,
-                Ok(false) => {
-                    tracing::warn!("the stream's lease ended before its progress was written back");
-                    return;
-                }
-                Err(error) if Instant::now() + pause < claim.lease_deadline => {
-                    tracing::warn!(%error, retry_in_ms = pause.as_millis() as u64, "writing back outbox progress failed; trying again");
-                    tokio::time::sleep(pause).await;
-                    pause = (pause * 2).min(WRITE_BACK_MAX_PAUSE);
-                }
-                Err(error) => {
-                    tracing::warn!(%error, "writing back outbox progress failed; the lease will expire");
-                    return;
-                }
+        let written = until_deadline(claim.lease_deadline, "writing back outbox progress", || {
+            self.write_back(claim, &progress)
+        })
+        .await;
+        match written {
+            Ok(WrittenBack::Released) => {}
+            Ok(WrittenBack::DeadLettered) => report.dead_lettered += 1,
+            Ok(WrittenBack::LeaseLost) => {
+                tracing::warn!("the stream's lease ended before its progress was written back")
+            }
+            Err(error) => {
+                tracing::warn!(%error, "writing back outbox progress failed; the lease will expire")
             }
         }
     }
 
-    /// One try of [`Relay::finish`]'s write-back; `Ok(false)` when the lease is no longer ours.
-    async fn write_back(
-        &self,
-        claim: &Claim,
-        progress: &Progress,
-        report: &mut RoundReport,
-    ) -> Result<bool, sqlx::Error> {
+    /// One try of [`Relay::finish`]'s write-back.
+    async fn write_back(&self, claim: &Claim, progress: &Progress) -> Result<WrittenBack, sqlx::Error> {
         match &progress.failure {
             None => {
                 // Nothing failed. If nothing was delivered either (shutdown, lease running short),
@@ -336,22 +318,22 @@ impl<S: Sink> Relay<S> {
                         None
                     },
                 };
-                streams::release(&self.pool, claim, &release).await
+                released(streams::release(&self.pool, claim, &release).await)
             }
             Some((event, error)) => {
                 let attempts = progress.attempts + 1;
                 let age = (Utc::now() - event.created_at).to_std().unwrap_or_default();
                 if attempts as u32 >= self.config.max_attempts || age >= self.config.max_age {
-                    let dead = streams::dead_letter(&self.pool, claim, event, attempts, &error.0).await;
-                    if let Ok(true) = dead {
-                        report.dead_lettered += 1;
-                        self.metrics.outbox.dead_lettered();
-                        tracing::error!(
-                            event_id = %event.event_id, attempts, %error,
-                            "event dead-lettered; re-queue it with `plume outbox retry-dead`"
-                        );
+                    let dead = streams::dead_letter(&self.pool, claim, event, attempts, &error.0).await?;
+                    if !dead {
+                        return Ok(WrittenBack::LeaseLost);
                     }
-                    dead
+                    self.metrics.outbox.dead_lettered();
+                    tracing::error!(
+                        event_id = %event.event_id, attempts, %error,
+                        "event dead-lettered; re-queue it with `plume outbox retry-dead`"
+                    );
+                    Ok(WrittenBack::DeadLettered)
                 } else {
                     let release = Release {
                         delivered_seq: progress.delivered_seq,
@@ -359,9 +341,56 @@ impl<S: Sink> Relay<S> {
                         delay: self.config.backoff(attempts as u32),
                         last_error: Some(&error.0),
                     };
-                    streams::release(&self.pool, claim, &release).await
+                    released(streams::release(&self.pool, claim, &release).await)
                 }
             }
+        }
+    }
+}
+
+/// How one write-back ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum WrittenBack {
+    /// The cursor and retry state are stored and the lease ended.
+    Released,
+    /// The failing event went to the dead letters and the lease ended.
+    DeadLettered,
+    /// The lease was no longer this relay's: nothing was written.
+    LeaseLost,
+}
+
+/// [`WrittenBack`] from [`streams::release`]'s answer (whether the lease was still held).
+fn released(held: Result<bool, sqlx::Error>) -> Result<WrittenBack, sqlx::Error> {
+    held.map(|held| {
+        if held {
+            WrittenBack::Released
+        } else {
+            WrittenBack::LeaseLost
+        }
+    })
+}
+
+/// Runs `attempt` until it succeeds, pausing between tries ([`WRITE_BACK_FIRST_PAUSE`] doubling up
+/// to [`WRITE_BACK_MAX_PAUSE`]) for as long as the next pause ends before `deadline`; then returns
+/// the last error. Used while the database may be away (it crashed, the network broke), for what
+/// must land before a lease runs out. `what` names the attempt in the log.
+async fn until_deadline<T, F>(
+    deadline: Instant,
+    what: &str,
+    mut attempt: impl FnMut() -> F,
+) -> Result<T, sqlx::Error>
+where
+    F: std::future::Future<Output = Result<T, sqlx::Error>>,
+{
+    let mut pause = WRITE_BACK_FIRST_PAUSE;
+    loop {
+        match attempt().await {
+            Err(error) if Instant::now() + pause < deadline => {
+                tracing::warn!(%error, retry_in_ms = pause.as_millis() as u64, "{what} failed; trying again");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(WRITE_BACK_MAX_PAUSE);
+            }
+            result => return result,
         }
     }
 }
