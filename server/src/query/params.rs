@@ -148,20 +148,7 @@ impl ReadingsParams {
     pub fn check(&self) -> Result<PageRequest, ApiError> {
         let mut problems = Vec::new();
         let range = optional_range(&mut problems, self.from.as_deref(), self.to.as_deref());
-        let limit = match self.limit.as_deref() {
-            None => DEFAULT_PAGE,
-            Some(text) => text
-                .parse()
-                .ok()
-                .filter(|n| (1..=MAX_PAGE).contains(n))
-                .unwrap_or_else(|| {
-                    problems.push(FieldError::new(
-                        "limit",
-                        format!("must be an integer from 1 to {MAX_PAGE}"),
-                    ));
-                    DEFAULT_PAGE
-                }),
-        };
+        let limit = page_limit(self.limit.as_deref(), DEFAULT_PAGE, MAX_PAGE, &mut problems);
         let after = match self.cursor.as_deref() {
             None | Some("") => None,
             Some(text) => match PageCursor::decode(text) {
@@ -195,20 +182,12 @@ impl SourcesParams {
     /// A page holds 1 to [`sources::MAX_PAGE`] sources ([`sources::DEFAULT_PAGE`] unless asked).
     pub fn check(&self) -> Result<SourcesRequest, ApiError> {
         let mut problems = Vec::new();
-        let limit = match self.limit.as_deref() {
-            None => sources::DEFAULT_PAGE,
-            Some(text) => text
-                .parse()
-                .ok()
-                .filter(|n| (1..=sources::MAX_PAGE).contains(n))
-                .unwrap_or_else(|| {
-                    problems.push(FieldError::new(
-                        "limit",
-                        format!("must be an integer from 1 to {}", sources::MAX_PAGE),
-                    ));
-                    sources::DEFAULT_PAGE
-                }),
-        };
+        let limit = page_limit(
+            self.limit.as_deref(),
+            sources::DEFAULT_PAGE,
+            sources::MAX_PAGE,
+            &mut problems,
+        );
         let after = match self.cursor.as_deref() {
             None | Some("") => None,
             Some(text) => SourcesCursor::decode(text).or_else(|| {
@@ -325,6 +304,22 @@ fn optional_range(problems: &mut Vec<FieldError>, from: Option<&str>, to: Option
         None => Some(TimeRange::all().to),
     };
     ordered(problems, from?, to?)
+}
+
+/// `text`, a page's `limit`, as an integer from 1 to `max`; `default` when it is absent, and a
+/// problem (with `default` in its place) when it is anything else.
+fn page_limit(text: Option<&str>, default: i64, max: i64, problems: &mut Vec<FieldError>) -> i64 {
+    let Some(text) = text else { return default };
+    text.parse()
+        .ok()
+        .filter(|n| (1..=max).contains(n))
+        .unwrap_or_else(|| {
+            problems.push(FieldError::new(
+                "limit",
+                format!("must be an integer from 1 to {max}"),
+            ));
+            default
+        })
 }
 
 #[cfg(test)]

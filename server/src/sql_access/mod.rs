@@ -86,8 +86,8 @@ impl std::fmt::Debug for NewPassword {
     }
 }
 
-/// What a grant did.
-#[derive(Debug, Clone)]
+/// What a grant did. Its `Debug` leaves the password out.
+#[derive(Clone)]
 pub struct Granted {
     /// The role did not exist before.
     pub created: bool,
@@ -95,6 +95,19 @@ pub struct Granted {
     pub generated_password: Option<String>,
     /// The database the role may connect to.
     pub database: String,
+}
+
+impl std::fmt::Debug for Granted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Granted")
+            .field("created", &self.created)
+            .field(
+                "generated_password",
+                &self.generated_password.as_ref().map(|_| ".."),
+            )
+            .field("database", &self.database)
+            .finish()
+    }
 }
 
 /// A reader, as `plume sql-access list` shows it.
