@@ -138,7 +138,8 @@ pub async fn retry_dead(pool: &PgPool, which: Requeue) -> Result<u64, sqlx::Erro
          ), counts as (
              select site_id, count(*) as n from requeued group by site_id
          ), streams as (
-             update outbox_streams s set head_seq = s.head_seq + counts.n
+             update outbox_streams s
+                set head_seq = s.head_seq + counts.n, pending_since = least(s.pending_since, now())
                from counts where s.site_id = counts.site_id
              returning s.site_id, s.head_seq - counts.n as base
          )

@@ -144,7 +144,9 @@ pub fn events_for_batch(batch_id: &str, site: &SiteOutcome) -> Vec<NewEvent> {
 }
 
 /// The common table expressions that append events to their sites' streams, numbering each site's
-/// events after its stream's last one in the order given; the last one (`appended`) inserts them.
+/// events after its stream's last one in the order given, and lowering each stream's
+/// `pending_since` to the events' `created_at` (both are the transaction's `now()`); the last one
+/// (`appended`) inserts them.
 /// Parameters from `$first`: site ids, event ids, types, data (arrays, one entry an event), then
 /// when they occurred. [`record`] runs them alone; the ingest's closing runs them inside its
 /// statement (`crate::ingest::closing`).
@@ -157,9 +159,11 @@ pub(crate) fn append_events_ctes(first: usize) -> String {
                from unnest(${sites}::bigint[], ${ids}::uuid[], ${types}::text[], ${data}::jsonb[])
                     with ordinality as e(site_id, event_id, event_type, data, n)
          ), stream as (
-             insert into outbox_streams as s (site_id, head_seq)
-             select distinct site_id, site_events from event order by site_id
-             on conflict (site_id) do update set head_seq = s.head_seq + excluded.head_seq
+             insert into outbox_streams as s (site_id, head_seq, pending_since)
+             select distinct site_id, site_events, now() from event order by site_id
+             on conflict (site_id) do update
+                set head_seq = s.head_seq + excluded.head_seq,
+                    pending_since = least(s.pending_since, excluded.pending_since)
              returning site_id, head_seq
          ), appended as (
              insert into outbox_events (site_id, seq, event_id, event_type, occurred_at, data)

@@ -7,6 +7,7 @@
 
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 use tokio::time::Instant;
 use uuid::Uuid;
@@ -21,6 +22,9 @@ pub(super) struct Claim {
     pub(super) delivered_seq: i64,
     /// The last event of this claim.
     pub(super) claimed_seq: i64,
+    /// No undelivered event of the stream was written before this (`outbox_streams.pending_since`);
+    /// none when there is no such bound (the stream was behind when the bound was introduced).
+    pub(super) pending_since: Option<DateTime<Utc>>,
     /// Failed attempts so far at the event after `delivered_seq`.
     pub(super) attempts: i32,
     /// The last failure, kept while the head event keeps failing.
@@ -55,7 +59,8 @@ pub(super) async fn claim(
                   limit $4
                   for update skip locked) ready
           where s.site_id = ready.site_id
-      returning s.site_id, s.delivered_seq, s.claimed_seq, s.attempts, s.last_error",
+      returning s.site_id, s.delivered_seq, s.claimed_seq, s.attempts, s.last_error,
+                nullif(s.pending_since, '-infinity') as pending_since",
         token,
         lease.as_secs_f64(),
         batch,
@@ -69,6 +74,7 @@ pub(super) async fn claim(
             site_id: row.site_id,
             delivered_seq: row.delivered_seq,
             claimed_seq: row.claimed_seq,
+            pending_since: row.pending_since,
             attempts: row.attempts,
             last_error: row.last_error,
             token,
@@ -91,7 +97,8 @@ pub(super) async fn release_lost_claim(pool: &PgPool, token: Uuid) -> Result<u64
     Ok(released.rows_affected())
 }
 
-/// The claim's events, in sequence order.
+/// The claim's events, in sequence order. Only the log's partitions from the stream's
+/// `pending_since` on are read (pruned when the statement starts).
 #[tracing::instrument(skip_all, fields(site_id = claim.site_id))]
 pub(super) async fn fetch(pool: &PgPool, claim: &Claim) -> Result<Vec<StoredEvent>, sqlx::Error> {
     sqlx::query_as!(
@@ -99,10 +106,12 @@ pub(super) async fn fetch(pool: &PgPool, claim: &Claim) -> Result<Vec<StoredEven
         "select site_id, seq, event_id, event_type, occurred_at, created_at, data
            from outbox_events
           where site_id = $1 and seq > $2 and seq <= $3
+            and created_at >= coalesce($4, '-infinity'::timestamptz)
           order by seq",
         claim.site_id,
         claim.delivered_seq,
         claim.claimed_seq,
+        claim.pending_since,
     )
     .fetch_all(pool)
     .await
@@ -122,7 +131,8 @@ pub(super) struct Release<'a> {
 }
 
 /// Writes back the stream's cursor and retry state and ends the lease, if the claim still holds
-/// it; returns whether it did. The cursor never moves back.
+/// it; returns whether it did. The cursor never moves back. A stream found fully delivered loses
+/// its `pending_since`; one with events still to go keeps it.
 #[tracing::instrument(skip_all, fields(site_id = claim.site_id, delivered_seq = release.delivered_seq))]
 pub(super) async fn release(
     pool: &PgPool,
@@ -133,7 +143,8 @@ pub(super) async fn release(
         "update outbox_streams
             set delivered_seq = greatest(delivered_seq, $3), attempts = $4, last_error = $6,
                 next_attempt_at = now() + make_interval(secs => $5::float8),
-                lease_owner = null, lease_until = null
+                lease_owner = null, lease_until = null,
+                pending_since = case when greatest(delivered_seq, $3) < head_seq then pending_since end
           where site_id = $1 and lease_owner = $2",
         claim.site_id,
         claim.token,
@@ -161,7 +172,8 @@ pub(super) async fn dead_letter(
     let moved = sqlx::query!(
         "update outbox_streams
             set delivered_seq = greatest(delivered_seq, $3), attempts = 0, last_error = null,
-                next_attempt_at = now(), lease_owner = null, lease_until = null
+                next_attempt_at = now(), lease_owner = null, lease_until = null,
+                pending_since = case when greatest(delivered_seq, $3) < head_seq then pending_since end
           where site_id = $1 and lease_owner = $2",
         claim.site_id,
         claim.token,

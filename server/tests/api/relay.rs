@@ -573,3 +573,86 @@ async fn scraping_metrics_often_reads_the_database_gauges_once_in_a_while() {
         );
     }
 }
+
+/// `(pending_since, oldest undelivered created_at)` of `site`'s stream.
+async fn pending_bound(
+    app: &TestApp,
+    site: i64,
+) -> (
+    Option<chrono::DateTime<chrono::Utc>>,
+    Option<chrono::DateTime<chrono::Utc>>,
+) {
+    sqlx::query_as(
+        "select s.pending_since,
+                (select min(e.created_at) from outbox_events e
+                  where e.site_id = s.site_id and e.seq > s.delivered_seq)
+           from outbox_streams s where s.site_id = $1",
+    )
+    .bind(site)
+    .fetch_one(&app.pool)
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn a_streams_pending_since_bounds_its_undelivered_events_and_clears_once_all_are_delivered() {
+    let app = spawn_app().await;
+    let site = app.create_site("Bounded", "100").await;
+    for n in 0..3 {
+        ingest_one(&app, site, &format!("first-{n}"), n, "1").await;
+    }
+    let (bound, oldest) = pending_bound(&app, site).await;
+    assert_eq!(bound, oldest, "the first append's own time");
+    assert!(bound.is_some());
+
+    // A claim that takes only part of the stream leaves the bound where it was.
+    let receiver = Receiver::start().await;
+    let relay = relay_to(
+        &app,
+        receiver.url.clone(),
+        RelayConfig {
+            batch_size: 2,
+            ..fast_config()
+        },
+    );
+    relay.run_once().await.unwrap();
+    assert_eq!(receiver.accepted().len(), 2);
+    let (bound, oldest) = pending_bound(&app, site).await;
+    assert!(bound.unwrap() <= oldest.unwrap());
+
+    relay.run_once().await.unwrap();
+    assert_eq!(receiver.accepted().len(), 3);
+    assert_eq!(pending_bound(&app, site).await, (None, None), "caught up");
+
+    // A backlog from days ago, as a relay that was down for days would find it (the events moved
+    // to an older day's partition, the bound with them): read from there, in order.
+    ingest_one(&app, site, "second-0", 10, "1").await;
+    ingest_one(&app, site, "second-1", 11, "1").await;
+    sqlx::query(
+        "update outbox_events set created_at = created_at - interval '3 days' where site_id = $1 and seq > 3",
+    )
+    .bind(site)
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    sqlx::query(
+        "update outbox_streams set pending_since = pending_since - interval '3 days' where site_id = $1",
+    )
+    .bind(site)
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    relay.run_once().await.unwrap();
+    let accepted = receiver.accepted();
+    assert_eq!(accepted.len(), 5);
+    assert_eq!(
+        accepted.iter().map(|e| e.sequence).collect::<Vec<_>>(),
+        [1, 2, 3, 4, 5]
+    );
+    assert_eq!(pending_bound(&app, site).await, (None, None));
+
+    // The next event after the catch-up sets the bound to its own time.
+    ingest_one(&app, site, "third", 20, "1").await;
+    let (bound, oldest) = pending_bound(&app, site).await;
+    assert_eq!(bound, oldest);
+}
