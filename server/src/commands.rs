@@ -244,6 +244,8 @@ async fn spawn_outbox(
     let pool_settings = PoolSettings {
         max_connections: outbox::relay::POOL_CONNECTIONS,
         acquire_timeout: Duration::from_secs(30),
+        // The read of a stream's events bounds the log's daily partitions by a parameter.
+        generic_plans: true,
         ..PoolSettings::default()
     };
     let pool = db::connect(&database.url, &pool_settings)

@@ -665,6 +665,7 @@ impl DatabaseArgs {
             acquire_timeout: Duration::from_secs(self.db_acquire_timeout_secs),
             statement_timeout: self.db_statement_timeout,
             lock_timeout: self.db_lock_timeout,
+            generic_plans: false,
         }
     }
 }

@@ -42,6 +42,12 @@ pub struct PoolSettings {
     /// How long a statement may wait for a lock (a site's row, a partition) before PostgreSQL
     /// gives up (the request answers 503, and a retry is safe).
     pub lock_timeout: Duration,
+    /// Plan every prepared statement once (`plan_cache_mode = force_generic_plan`) and prune
+    /// partitions when it starts, instead of planning it again at each run. For a pool whose
+    /// statements are few and always the same shape, with a partition-key bound as a parameter:
+    /// PostgreSQL prices a generic plan with every partition in it, so it would otherwise plan
+    /// such a statement afresh at every run, over every partition.
+    pub generic_plans: bool,
 }
 
 impl Default for PoolSettings {
@@ -51,6 +57,7 @@ impl Default for PoolSettings {
             acquire_timeout: Duration::from_secs(5),
             statement_timeout: Duration::from_secs(60),
             lock_timeout: Duration::from_secs(30),
+            generic_plans: false,
         }
     }
 }
@@ -58,12 +65,15 @@ impl Default for PoolSettings {
 /// Opens a pool whose connections each carry plume's session state (the ingest staging table).
 pub async fn connect(database_url: &str, settings: &PoolSettings) -> Result<PgPool, sqlx::Error> {
     let millis = |d: Duration| format!("{}ms", d.as_millis().max(1));
-    let options = PgConnectOptions::from_str(database_url)?
+    let mut options = PgConnectOptions::from_str(database_url)?
         .application_name("plume")
         .options([
             ("statement_timeout", millis(settings.statement_timeout)),
             ("lock_timeout", millis(settings.lock_timeout)),
         ]);
+    if settings.generic_plans {
+        options = options.options([("plan_cache_mode", "force_generic_plan")]);
+    }
     PgPoolOptions::new()
         .max_connections(settings.max_connections)
         .acquire_timeout(settings.acquire_timeout)
