@@ -666,6 +666,7 @@ impl DatabaseArgs {
             statement_timeout: self.db_statement_timeout,
             lock_timeout: self.db_lock_timeout,
             generic_plans: false,
+            statement_logging: true,
         }
     }
 }

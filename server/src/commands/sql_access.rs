@@ -4,7 +4,7 @@
 use anyhow::Context;
 
 use crate::config::{SqlAccessGrantArgs, SqlAccessListArgs, SqlAccessRevokeArgs};
-use crate::db::Database;
+use crate::db::{Database, PoolSettings};
 use crate::sql_access::{self, AccessError, NewPassword};
 
 /// What the database says when the owner may not manage roles, and what to do about it.
@@ -15,7 +15,12 @@ const NEEDS_CREATEROLE: &str =
 /// `plume sql-access grant`.
 pub async fn grant(args: SqlAccessGrantArgs) -> anyhow::Result<()> {
     let grant = args.grant()?;
-    let database = Database::open(&args.database.source()?, &args.database.pool_settings()).await?;
+    // The role's statement carries its password's verifier: sqlx must not log it, even as slow.
+    let settings = PoolSettings {
+        statement_logging: false,
+        ..args.database.pool_settings()
+    };
+    let database = Database::open(&args.database.source()?, &settings).await?;
     let result = sql_access::grant(&database.owner, &grant).await;
     database.close().await;
     let granted = match result {

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::{Executor, PgPool};
+use sqlx::{ConnectOptions, Executor, PgPool};
 
 use self::embedded::{ClusterOptions, EmbeddedCluster};
 
@@ -48,6 +48,9 @@ pub struct PoolSettings {
     /// PostgreSQL prices a generic plan with every partition in it, so it would otherwise plan
     /// such a statement afresh at every run, over every partition.
     pub generic_plans: bool,
+    /// Whether sqlx logs the pool's statements (slow ones as warnings, with their text). Off for a
+    /// pool that runs statements carrying a password or its verifier.
+    pub statement_logging: bool,
 }
 
 impl Default for PoolSettings {
@@ -58,6 +61,7 @@ impl Default for PoolSettings {
             statement_timeout: Duration::from_secs(60),
             lock_timeout: Duration::from_secs(30),
             generic_plans: false,
+            statement_logging: true,
         }
     }
 }
@@ -73,6 +77,9 @@ pub async fn connect(database_url: &str, settings: &PoolSettings) -> Result<PgPo
         ]);
     if settings.generic_plans {
         options = options.options([("plan_cache_mode", "force_generic_plan")]);
+    }
+    if !settings.statement_logging {
+        options = options.disable_statement_logging();
     }
     PgPoolOptions::new()
         .max_connections(settings.max_connections)
@@ -222,8 +229,10 @@ pub async fn create_database_if_missing(admin_url: &str, name: &str) -> anyhow::
 
 /// A small pool without plume's session state, for administrative statements.
 pub async fn connect_plain(database_url: &str) -> Result<PgPool, sqlx::Error> {
+    // It sets the embedded cluster's application password: no statement of it is logged.
+    let options = PgConnectOptions::from_str(database_url)?.disable_statement_logging();
     PgPoolOptions::new()
         .max_connections(1)
-        .connect(database_url)
+        .connect_with(options)
         .await
 }

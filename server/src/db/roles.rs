@@ -62,8 +62,10 @@ pub async fn embedded_app_url(
         .fetch_one(&owner)
         .await?;
     let verb = if exists { "alter" } else { "create" };
-    // Utility statements take no parameters; the password is hexadecimal and the name a constant.
-    let statement = format!("{verb} role {EMBEDDED_APP_ROLE} login password '{password}'");
+    // Utility statements take no parameters. The password goes as its SCRAM verifier (base64 and
+    // `$:` only), so not even PostgreSQL's own statement log could show it; the name is a constant.
+    let verifier = crate::sql_access::scram::verifier(&password);
+    let statement = format!("{verb} role {EMBEDDED_APP_ROLE} login password '{verifier}'");
     owner.execute(statement.as_str()).await?;
     owner.close().await;
     Ok(format!(
