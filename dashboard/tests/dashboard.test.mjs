@@ -239,7 +239,10 @@ test('the queue survives a browser restart', async () => {
 
 test('a site page lists its sources with their last reading, and links to exports of what its chart shows', async () => {
   const site = await createSite(env.one, 'Sources and exports');
-  const at = (minutesAgo) => new Date(Math.floor(Date.now() / 60_000) * 60_000 - minutesAgo * 60_000).toISOString();
+  // One "now" for the whole test: computed at each call, a minute turning between the ingest and
+  // the check would move the expected time.
+  const minute = Math.floor(Date.now() / 60_000) * 60_000;
+  const at = (minutesAgo) => new Date(minute - minutesAgo * 60_000).toISOString();
   const { status } = await post(env.one, '/v1/ingest', {
     site_id: site,
     readings: [
