@@ -45,9 +45,14 @@ pub enum ApiError {
     #[error("{0}")]
     UnsupportedMediaType(String),
     /// 415: the body's `Content-Encoding` is not one the endpoint decodes; answered with the
-    /// `Accept-Encoding` it does decode.
-    #[error("{0}")]
-    UnsupportedEncoding(String),
+    /// `Accept-Encoding` it does decode (`accepted`).
+    #[error("{message}")]
+    UnsupportedEncoding {
+        /// What was sent, and what to send instead.
+        message: String,
+        /// The `Accept-Encoding` answered: the codings the endpoint decodes, or `identity`.
+        accepted: &'static str,
+    },
     /// 401: no credential, or one that is malformed, unknown, wrong, expired or revoked (all
     /// answered alike, so a caller learns nothing about which).
     #[error("authentication required: send Authorization: Bearer <token>")]
@@ -102,7 +107,7 @@ impl ApiError {
             Self::Validation(_) | Self::TooManyProblems(..) => {
                 (StatusCode::UNPROCESSABLE_ENTITY, ErrorCode::ValidationError)
             }
-            Self::UnsupportedMediaType(_) | Self::UnsupportedEncoding(_) => (
+            Self::UnsupportedMediaType(_) | Self::UnsupportedEncoding { .. } => (
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 ErrorCode::UnsupportedMediaType,
             ),
@@ -281,10 +286,10 @@ impl IntoResponse for ApiError {
                 );
             }
             // RFC 9110 §15.5.16: a 415 for a coding names the codings that would have been read.
-            Self::UnsupportedEncoding(_) => {
+            Self::UnsupportedEncoding { accepted, .. } => {
                 response.headers_mut().insert(
                     axum::http::header::ACCEPT_ENCODING,
-                    axum::http::HeaderValue::from_static(crate::http::encoding::ACCEPTED_CODINGS),
+                    axum::http::HeaderValue::from_static(accepted),
                 );
             }
             // At capacity: worth trying again in a moment.

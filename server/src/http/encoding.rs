@@ -85,9 +85,26 @@ impl Coding {
 }
 
 fn unsupported(what: &str) -> ApiError {
-    ApiError::UnsupportedEncoding(format!(
-        "{what} is not supported: send the body as it is, or compressed with one of gzip or zstd"
-    ))
+    ApiError::UnsupportedEncoding {
+        message: format!(
+            "{what} is not supported: send the body as it is, or compressed with one of gzip or zstd"
+        ),
+        accepted: ACCEPTED_CODINGS,
+    }
+}
+
+/// 415 unless the body comes as it is (no `Content-Encoding`, or only `identity`): for the
+/// endpoints that decode no coding, which would otherwise read a compressed body as text.
+pub fn require_identity(headers: &HeaderMap) -> Result<(), ApiError> {
+    match Coding::from_headers(headers) {
+        Ok(None) => Ok(()),
+        _ => Err(ApiError::UnsupportedEncoding {
+            message: "this endpoint reads its body as it is: send it without a Content-Encoding \
+                      (only the ingest endpoints take gzip or zstd)"
+                .to_owned(),
+            accepted: "identity",
+        }),
+    }
 }
 
 /// Why a compressed body was not decoded.

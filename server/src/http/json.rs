@@ -14,8 +14,8 @@ use super::encoding::{self, Coding};
 use crate::error::ApiError;
 use crate::state::AppState;
 
-/// A request body declared as JSON, read up to the body limit the router enforces
-/// ([`crate::state::Settings::max_body_bytes`]).
+/// A request body declared as JSON and sent as it is (415 for any `Content-Encoding`), read up to
+/// the body limit the router enforces ([`crate::state::Settings::max_body_bytes`]).
 #[derive(Debug)]
 pub struct JsonBody(pub Bytes);
 
@@ -24,6 +24,7 @@ impl FromRequest<AppState> for JsonBody {
 
     async fn from_request(request: Request, state: &AppState) -> Result<Self, ApiError> {
         require_json(&request)?;
+        encoding::require_identity(request.headers())?;
         let limit = state.settings.max_body_bytes;
         encoding::read_body(request, state, None, limit).await.map(Self)
     }

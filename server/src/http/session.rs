@@ -87,6 +87,8 @@ struct SignIn<'a> {
          headers(("WWW-Authenticate" = String, description = "`Bearer realm=\"plume\"`"))),
         (status = 403, description = "An `Origin` that is not the server's own, or authentication is off.", body = ErrorEnvelope),
         (status = 413, description = "The body is over the limit.", body = ErrorEnvelope),
+        (status = 415, description = "The body came with a `Content-Encoding`: this endpoint takes none.", body = ErrorEnvelope,
+         headers(("Accept-Encoding" = String, description = "`identity`"))),
         (status = 422, description = "No `token` string.", body = ErrorEnvelope),
     )
 )]

@@ -50,6 +50,8 @@ pub struct Api;
         (status = 201, description = "The site, created.", body = SiteEnvelope),
         (status = 400, description = "The body is not JSON, or not sent as `application/json`.", body = ErrorEnvelope),
         (status = 413, description = "The body is over the limit.", body = ErrorEnvelope),
+        (status = 415, description = "The body came with a `Content-Encoding`: this endpoint takes none.", body = ErrorEnvelope,
+         headers(("Accept-Encoding" = String, description = "`identity`"))),
         (status = 422, description = "`details` names every bad field.", body = ErrorEnvelope),
     )
 )]

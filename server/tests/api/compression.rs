@@ -500,3 +500,28 @@ async fn wait_until(condition: impl Fn() -> bool) {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+#[tokio::test]
+async fn a_compressed_body_on_an_endpoint_that_takes_none_is_415_and_creates_nothing() {
+    let app = spawn_app().await;
+    let site = json!({"name": "Squeezed", "emission_limit": "10"}).to_string();
+    for (coding, body) in [
+        ("gzip", Wire::Gzip.encode(site.as_bytes())),
+        ("zstd", Wire::Zstd.encode(site.as_bytes())),
+        ("br", site.clone().into_bytes()),
+    ] {
+        let response = post(&app, "/v1/sites", "k", JSON, Some(coding), body).await;
+        assert_eq!(response.headers()["accept-encoding"], "identity", "{coding}");
+        let (status, body) = status_and_body(response).await;
+        assert_eq!(status, StatusCode::UNSUPPORTED_MEDIA_TYPE, "{coding}: {body}");
+        let message = body["error"]["message"].as_str().unwrap();
+        assert!(message.contains("without a Content-Encoding"), "{message}");
+    }
+    let sites: i64 = sqlx::query_scalar("select count(*) from sites")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(sites, 0);
+    let response = post(&app, "/v1/sites", "k", JSON, Some("identity"), site.into_bytes()).await;
+    assert_eq!(response.status(), StatusCode::CREATED);
+}
