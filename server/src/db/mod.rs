@@ -229,7 +229,8 @@ pub async fn create_database_if_missing(admin_url: &str, name: &str) -> anyhow::
 
 /// A small pool without plume's session state, for administrative statements.
 pub async fn connect_plain(database_url: &str) -> Result<PgPool, sqlx::Error> {
-    // It sets the embedded cluster's application password: no statement of it is logged.
+    // Among its statements is the one setting the embedded cluster's application password: none
+    // of them is logged.
     let options = PgConnectOptions::from_str(database_url)?.disable_statement_logging();
     PgPoolOptions::new()
         .max_connections(1)

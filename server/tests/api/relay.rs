@@ -629,14 +629,11 @@ async fn a_streams_pending_since_bounds_its_undelivered_events_and_clears_once_a
     ingest_one(&app, site, "second-0", 10, "1").await;
     ingest_one(&app, site, "second-1", 11, "1").await;
     sqlx::query(
-        "update outbox_events set created_at = created_at - interval '3 days' where site_id = $1 and seq > 3",
-    )
-    .bind(site)
-    .execute(&app.pool)
-    .await
-    .unwrap();
-    sqlx::query(
-        "update outbox_streams set pending_since = pending_since - interval '3 days' where site_id = $1",
+        "with moved as (
+             update outbox_events set created_at = created_at - interval '3 days'
+              where site_id = $1 and seq > 3
+         )
+         update outbox_streams set pending_since = pending_since - interval '3 days' where site_id = $1",
     )
     .bind(site)
     .execute(&app.pool)
