@@ -61,6 +61,12 @@ async fn serve_on(database: &Database, args: &ServeArgs, shutdown: CancellationT
     let address = listener.local_addr()?;
     tracing::info!(%address, "plume is serving");
     let mut settings = args.settings();
+    settings.topology = db::citus::Topology::detect(&database.pool)
+        .await
+        .context("finding out whether the database is a Citus coordinator")?;
+    if settings.topology == db::citus::Topology::Citus {
+        tracing::info!("serving a Citus coordinator: tables distributed by site; each transaction holds one site's batches; the change feed (/v2/changes, waiting metrics) is off");
+    }
     // Readings for retired months are refused at the edge (422), like any outside the window.
     settings.window.not_before = partitioning::history(&database.pool).await?.retired_before;
     let state = AppState::new(database.pool.clone(), settings);
@@ -373,8 +379,21 @@ pub async fn migrate(args: MigrateArgs) -> anyhow::Result<()> {
             .map(|()| Some(role)),
         None => Ok(None),
     };
+    let distributed = match (args.citus, &granted) {
+        (true, Ok(_)) => Some(db::citus::distribute(&database.owner).await),
+        _ => None,
+    };
     database.close().await;
     println!("database is migrated and its partitions cover the accepted window");
+    if let Some(distributed) = distributed {
+        let distributed = distributed.context("distributing the tables over the Citus cluster")?;
+        println!(
+            "distributed by site over {} Citus worker(s): {} table(s) now, {} already",
+            distributed.workers,
+            distributed.tables.len(),
+            distributed.already.len()
+        );
+    }
     if let Some(role) = granted? {
         println!("{role} may now read and write plume's rows, and do nothing else: serve with {role} in DATABASE_URL, and this command's URL as --owner-database-url");
     }

@@ -844,6 +844,7 @@ impl ServeArgs {
             group: crate::ingest::group::GroupSettings {
                 workers: usize::from(self.group_workers),
                 linger: Duration::from_micros(self.group_linger_us),
+                per_site: false,
             },
             auth: self.auth.settings(),
             allowed_hosts: if self.allowed_hosts.is_empty() {
@@ -861,6 +862,8 @@ impl ServeArgs {
                 header_read_timeout: self.header_read_timeout,
                 request_timeout: self.request_timeout,
             },
+            // Found from the database when serving starts.
+            topology: crate::db::citus::Topology::Single,
         }
     }
 }
@@ -875,6 +878,13 @@ pub struct MigrateArgs {
     /// schema's owner. Idempotent.
     #[arg(long, value_name = "ROLE")]
     pub grant_app_role: Option<String>,
+    /// Then distribute plume's tables over the Citus cluster this database is the coordinator of:
+    /// `sites` and every per-site table by site id, colocated (one site's rows on one worker);
+    /// bulk receipts by client; tokens, sessions and bookkeeping stay on the coordinator. Needs the
+    /// citus extension in the database on every node and the workers registered
+    /// (`citus_add_node`). Idempotent. The change feed (`/v2/changes`) is not available on Citus.
+    #[arg(long)]
+    pub citus: bool,
     #[command(flatten)]
     pub window: WindowArgs,
 }

@@ -8,6 +8,7 @@ use tokio::sync::{Notify, Semaphore};
 
 use crate::auth::cache::{Auth, AuthSettings};
 use crate::changes::{ChangeHub, ChangeSignal};
+use crate::db::citus::Topology;
 use crate::http::health::{GaugeCache, ReadyCache};
 use crate::http::server::ServeLimits;
 use crate::ingest::group::GroupCommitter;
@@ -39,6 +40,9 @@ pub struct Settings {
     pub allowed_hosts: Option<Vec<String>>,
     /// How long and how slowly an export may run.
     pub exports: ExportLimits,
+    /// The kind of database served: on Citus, v1 batches are grouped by site only, and the change
+    /// feed is off.
+    pub topology: Topology,
 }
 
 impl Default for Settings {
@@ -54,6 +58,7 @@ impl Default for Settings {
             limits: ServeLimits::default(),
             allowed_hosts: None,
             exports: ExportLimits::default(),
+            topology: Topology::Single,
         }
     }
 }
@@ -90,7 +95,10 @@ pub struct AppState {
 impl AppState {
     /// State over `pool` with `settings` and fresh metrics; starts the group committer's workers
     /// and the change feed's tasks (so it must be called inside a Tokio runtime).
-    pub fn new(pool: PgPool, settings: Settings) -> Self {
+    pub fn new(pool: PgPool, mut settings: Settings) -> Self {
+        if settings.topology == Topology::Citus {
+            settings.group = settings.group.for_citus();
+        }
         let metrics = Arc::new(Metrics::default());
         let signal = ChangeSignal::default();
         let auth = Auth::start(pool.clone(), settings.auth.clone());

@@ -1,5 +1,6 @@
 //! The database: the connection pool, the embedded PostgreSQL cluster and the migrations runner.
 
+pub mod citus;
 pub mod embedded;
 pub mod installation;
 pub mod migrate;

@@ -183,7 +183,13 @@ async fn store(
         .map_err(ApiError::RateLimited)?;
     // The processor runs as its own task: a client that hangs up cancels this handler, never a
     // transaction halfway through its COPY.
-    let execute = bulk_processor::execute(state.pool.clone(), state.metrics.clone(), batch, stored);
+    let execute = bulk_processor::execute(
+        state.pool.clone(),
+        state.metrics.clone(),
+        batch,
+        stored,
+        state.settings.topology,
+    );
     let changes = state.change_signal.clone();
     let task = tokio::spawn(async move {
         let outcome = execute.await;

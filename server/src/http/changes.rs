@@ -18,6 +18,7 @@ use super::query::query;
 use super::sites::readable_site;
 use crate::auth::{Principal, Rule};
 use crate::changes::{listing, Answer, Head, Snapshot, WaitError, Watch, MAX_WAIT};
+use crate::db::citus::Topology;
 use crate::error::{ApiError, FieldError};
 use crate::state::AppState;
 
@@ -72,6 +73,7 @@ async fn get_changes(
     params: Result<Query<ChangesParams>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let params = query(params)?;
+    no_feed_on_citus(&state)?;
     let mut problems = Vec::new();
     let cursor = match params.cursor.as_deref() {
         None | Some("") => Some(None),
@@ -282,12 +284,24 @@ async fn get_metrics(
     let Some(known) = version.filter(|known| current.version <= *known && !wait.is_zero()) else {
         return Ok(Envelope::ok(current).into_response());
     };
+    no_feed_on_citus(&state)?;
     let watch = Watch::Site { site, version: known };
     let waited = wait_for(&state, &principal, head.snapshot().clone(), watch, wait).await?;
     Ok(match waited {
         Some(found) => Envelope::ok(&*found.data).into_response(),
         None => Envelope::ok(current).into_response(),
     })
+}
+
+/// 503 on a Citus coordinator: the feed's cursor is a snapshot of one node's transaction ids, which
+/// says nothing of the workers' commits.
+fn no_feed_on_citus(state: &AppState) -> Result<(), ApiError> {
+    if state.settings.topology == Topology::Citus {
+        return Err(ApiError::Busy(
+            "the change feed is not available on a Citus cluster: read GET /v2/sites or GET /v1/sites/{id}/metrics without wait".into(),
+        ));
+    }
+    Ok(())
 }
 
 /// Waits as [`crate::changes::ChangeHub::wait`] does, in one of the client's long-poll slots (429

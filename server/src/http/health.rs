@@ -14,6 +14,7 @@ use super::access::Routes;
 use super::envelope::Envelope;
 use super::openapi::schemas::{ErrorEnvelope, StatusEnvelope};
 use crate::auth::Rule;
+use crate::db::citus::Topology;
 use crate::db::migrate;
 use crate::error::ApiError;
 use crate::outbox::{self, admin::OutboxStatus};
@@ -65,7 +66,7 @@ const READY_CHECK_LIMIT: Duration = Duration::from_secs(2);
 pub struct ReadyCache(Mutex<Option<(Instant, bool)>>);
 
 /// Ready when the database answers with the current schema. Says only that (and, loudly, when
-/// authentication is off).
+/// authentication is off; and on a Citus coordinator, that it is one).
 #[utoipa::path(
     get,
     path = "/ready",
@@ -107,11 +108,14 @@ async fn ready(State(state): State<AppState>) -> Result<Envelope<serde_json::Val
     if !ready {
         return Err(ApiError::Unavailable(None));
     }
-    Ok(Envelope::ok(if state.auth.enforced() {
-        json!({ "status": "ready" })
-    } else {
-        json!({ "status": "ready", "auth": "off: every caller acts as an admin; for local experiments only" })
-    }))
+    let mut answer = json!({ "status": "ready" });
+    if !state.auth.enforced() {
+        answer["auth"] = json!("off: every caller acts as an admin; for local experiments only");
+    }
+    if state.settings.topology == Topology::Citus {
+        answer["database"] = json!("citus: tables distributed by site; no change feed");
+    }
+    Ok(Envelope::ok(answer))
 }
 
 /// How long the database's gauges on `/metrics` are reused: however often it is scraped (by

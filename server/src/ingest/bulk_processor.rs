@@ -19,6 +19,7 @@ use super::bulk::{BulkBatch, BulkReceipt};
 use super::processor::{IngestError, Outcome};
 use super::store::{self, Path};
 use super::{IdempotencyKey, StoredBatch};
+use crate::db::citus::Topology;
 use crate::error::FieldError;
 use crate::metrics::Metrics;
 use crate::outbox;
@@ -51,6 +52,7 @@ pub async fn execute(
     metrics: Arc<Metrics>,
     batch: BulkBatch,
     stored: Option<StoredBatch<BulkReceipt>>,
+    topology: Topology,
 ) -> Result<BulkOutcome, BulkError> {
     if let Some(stored) = stored {
         return replay(&batch, stored);
@@ -59,20 +61,28 @@ pub async fn execute(
         return Err(IngestError::OutsideWindow(batch.outside_window).into());
     }
 
-    match attempt(&pool, &batch, Path::InOrder).await {
+    match attempt(&pool, &batch, Path::InOrder, topology).await {
         Err(BulkError::Ingest(IngestError::FreshConflict(error))) => {
             tracing::warn!(%error, "a reading newer than any stored for its source was stored already: storing the request with conflict checks");
             metrics.fresh_conflict();
-            attempt(&pool, &batch, Path::ConflictChecked).await
+            attempt(&pool, &batch, Path::ConflictChecked, topology).await
         }
         outcome => outcome,
     }
 }
 
 /// Steps 2 to 5, in one transaction.
-async fn attempt(pool: &PgPool, batch: &BulkBatch, path: Path) -> Result<BulkOutcome, BulkError> {
+async fn attempt(
+    pool: &PgPool,
+    batch: &BulkBatch,
+    path: Path,
+    topology: Topology,
+) -> Result<BulkOutcome, BulkError> {
     let mut tx = pool.begin().await?;
-    let locked = store::lock_sites(&mut tx, &batch.site_ids()).await?;
+    let locked = match topology {
+        Topology::Single => store::lock_sites(&mut tx, &batch.site_ids()).await?,
+        Topology::Citus => store::lock_sites_one_by_one(&mut tx, &batch.site_ids()).await?,
+    };
     if locked.len() < batch.sites.len() {
         return Err(BulkError::SitesNotFound(missing_sites(batch, &locked)));
     }
@@ -157,9 +167,7 @@ pub async fn find_batch(
 }
 
 fn is_key_taken(error: &sqlx::Error) -> bool {
-    error
-        .as_database_error()
-        .is_some_and(|e| e.constraint() == Some("bulk_batches_pkey"))
+    crate::db::citus::violated_constraint(error).as_deref() == Some("bulk_batches_pkey")
 }
 
 /// The stored receipt for a retry with the same payload; 409 for another payload.

@@ -117,7 +117,5 @@ pub async fn write(tx: &mut Transaction<'static, Postgres>, closing: &Closing) -
 
 /// Whether `error` is a batch's key found claimed already (by a retry that committed first).
 pub fn is_key_taken(error: &sqlx::Error) -> bool {
-    error
-        .as_database_error()
-        .is_some_and(|e| e.constraint() == Some("ingest_batches_pkey"))
+    crate::db::citus::violated_constraint(error).as_deref() == Some("ingest_batches_pkey")
 }

@@ -55,6 +55,25 @@ pub struct GroupSettings {
     pub workers: usize,
     /// How long a busy worker waits for more batches.
     pub linger: Duration,
+    /// Whether a transaction holds one site's batches only (on Citus: one shard, no two-phase
+    /// commit); a worker then stores what it took site by site, in arrival order.
+    pub per_site: bool,
+}
+
+/// Workers on Citus at least: each holds one site's transaction at a time, and those take longer
+/// (every statement goes through the coordinator to a worker).
+pub const CITUS_WORKERS: usize = 8;
+
+impl GroupSettings {
+    /// These settings for a Citus coordinator: groups of one site, and at least [`CITUS_WORKERS`]
+    /// workers.
+    pub fn for_citus(self) -> Self {
+        Self {
+            workers: self.workers.max(CITUS_WORKERS),
+            per_site: true,
+            ..self
+        }
+    }
 }
 
 impl Default for GroupSettings {
@@ -62,6 +81,7 @@ impl Default for GroupSettings {
         Self {
             workers: WORKERS,
             linger: LINGER,
+            per_site: false,
         }
     }
 }
@@ -102,7 +122,7 @@ impl GroupCommitter {
                     pool.clone(),
                     metrics.clone(),
                     changes.clone(),
-                    settings.linger,
+                    settings,
                 ));
                 queue
             })
@@ -129,8 +149,9 @@ async fn work(
     pool: PgPool,
     metrics: Arc<Metrics>,
     changes: ChangeSignal,
-    linger: Duration,
+    settings: GroupSettings,
 ) {
+    let linger = settings.linger;
     let mut busy = false;
     loop {
         let mut group = Vec::new();
@@ -153,16 +174,40 @@ async fn work(
             }
         }
         busy = group.len() > 1;
-        // A panic drops the group's reply channels (its requests are answered 503, nothing of the
-        // group committed) and leaves the worker running.
-        if AssertUnwindSafe(run(&pool, &metrics, &changes, group))
-            .catch_unwind()
-            .await
-            .is_err()
-        {
-            tracing::error!("storing a group of batches panicked");
+        let groups = if settings.per_site {
+            by_site(group)
+        } else {
+            vec![group]
+        };
+        for group in groups {
+            // A panic drops the group's reply channels (its requests are answered 503, nothing of
+            // the group committed) and leaves the worker running.
+            if AssertUnwindSafe(run(&pool, &metrics, &changes, group))
+                .catch_unwind()
+                .await
+                .is_err()
+            {
+                tracing::error!("storing a group of batches panicked");
+            }
         }
     }
+}
+
+/// `jobs` split by site, sites in the order of their first batch, each site's batches in arrival
+/// order.
+fn by_site(jobs: Vec<Job>) -> Vec<Vec<Job>> {
+    let mut groups: Vec<Vec<Job>> = Vec::new();
+    for job in jobs {
+        let site = job.batch.site.site_id;
+        match groups
+            .iter_mut()
+            .find(|group| group[0].batch.site.site_id == site)
+        {
+            Some(group) => group.push(job),
+            None => groups.push(vec![job]),
+        }
+    }
+    groups
 }
 
 async fn run(pool: &PgPool, metrics: &Arc<Metrics>, changes: &ChangeSignal, group: Vec<Job>) {
@@ -280,4 +325,36 @@ async fn store_group(
             false => Err(IngestError::SiteNotFound(batch.site.site_id)),
         })
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ingest::IdempotencyKey;
+    use crate::sites::SiteId;
+
+    fn job(site: i64, key: &str) -> Job {
+        let batch = IngestBatch::new(
+            SiteId::new(site).unwrap(),
+            IdempotencyKey::parse(key).unwrap(),
+            Vec::new(),
+        );
+        Job {
+            batch,
+            reply: oneshot::channel().0,
+        }
+    }
+
+    #[test]
+    fn a_per_site_worker_stores_each_sites_batches_together_in_arrival_order() {
+        let jobs = vec![job(2, "a"), job(1, "b"), job(2, "c"), job(3, "d"), job(1, "e")];
+        let groups: Vec<Vec<String>> = by_site(jobs)
+            .iter()
+            .map(|group| {
+                let name = |job: &Job| format!("{}{}", job.batch.site.site_id.get(), job.batch.key.as_str());
+                group.iter().map(name).collect()
+            })
+            .collect();
+        assert_eq!(groups, [vec!["2a", "2c"], vec!["1b", "1e"], vec!["3d"]]);
+    }
 }

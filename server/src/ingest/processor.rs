@@ -77,10 +77,7 @@ pub enum IngestError {
 
 impl From<sqlx::Error> for IngestError {
     fn from(error: sqlx::Error) -> Self {
-        let constraint = error
-            .as_database_error()
-            .and_then(|e| e.constraint())
-            .map(str::to_owned);
+        let constraint = crate::db::citus::violated_constraint(&error);
         let code = error
             .as_database_error()
             .and_then(|e| e.code())

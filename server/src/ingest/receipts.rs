@@ -15,14 +15,15 @@ const ROWS_PER_DELETE: i64 = 5_000;
 /// Statements per pass at most, so one pass stays short however far behind it is.
 const DELETES_PER_PASS: usize = 200;
 
-/// Deletes receipts older than `keep`, in batches; returns how many.
+/// Deletes receipts older than `keep`, in batches; returns how many. Rows are named by their keys,
+/// not their `ctid`s: on Citus a `ctid` means something only inside one shard.
 pub async fn prune(pool: &PgPool, keep: Duration) -> Result<u64, sqlx::Error> {
     let before = chrono::Utc::now() - chrono::Duration::from_std(keep).unwrap_or(chrono::Duration::MAX);
     let mut deleted = 0;
     for _ in 0..DELETES_PER_PASS {
         let v1 = sqlx::query!(
-            "delete from ingest_batches where ctid = any(array(
-                 select ctid from ingest_batches where created_at < $1 limit $2))",
+            "delete from ingest_batches where (site_id, idempotency_key) in (
+                 select site_id, idempotency_key from ingest_batches where created_at < $1 limit $2)",
             before,
             ROWS_PER_DELETE,
         )
@@ -30,8 +31,8 @@ pub async fn prune(pool: &PgPool, keep: Duration) -> Result<u64, sqlx::Error> {
         .await?
         .rows_affected();
         let bulk = sqlx::query!(
-            "delete from bulk_batches where ctid = any(array(
-                 select ctid from bulk_batches where created_at < $1 limit $2))",
+            "delete from bulk_batches where (client_id, idempotency_key) in (
+                 select client_id, idempotency_key from bulk_batches where created_at < $1 limit $2)",
             before,
             ROWS_PER_DELETE,
         )

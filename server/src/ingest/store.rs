@@ -119,6 +119,20 @@ pub async fn lock_sites(
         .collect())
 }
 
+/// [`lock_sites`] one site a statement, for Citus, where a row lock must stay on one shard. Same
+/// order, same answer.
+#[tracing::instrument(skip_all, fields(sites = sites.len()))]
+pub async fn lock_sites_one_by_one(
+    tx: &mut Transaction<'static, Postgres>,
+    sites: &[i64],
+) -> Result<Vec<LockedSite>, sqlx::Error> {
+    let mut locked = Vec::with_capacity(sites.len());
+    for &site in sites {
+        locked.extend(lock_sites(tx, &[site]).await?);
+    }
+    Ok(locked)
+}
+
 /// Makes a transaction's [`Closing`] from its parts' outcomes.
 pub type Close<'c> = &'c (dyn Fn(&[SiteOutcome]) -> Closing + Sync);
 
@@ -153,9 +167,12 @@ pub async fn store(
     if !split.fresh.is_empty() {
         copy_in(tx, COPY_MEASUREMENTS, copy::encode(&split.fresh))
             .await
-            .map_err(|error| match error.as_database_error().and_then(|e| e.code()) {
-                Some(code) if code == "23505" => IngestError::FreshConflict(error),
-                _ => error.into(),
+            .map_err(|error| {
+                if crate::db::citus::is_unique_violation(&error) {
+                    IngestError::FreshConflict(error)
+                } else {
+                    error.into()
+                }
             })?;
     }
     if !split.late.is_empty() {

@@ -122,35 +122,65 @@ pub async fn retry_dead(pool: &PgPool, which: Requeue) -> Result<u64, sqlx::Erro
         Requeue::All => None,
     };
     let mut tx = pool.begin().await?;
-    // The streams are locked in ascending site order, as every ingest transaction locks them, so
-    // a re-queue and a batch over several sites never wait on each other in a cycle.
-    sqlx::query!(
-        "select site_id from outbox_streams
-          where site_id in (select site_id from outbox_dead where $1::uuid is null or event_id = $1)
-          order by site_id for update",
+    let sites = sqlx::query_scalar!(
+        r#"select distinct site_id as "site_id!" from outbox_dead
+            where $1::uuid is null or event_id = $1 order by 1"#,
         only,
     )
     .fetch_all(&mut *tx)
     .await?;
-    let requeued = sqlx::query!(
-        "with requeued as (
-             delete from outbox_dead where $1::uuid is null or event_id = $1 returning *
-         ), counts as (
-             select site_id, count(*) as n from requeued group by site_id
-         ), streams as (
-             update outbox_streams s
-                set head_seq = s.head_seq + counts.n, pending_since = least(s.pending_since, now())
-               from counts where s.site_id = counts.site_id
-             returning s.site_id, s.head_seq - counts.n as base
-         )
-         insert into outbox_events (site_id, seq, event_id, event_type, occurred_at, data)
-         select r.site_id, st.base + row_number() over (partition by r.site_id order by r.seq),
-                r.event_id, r.event_type, r.occurred_at, r.data
-           from requeued r join streams st on st.site_id = r.site_id",
-        only,
-    )
-    .execute(&mut *tx)
-    .await?;
+    // Site by site, each statement on one site (on Citus: one shard), the streams locked in
+    // ascending site order, as every ingest transaction locks them, so a re-queue and a batch over
+    // several sites never wait on each other in a cycle.
+    let mut requeued = 0;
+    for site in sites {
+        sqlx::query!(
+            "select site_id from outbox_streams where site_id = $1 for update",
+            site
+        )
+        .fetch_all(&mut *tx)
+        .await?;
+        let dead = sqlx::query!(
+            "delete from outbox_dead where site_id = $1 and ($2::uuid is null or event_id = $2)
+             returning event_id, event_type, occurred_at, data, seq",
+            site,
+            only,
+        )
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut dead: Vec<_> = dead.into_iter().collect();
+        dead.sort_by_key(|event| event.seq);
+        let base = sqlx::query_scalar!(
+            "update outbox_streams
+                set head_seq = head_seq + $2, pending_since = least(pending_since, now())
+              where site_id = $1
+          returning head_seq - $2",
+            site,
+            dead.len() as i64,
+        )
+        .fetch_one(&mut *tx)
+        .await?
+        .unwrap_or_default();
+        let ids: Vec<Uuid> = dead.iter().map(|event| event.event_id).collect();
+        let types: Vec<String> = dead.iter().map(|event| event.event_type.clone()).collect();
+        let occurred: Vec<_> = dead.iter().map(|event| event.occurred_at).collect();
+        let data: Vec<_> = dead.iter().map(|event| event.data.clone()).collect();
+        requeued += sqlx::query!(
+            "insert into outbox_events (site_id, seq, event_id, event_type, occurred_at, data)
+             select $1, $2 + n, id, event_type, occurred_at, data
+               from unnest($3::uuid[], $4::text[], $5::timestamptz[], $6::jsonb[])
+                    with ordinality as e(id, event_type, occurred_at, data, n)",
+            site,
+            base,
+            &ids,
+            &types,
+            &occurred,
+            &data,
+        )
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+    }
     tx.commit().await?;
-    Ok(requeued.rows_affected())
+    Ok(requeued)
 }

@@ -25,7 +25,7 @@ use std::time::Duration;
 use chrono::Utc;
 use rand::Rng;
 use sqlx::PgPool;
-use tokio::sync::Notify;
+use tokio::sync::{Notify, OnceCell};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -34,6 +34,7 @@ use uuid::Uuid;
 use super::sink::{Delivery, DeliveryError, Sink};
 use super::streams::{self, Claim, Release};
 use super::StoredEvent;
+use crate::db::citus::Topology;
 use crate::metrics::Metrics;
 
 /// Connections of the relay's own pool (with its housekeeping): it holds one only to claim, read
@@ -120,6 +121,9 @@ pub struct Relay<S> {
     metrics: Arc<Metrics>,
     /// Notified after a local commit wrote events, so they go out without waiting for a poll.
     wake: Arc<Notify>,
+    /// The database's kind, found at the first claim: on Citus, streams are claimed one site (one
+    /// shard) at a time.
+    topology: OnceCell<Topology>,
 }
 
 impl<S: Sink> Relay<S> {
@@ -139,6 +143,7 @@ impl<S: Sink> Relay<S> {
             config,
             metrics,
             wake,
+            topology: OnceCell::new(),
         }
     }
 
@@ -201,14 +206,15 @@ impl<S: Sink> Relay<S> {
     async fn claim(&self, limit: usize) -> Result<Vec<Claim>, sqlx::Error> {
         let token = Uuid::new_v4();
         let lease_deadline = Instant::now() + self.config.lease;
-        let claimed = streams::claim(
-            &self.pool,
-            token,
-            limit,
-            self.config.batch_size,
-            self.config.lease,
-        )
-        .await;
+        let (batch, lease) = (self.config.batch_size, self.config.lease);
+        let topology = self
+            .topology
+            .get_or_try_init(|| Topology::detect(&self.pool))
+            .await?;
+        let claimed = match topology {
+            Topology::Single => streams::claim(&self.pool, token, limit, batch, lease).await,
+            Topology::Citus => streams::claim_by_site(&self.pool, token, limit, batch, lease).await,
+        };
         let Err(error) = claimed else { return claimed };
         let released = until_deadline(lease_deadline, "releasing a failed claim's streams", || {
             streams::release_lost_claim(&self.pool, token)

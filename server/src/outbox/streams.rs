@@ -83,6 +83,63 @@ pub(super) async fn claim(
         .collect())
 }
 
+/// [`claim`] for Citus, where `for update` must stay on one shard: reads the ready streams without
+/// locks, then claims each with a statement on its own site, which takes it only if it is still
+/// ready (so two relays never both take one stream; one of them finds it leased and moves on).
+#[tracing::instrument(skip(pool))]
+pub(super) async fn claim_by_site(
+    pool: &PgPool,
+    token: Uuid,
+    limit: usize,
+    batch: i64,
+    lease: Duration,
+) -> Result<Vec<Claim>, sqlx::Error> {
+    let lease_deadline = Instant::now() + lease;
+    let ready = sqlx::query_scalar!(
+        "select site_id from outbox_streams
+          where head_seq > delivered_seq
+            and next_attempt_at <= now()
+            and (lease_until is null or lease_until < now())
+          order by next_attempt_at, site_id
+          limit $1",
+        limit as i64,
+    )
+    .fetch_all(pool)
+    .await?;
+    let mut claims = Vec::with_capacity(ready.len());
+    for site_id in ready {
+        let row = sqlx::query!(
+            "update outbox_streams s
+                set lease_owner = $1,
+                    lease_until = now() + make_interval(secs => $2),
+                    claimed_seq = least(s.head_seq, s.delivered_seq + $3)
+              where s.site_id = $4
+                and s.head_seq > s.delivered_seq
+                and s.next_attempt_at <= now()
+                and (s.lease_until is null or s.lease_until < now())
+          returning s.site_id, s.delivered_seq, s.claimed_seq, s.attempts, s.last_error,
+                    nullif(s.pending_since, '-infinity') as pending_since",
+            token,
+            lease.as_secs_f64(),
+            batch,
+            site_id,
+        )
+        .fetch_optional(pool)
+        .await?;
+        claims.extend(row.map(|row| Claim {
+            site_id: row.site_id,
+            delivered_seq: row.delivered_seq,
+            claimed_seq: row.claimed_seq,
+            pending_since: row.pending_since,
+            attempts: row.attempts,
+            last_error: row.last_error,
+            token,
+            lease_deadline,
+        }));
+    }
+    Ok(claims)
+}
+
 /// Ends every lease `token` holds: those of a claim whose answer was lost (the database crashed or
 /// the link broke after the claim committed), which would otherwise wait for their lease to run
 /// out. Returns how many there were.
@@ -187,7 +244,7 @@ pub(super) async fn dead_letter(
     sqlx::query!(
         "insert into outbox_dead (event_id, site_id, seq, event_type, occurred_at, created_at, data, attempts, last_error)
          values ($1, $2, $3, $4, $5, $6, $7, $8, $9)
-         on conflict (event_id) do nothing",
+         on conflict (site_id, event_id) do nothing",
         event.event_id,
         event.site_id,
         event.seq,

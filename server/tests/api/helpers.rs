@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use plume::auth::store::{self, NewClient};
 use plume::auth::{Kind, Scope};
+use plume::db::citus::Topology;
 use plume::db::embedded::{ClusterOptions, EmbeddedCluster};
 use plume::db::{self, migrate, PoolSettings};
 use plume::state::{AppState, Settings};
@@ -22,6 +23,11 @@ use tokio_util::sync::CancellationToken;
 /// A superuser URL of a server to run the tests against instead of a cluster of their own.
 pub const ADMIN_URL_ENV: &str = "PLUME_TEST_ADMIN_URL";
 
+/// A superuser URL of a Citus coordinator (its `postgres` database, with the workers registered
+/// there, as `scripts/citus.sh start` leaves it): every test database is then made on the
+/// coordinator and on each worker, migrated and distributed by `plume migrate --citus`'s step.
+pub const CITUS_URL_ENV: &str = "PLUME_TEST_CITUS_URL";
+
 /// The role every test's server runs as: the application role, granted by `plume::db::roles` in
 /// the template (fresh databases copy its grants). The tests arrange and check as the owner.
 const APP_ROLE: &str = "plume_test_app";
@@ -33,6 +39,8 @@ struct TestServer {
     admin_url: String,
     /// The template's name: per process on a server others may share.
     template: String,
+    /// The superuser URLs of a Citus cluster's workers, when the server is its coordinator.
+    citus_workers: Option<Vec<String>>,
 }
 
 impl TestServer {
@@ -83,14 +91,20 @@ fn start_cluster() -> EmbeddedCluster {
 }
 
 fn start_server() -> TestServer {
-    let server = match std::env::var(ADMIN_URL_ENV).ok().filter(|url| !url.is_empty()) {
+    let env = |name| std::env::var(name).ok().filter(|url: &String| !url.is_empty());
+    if let Some(coordinator) = env(CITUS_URL_ENV) {
+        return start_citus(coordinator);
+    }
+    let server = match env(ADMIN_URL_ENV) {
         Some(admin_url) => TestServer {
             admin_url,
             template: format!("plume_template_{}", std::process::id()),
+            citus_workers: None,
         },
         None => TestServer {
             admin_url: embedded().url("postgres"),
             template: "plume_template".into(),
+            citus_workers: None,
         },
     };
     let runtime = tokio::runtime::Runtime::new().unwrap();
@@ -114,18 +128,129 @@ fn start_server() -> TestServer {
             .await
             .unwrap();
         // Roles are the server's: one an earlier run made is used again.
-        let create_role = format!(
-            "do $$ begin
-                 if not exists (select from pg_roles where rolname = '{APP_ROLE}') then
-                     create role {APP_ROLE} login password '{APP_PASSWORD}';
-                 end if;
-             end $$"
-        );
-        pool.execute(create_role.as_str()).await.unwrap();
+        pool.execute(create_app_role().as_str()).await.unwrap();
         db::roles::grant(&pool, APP_ROLE).await.unwrap();
         pool.close().await;
     });
     server
+}
+
+/// The application role, made if missing: a server's roles outlive its databases.
+fn create_app_role() -> String {
+    format!(
+        "do $$ begin
+             if not exists (select from pg_roles where rolname = '{APP_ROLE}') then
+                 create role {APP_ROLE} login password '{APP_PASSWORD}';
+             end if;
+         end $$"
+    )
+}
+
+/// A Citus coordinator as the test server: finds its workers, and gives every node the application
+/// role (the coordinator connects to the workers as the role a statement runs as).
+fn start_citus(coordinator: String) -> TestServer {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let workers = runtime.block_on(async {
+        let admin = db::connect_plain(&coordinator)
+            .await
+            .expect("connecting to the Citus coordinator");
+        let nodes: Vec<(String, i32)> = sqlx::query_as(
+            "select node_name::text, node_port::int from citus_get_active_worker_nodes() order by 2",
+        )
+        .fetch_all(&admin)
+        .await
+        .expect("listing the Citus workers (are they registered in the postgres database?)");
+        assert!(!nodes.is_empty(), "the Citus coordinator has no active worker");
+        admin.close().await;
+        let workers: Vec<String> = nodes
+            .iter()
+            .map(|(host, port)| on_node(&coordinator, host, *port))
+            .collect();
+        for url in workers.iter().chain([&coordinator]) {
+            let node = db::connect_plain(url).await.unwrap();
+            // Made on each node itself: not propagated from the coordinator to nodes that have it.
+            let statements = format!(
+                "set citus.enable_create_role_propagation = off; {}",
+                create_app_role()
+            );
+            node.execute(statements.as_str()).await.unwrap();
+            node.close().await;
+        }
+        workers
+    });
+    TestServer {
+        admin_url: coordinator,
+        template: String::new(),
+        citus_workers: Some(workers),
+    }
+}
+
+/// `url` pointing at `host:port` instead, same user, database and options.
+fn on_node(url: &str, host: &str, port: i32) -> String {
+    let mut url = reqwest::Url::parse(url).expect("a URL");
+    url.set_host(Some(host)).unwrap();
+    url.set_port(Some(port as u16)).unwrap();
+    url.to_string()
+}
+
+/// A fresh database on the Citus cluster: made on every worker and the coordinator with the citus
+/// and pg_partman extensions, the workers registered, migrated, its partitions made and its tables
+/// distributed, as `plume migrate --citus` does.
+async fn citus_database(server: &TestServer, workers: &[String], name: &str) {
+    // One at a time: registering nodes in two databases at once updates the same role on a
+    // worker from both, and one of them fails ("tuple concurrently updated").
+    static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    let _turn = ONE_AT_A_TIME.lock().await;
+    for node in workers
+        .iter()
+        .map(String::as_str)
+        .chain([server.admin_url.as_str()])
+    {
+        let admin = db::connect_plain(node).await.unwrap();
+        admin
+            .execute(format!("create database {name}").as_str())
+            .await
+            .unwrap();
+        admin.close().await;
+        let database = db::connect_plain(&with_database(node, name)).await.unwrap();
+        database
+            .execute(
+                "set client_min_messages = warning;
+                 create extension citus;
+                 create schema partman;
+                 create extension pg_partman schema partman;",
+            )
+            .await
+            .unwrap();
+        database.close().await;
+    }
+    let url = server.url(name);
+    let coordinator = db::connect_plain(&url).await.unwrap();
+    let here = reqwest::Url::parse(&server.admin_url).unwrap();
+    sqlx::query("select citus_set_coordinator_host($1, $2)")
+        .bind(here.host_str().unwrap())
+        .bind(i32::from(here.port().unwrap_or(5432)))
+        .execute(&coordinator)
+        .await
+        .unwrap();
+    for worker in workers {
+        let worker = reqwest::Url::parse(worker).unwrap();
+        sqlx::query("select citus_add_node($1, $2)")
+            .bind(worker.host_str().unwrap())
+            .bind(i32::from(worker.port().unwrap_or(5432)))
+            .execute(&coordinator)
+            .await
+            .unwrap();
+    }
+    migrate::run(&url).await.expect("migrating a Citus test database");
+    partitioning::ensure_window_covered(&coordinator, Default::default(), chrono::Utc::now())
+        .await
+        .unwrap();
+    db::citus::distribute(&coordinator)
+        .await
+        .expect("distributing a Citus test database");
+    db::roles::grant(&coordinator, APP_ROLE).await.unwrap();
+    coordinator.close().await;
 }
 
 /// `url` with its database (the path) replaced by `database`; the query string is kept.
@@ -187,6 +312,10 @@ impl Drop for TestApp {
 pub async fn fresh_database() -> String {
     let server = server();
     let name = format!("test_{}", uuid::Uuid::new_v4().simple());
+    if let Some(workers) = &server.citus_workers {
+        citus_database(server, workers, &name).await;
+        return server.url(&name);
+    }
     let admin = db::connect_plain(&server.admin_url).await.unwrap();
     let mut attempts = 0;
     loop {
@@ -255,6 +384,10 @@ pub async fn spawn_app_on(database_url: &str, app_pool: PgPool, settings: Settin
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = format!("http://{}", listener.local_addr().unwrap());
     let shutdown = CancellationToken::new();
+    let settings = Settings {
+        topology: Topology::detect(&pool).await.unwrap(),
+        ..settings
+    };
     let state = AppState::new(app_pool.clone(), settings);
     tokio::spawn(plume::http::serve(listener, state.clone(), shutdown.clone()));
     // Several apps may serve one database: each mints its own admin.

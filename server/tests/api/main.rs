@@ -11,6 +11,7 @@ mod bulk;
 mod bulk_concurrency;
 mod catalog;
 mod changes;
+mod citus;
 mod compression;
 mod concurrency;
 mod contract;

@@ -1,0 +1,198 @@
+//! Citus: plume's tables distributed by site over a cluster of PostgreSQL nodes.
+//!
+//! `plume migrate --citus` runs the usual migrations on the coordinator, then [`distribute`]s:
+//! `sites` by its id, and every table keyed by a site (`measurements`, `hourly_rollups`,
+//! `source_heads`, `ingest_batches`, the outbox's three tables) by `site_id`, colocated with
+//! `sites`, so that everything one batch touches lives on one worker. `bulk_batches` (a v2
+//! request's receipt, which spans sites) is distributed by client. The small shared tables (tokens,
+//! sessions, audit, maintenance bookkeeping) stay on the coordinator, where every plume process
+//! connects. pg_partman keeps managing the monthly and daily partitions from the coordinator:
+//! partitions it attaches later are distributed with their parent.
+//!
+//! Every plume process finds out at start which kind of database it serves ([`Topology::detect`]),
+//! says so in its log and on `/ready`, and in the distributed one stores each v1 batch in a
+//! transaction of its own (group commit would join several workers in one two-phase commit).
+
+use anyhow::Context;
+use sqlx::PgPool;
+
+/// What kind of database plume serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Topology {
+    /// One PostgreSQL server.
+    #[default]
+    Single,
+    /// A Citus coordinator, plume's tables distributed by site.
+    Citus,
+}
+
+/// The distributed tables, in the order they are distributed, with their distribution column.
+/// `sites` comes first: the others are colocated with it.
+pub const DISTRIBUTED: [(&str, &str); 8] = [
+    ("sites", "id"),
+    ("measurements", "site_id"),
+    ("hourly_rollups", "site_id"),
+    ("source_heads", "site_id"),
+    ("ingest_batches", "site_id"),
+    ("outbox_streams", "site_id"),
+    ("outbox_events", "site_id"),
+    ("outbox_dead", "site_id"),
+];
+
+/// Distributed by client, apart from the sites: one bulk request's receipt covers many sites.
+const BY_CLIENT: (&str, &str) = ("bulk_batches", "client_id");
+
+impl Topology {
+    /// Citus when `sites` is a distributed table of a Citus coordinator, else single.
+    pub async fn detect(pool: &PgPool) -> Result<Self, sqlx::Error> {
+        let distributed: bool = sqlx::query_scalar(
+            "select exists (select from pg_extension where extname = 'citus')
+                    and to_regclass('pg_catalog.pg_dist_partition') is not null",
+        )
+        .fetch_one(pool)
+        .await?;
+        if !distributed {
+            return Ok(Self::Single);
+        }
+        let sites: bool = sqlx::query_scalar(
+            "select exists (select from pg_catalog.pg_dist_partition
+                             where logicalrelid = to_regclass('sites'))",
+        )
+        .fetch_one(pool)
+        .await?;
+        Ok(if sites { Self::Citus } else { Self::Single })
+    }
+
+    /// Whether several sites' batches may share one transaction.
+    pub fn groups_sites(self) -> bool {
+        self == Self::Single
+    }
+}
+
+/// What [`distribute`] did.
+#[derive(Debug, Default)]
+pub struct Distributed {
+    /// Tables distributed by this run.
+    pub tables: Vec<&'static str>,
+    /// Tables found distributed already.
+    pub already: Vec<&'static str>,
+    /// Active workers.
+    pub workers: i64,
+}
+
+/// Distributes plume's tables over the Citus cluster `owner` is the coordinator of; idempotent.
+/// Run after the migrations, as the schema's owner. Refuses a database without Citus or without an
+/// active worker, naming what is missing.
+pub async fn distribute(owner: &PgPool) -> anyhow::Result<Distributed> {
+    let citus: Option<String> =
+        sqlx::query_scalar("select extversion from pg_extension where extname = 'citus'")
+            .fetch_optional(owner)
+            .await?;
+    anyhow::ensure!(
+        citus.is_some(),
+        "--citus needs the citus extension in this database (create extension citus, on the coordinator and every worker, then register the workers with citus_add_node)"
+    );
+    let workers: i64 = sqlx::query_scalar("select count(*) from citus_get_active_worker_nodes()")
+        .fetch_one(owner)
+        .await
+        .context("listing the cluster's workers")?;
+    anyhow::ensure!(
+        workers > 0,
+        "the Citus coordinator has no active worker: register them with citus_add_node first"
+    );
+    let mut done = Distributed {
+        workers,
+        ..Distributed::default()
+    };
+    // The change feed's trigger stamps `sites` with the writing transaction's id; Citus refuses
+    // triggers on distributed tables, and a worker's transaction ids mean nothing on the
+    // coordinator. The feed is off on Citus (`http::changes`). Once `sites` is distributed, Citus
+    // refuses even to drop a trigger, so only before.
+    if Topology::detect(owner).await? == Topology::Single {
+        sqlx::query("drop trigger if exists sites_stamp_change on sites")
+            .execute(owner)
+            .await?;
+    }
+    let tables = DISTRIBUTED.iter().map(|&(table, column)| {
+        let colocate = if table == "sites" { "default" } else { "sites" };
+        (table, column, colocate)
+    });
+    let by_client = std::iter::once((BY_CLIENT.0, BY_CLIENT.1, "none"));
+    for (table, column, colocate) in tables.chain(by_client) {
+        let distributed: bool = sqlx::query_scalar(
+            "select exists (select from pg_dist_partition where logicalrelid = to_regclass($1))",
+        )
+        .bind(table)
+        .fetch_one(owner)
+        .await?;
+        if distributed {
+            done.already.push(table);
+            continue;
+        }
+        tracing::info!(table, column, "distributing");
+        sqlx::query("select create_distributed_table($1, $2, colocate_with => $3)")
+            .bind(table)
+            .bind(column)
+            .bind(colocate)
+            .execute(owner)
+            .await
+            .with_context(|| format!("distributing {table} by {column}"))?;
+        done.tables.push(table);
+    }
+    Ok(done)
+}
+
+/// The constraint `error` reports as violated, by the name plume gave it. On a Citus coordinator a
+/// worker's error names the shard's copy (`ingest_batches_pkey_102008`), and an error from a COPY
+/// that Citus forwarded carries the name only in its message, with SQLSTATE XX000.
+pub fn violated_constraint(error: &sqlx::Error) -> Option<String> {
+    let error = error.as_database_error()?;
+    let name = match error.constraint() {
+        Some(name) => name.to_owned(),
+        None => {
+            let (_, rest) = error.message().split_once("constraint \"")?;
+            rest.split_once('"')?.0.to_owned()
+        }
+    };
+    Some(without_shard_suffix(&name).to_owned())
+}
+
+/// Whether `error` is a unique violation (SQLSTATE 23505, or the message Citus forwards as XX000).
+pub fn is_unique_violation(error: &sqlx::Error) -> bool {
+    error.as_database_error().is_some_and(|error| {
+        error.code().as_deref() == Some("23505")
+            || (error.code().as_deref() == Some("XX000")
+                && error
+                    .message()
+                    .starts_with("duplicate key value violates unique constraint"))
+    })
+}
+
+/// `name` without the `_<shard id>` Citus appends to a shard's copy of a constraint; none of
+/// plume's own constraint names ends in `_` and digits.
+fn without_shard_suffix(name: &str) -> &str {
+    match name.rsplit_once('_') {
+        Some((base, shard)) if !shard.is_empty() && shard.bytes().all(|b| b.is_ascii_digit()) => base,
+        _ => name,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_shards_constraint_is_named_as_plume_named_it() {
+        assert_eq!(
+            without_shard_suffix("ingest_batches_pkey_103097"),
+            "ingest_batches_pkey"
+        );
+        assert_eq!(without_shard_suffix("ingest_batches_pkey"), "ingest_batches_pkey");
+        assert_eq!(
+            without_shard_suffix("measurements_default_rejects_rows"),
+            "measurements_default_rejects_rows"
+        );
+        assert_eq!(without_shard_suffix("x_"), "x_");
+    }
+}
