@@ -120,6 +120,23 @@ impl BenchDatabase {
         })
     }
 
+    /// A fresh database on the Citus cluster `coordinator_url` is the coordinator of (a superuser
+    /// URL of a database with the workers registered), migrated and distributed by site as
+    /// `plume migrate --citus` does; left in place when closed.
+    pub async fn on_citus(coordinator_url: &str, pool: &PoolSettings) -> anyhow::Result<Self> {
+        let name = format!("bench_{}", uuid::Uuid::new_v4().simple());
+        let url = db::citus::create_database(coordinator_url, &name).await?;
+        migrate::run(&url)
+            .await
+            .context("migrating the benchmark database")?;
+        let owner = db::connect_plain(&url).await?;
+        partitioning::ensure_window_covered(&owner, Default::default(), chrono::Utc::now()).await?;
+        let distributed = db::citus::distribute(&owner).await;
+        owner.close().await;
+        distributed?;
+        Self::existing(&url, pool).await
+    }
+
     /// The URL of another fresh, migrated database on the same server.
     pub async fn on_same_server(&self) -> anyhow::Result<String> {
         let name = format!("bench_{}", uuid::Uuid::new_v4().simple());

@@ -44,6 +44,11 @@ struct Args {
     /// Without it, a private cluster with durable settings is started under /tmp and removed after.
     #[arg(long, env = "BENCH_DATABASE_URL")]
     database_url: Option<String>,
+    /// --database-url names a Citus coordinator (a database with the workers registered): the
+    /// fresh database is made on every node and distributed by site, as `plume migrate --citus`
+    /// does. Not with --baseline.
+    #[arg(long, requires = "database_url", conflicts_with = "baseline")]
+    citus: bool,
     /// Which ingestion API to drive.
     #[arg(long, value_enum, default_value_t = Api::V1)]
     api: Api,
@@ -141,7 +146,10 @@ async fn main() -> anyhow::Result<()> {
         max_connections: args.pool,
         ..PoolSettings::default()
     };
-    let db = BenchDatabase::create(args.database_url.as_deref(), &pool).await?;
+    let db = match (&args.database_url, args.citus) {
+        (Some(url), true) => BenchDatabase::on_citus(url, &pool).await?,
+        (url, _) => BenchDatabase::create(url.as_deref(), &pool).await?,
+    };
     let result = run(&args, &db).await;
     db.close().await;
     result

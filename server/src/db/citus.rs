@@ -143,6 +143,72 @@ pub async fn distribute(owner: &PgPool) -> anyhow::Result<Distributed> {
     Ok(done)
 }
 
+/// Makes database `name` on a Citus cluster, for tests and benchmarks (in production the DBA makes
+/// it): on every worker and on the coordinator, each with the citus and pg_partman extensions, and
+/// the workers registered in it. `admin_url` is a superuser URL of a coordinator database in which
+/// the workers are registered (as `scripts/citus/citus-cluster.sh` leaves its `postgres`); the
+/// workers are reached as the same user. Returns the new database's URL on the coordinator.
+pub async fn create_database(admin_url: &str, name: &str) -> anyhow::Result<String> {
+    let coordinator = reqwest::Url::parse(admin_url).context("the coordinator's URL")?;
+    let admin = super::connect_plain(admin_url).await?;
+    let workers: Vec<(String, i32)> = sqlx::query_as(
+        "select node_name::text, node_port::int from citus_get_active_worker_nodes() order by 2",
+    )
+    .fetch_all(&admin)
+    .await
+    .context("listing the coordinator's workers")?;
+    admin.close().await;
+    anyhow::ensure!(!workers.is_empty(), "the Citus coordinator has no active worker");
+    let on_node = |host: &str, port: i32, database: &str| -> anyhow::Result<String> {
+        let mut url = coordinator.clone();
+        url.set_host(Some(host))?;
+        url.set_port(Some(u16::try_from(port)?))
+            .map_err(|()| anyhow::anyhow!("no port in {host}"))?;
+        url.set_path(database);
+        Ok(url.to_string())
+    };
+    let here = (
+        coordinator.host_str().unwrap_or("localhost").to_owned(),
+        i32::from(coordinator.port().unwrap_or(5432)),
+    );
+    for (host, port) in workers.iter().chain([&here]) {
+        let node = super::connect_plain(&on_node(host, *port, coordinator.path())?).await?;
+        sqlx::query(&format!("create database {}", partitioning::quote_ident(name)))
+            .execute(&node)
+            .await
+            .with_context(|| format!("creating {name} on {host}:{port}"))?;
+        node.close().await;
+        let database = super::connect_plain(&on_node(host, *port, name)?).await?;
+        sqlx::raw_sql(
+            "set client_min_messages = warning;
+             create extension citus;
+             create schema partman;
+             create extension pg_partman schema partman;",
+        )
+        .execute(&database)
+        .await
+        .with_context(|| format!("adding citus and pg_partman to {name} on {host}:{port}"))?;
+        database.close().await;
+    }
+    let url = on_node(&here.0, here.1, name)?;
+    let database = super::connect_plain(&url).await?;
+    sqlx::query("select citus_set_coordinator_host($1, $2)")
+        .bind(&here.0)
+        .bind(here.1)
+        .execute(&database)
+        .await?;
+    for (host, port) in &workers {
+        sqlx::query("select citus_add_node($1, $2)")
+            .bind(host)
+            .bind(port)
+            .execute(&database)
+            .await
+            .with_context(|| format!("registering {host}:{port}"))?;
+    }
+    database.close().await;
+    Ok(url)
+}
+
 /// The constraint `error` reports as violated, by the name plume gave it. On a Citus coordinator a
 /// worker's error names the shard's copy (`ingest_batches_pkey_102008`), and an error from a COPY
 /// that Citus forwarded carries the name only in its message, with SQLSTATE XX000.

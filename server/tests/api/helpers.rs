@@ -39,8 +39,8 @@ struct TestServer {
     admin_url: String,
     /// The template's name: per process on a server others may share.
     template: String,
-    /// The superuser URLs of a Citus cluster's workers, when the server is its coordinator.
-    citus_workers: Option<Vec<String>>,
+    /// Whether the server is a Citus coordinator.
+    citus: bool,
 }
 
 impl TestServer {
@@ -99,12 +99,12 @@ fn start_server() -> TestServer {
         Some(admin_url) => TestServer {
             admin_url,
             template: format!("plume_template_{}", std::process::id()),
-            citus_workers: None,
+            citus: false,
         },
         None => TestServer {
             admin_url: embedded().url("postgres"),
             template: "plume_template".into(),
-            citus_workers: None,
+            citus: false,
         },
     };
     let runtime = tokio::runtime::Runtime::new().unwrap();
@@ -150,7 +150,7 @@ fn create_app_role() -> String {
 /// role (the coordinator connects to the workers as the role a statement runs as).
 fn start_citus(coordinator: String) -> TestServer {
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    let workers = runtime.block_on(async {
+    runtime.block_on(async {
         let admin = db::connect_plain(&coordinator)
             .await
             .expect("connecting to the Citus coordinator");
@@ -176,12 +176,11 @@ fn start_citus(coordinator: String) -> TestServer {
             node.execute(statements.as_str()).await.unwrap();
             node.close().await;
         }
-        workers
     });
     TestServer {
         admin_url: coordinator,
         template: String::new(),
-        citus_workers: Some(workers),
+        citus: true,
     }
 }
 
@@ -196,52 +195,15 @@ fn on_node(url: &str, host: &str, port: i32) -> String {
 /// A fresh database on the Citus cluster: made on every worker and the coordinator with the citus
 /// and pg_partman extensions, the workers registered, migrated, its partitions made and its tables
 /// distributed, as `plume migrate --citus` does.
-async fn citus_database(server: &TestServer, workers: &[String], name: &str) {
+async fn citus_database(server: &TestServer, name: &str) {
     // One at a time: registering nodes in two databases at once updates the same role on a
     // worker from both, and one of them fails ("tuple concurrently updated").
     static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
     let _turn = ONE_AT_A_TIME.lock().await;
-    for node in workers
-        .iter()
-        .map(String::as_str)
-        .chain([server.admin_url.as_str()])
-    {
-        let admin = db::connect_plain(node).await.unwrap();
-        admin
-            .execute(format!("create database {name}").as_str())
-            .await
-            .unwrap();
-        admin.close().await;
-        let database = db::connect_plain(&with_database(node, name)).await.unwrap();
-        database
-            .execute(
-                "set client_min_messages = warning;
-                 create extension citus;
-                 create schema partman;
-                 create extension pg_partman schema partman;",
-            )
-            .await
-            .unwrap();
-        database.close().await;
-    }
-    let url = server.url(name);
-    let coordinator = db::connect_plain(&url).await.unwrap();
-    let here = reqwest::Url::parse(&server.admin_url).unwrap();
-    sqlx::query("select citus_set_coordinator_host($1, $2)")
-        .bind(here.host_str().unwrap())
-        .bind(i32::from(here.port().unwrap_or(5432)))
-        .execute(&coordinator)
+    let url = db::citus::create_database(&server.admin_url, name)
         .await
-        .unwrap();
-    for worker in workers {
-        let worker = reqwest::Url::parse(worker).unwrap();
-        sqlx::query("select citus_add_node($1, $2)")
-            .bind(worker.host_str().unwrap())
-            .bind(i32::from(worker.port().unwrap_or(5432)))
-            .execute(&coordinator)
-            .await
-            .unwrap();
-    }
+        .expect("making a Citus test database");
+    let coordinator = db::connect_plain(&url).await.unwrap();
     migrate::run(&url).await.expect("migrating a Citus test database");
     partitioning::ensure_window_covered(&coordinator, Default::default(), chrono::Utc::now())
         .await
@@ -312,8 +274,8 @@ impl Drop for TestApp {
 pub async fn fresh_database() -> String {
     let server = server();
     let name = format!("test_{}", uuid::Uuid::new_v4().simple());
-    if let Some(workers) = &server.citus_workers {
-        citus_database(server, workers, &name).await;
+    if server.citus {
+        citus_database(server, &name).await;
         return server.url(&name);
     }
     let admin = db::connect_plain(&server.admin_url).await.unwrap();
