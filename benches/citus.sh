@@ -22,35 +22,15 @@ for shape in "${selected[@]}"; do
     [ -n "${shapes[$shape]:-}" ] || { echo "unknown shape $shape: v1 | one-site | v2" >&2; exit 2; }
 done
 
-if [ -z "${CITUS_TARBALL:-}" ]; then
-    for kit in ../shared/citus "$(cd .. && pwd)/shared/citus" /work/shared/citus; do
-        [ -s "$kit/citus-v13.2.2.tar.gz" ] && { CITUS_TARBALL=$(cd "$kit" && pwd)/citus-v13.2.2.tar.gz; break; }
-    done
-fi
-export CITUS_TARBALL
-scripts/citus/build-citus.sh >&2
+# shellcheck source=scripts/citus/kit.sh
+source scripts/citus/kit.sh
 cargo build --release --locked -p plume --bin plume -p plume-bench --bin plume-load >&2
 bin=${CARGO_TARGET_DIR:-target}/release
 
-cluster=$(mktemp -d /tmp/plume-citus-bench.XXXXXX)
-cleanup() {
-    scripts/citus/citus-cluster.sh stop "$cluster" >/dev/null 2>&1 || true
-    rm -rf "$cluster"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-read -r coordinator worker1 worker2 < <(python3 -c '
-import socket
-socks = [socket.socket() for _ in range(3)]
-for s in socks: s.bind(("127.0.0.1", 0))
-print(*[s.getsockname()[1] for s in socks])
-for s in socks: s.close()')
-url=$(CITUS_COORDINATOR_PORT=$coordinator CITUS_WORKER1_PORT=$worker1 CITUS_WORKER2_PORT=$worker2 \
-    CITUS_MAX_CONNECTIONS=300 CITUS_DURABLE=1 \
-    CITUS_EXTRA_CONF=$'shared_buffers = 2GB\nmax_wal_size = 16GB\ncheckpoint_timeout = 30min\nwork_mem = 16MB' \
-    scripts/citus/citus-cluster.sh start "$cluster")
+start_citus_cluster plume-citus-bench \
+    CITUS_EXTRA_CONF=$'shared_buffers = 2GB\nmax_wal_size = 16GB\ncheckpoint_timeout = 30min\nwork_mem = 16MB'
 
-variants=("one node|" "citus|--database-url ${url}?sslmode=disable --citus")
+variants=("one node|" "citus|--database-url ${CITUS_URL}?sslmode=disable --citus")
 for shape in "${selected[@]}"; do
     for run in $(seq 1 "$runs"); do
         order=("${variants[@]}")

@@ -16,38 +16,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
 
-if [ -z "${CITUS_TARBALL:-}" ]; then
-    for kit in ../shared/citus "$(cd .. && pwd)/shared/citus" /work/shared/citus; do
-        if [ -s "$kit/citus-v13.2.2.tar.gz" ]; then
-            CITUS_TARBALL=$(cd "$kit" && pwd)/citus-v13.2.2.tar.gz
-            break
-        fi
-    done
-fi
-[ -s "${CITUS_TARBALL:-}" ] || {
-    echo "test-citus: no Citus source: set CITUS_TARBALL to citus-v13.2.2.tar.gz (git archive of tag v13.2.2)" >&2
-    exit 1
-}
-export CITUS_TARBALL
-scripts/citus/build-citus.sh
-
-cluster=$(mktemp -d /tmp/plume-citus.XXXXXX)
-cleanup() {
-    scripts/citus/citus-cluster.sh stop "$cluster" >/dev/null 2>&1 || true
-    rm -rf "$cluster"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-# Free ports for the three nodes.
-read -r coordinator worker1 worker2 < <(python3 -c '
-import socket
-socks = [socket.socket() for _ in range(3)]
-for s in socks: s.bind(("127.0.0.1", 0))
-print(*[s.getsockname()[1] for s in socks])
-for s in socks: s.close()')
+# shellcheck source=scripts/citus/kit.sh
+source scripts/citus/kit.sh
 # Durable like production: the tests crash nothing, but fsync on keeps the timings honest.
-url=$(CITUS_COORDINATOR_PORT=$coordinator CITUS_WORKER1_PORT=$worker1 CITUS_WORKER2_PORT=$worker2 \
-    CITUS_MAX_CONNECTIONS=300 CITUS_DURABLE=1 scripts/citus/citus-cluster.sh start "$cluster")
+start_citus_cluster plume-citus
 
 # What the distributed mode must keep: ingestion and its exactness under concurrency, retries and
 # overlap, rollups, bulk requests, the outbox's order and exactly-once limit events, the relay,
@@ -70,5 +42,5 @@ skips=(
     --skip maintenance::rows_in_the_default_partition_are_found_reported_and_moved_out_with_totals_unchanged
 )
 [ $# -gt 0 ] && selection=("$@")
-PLUME_TEST_CITUS_URL="${url}?sslmode=disable" \
+PLUME_TEST_CITUS_URL="${CITUS_URL}?sslmode=disable" \
     cargo test -p plume --test api --locked -- "${selection[@]}" "${skips[@]}"
