@@ -250,8 +250,10 @@ async fn spawn_outbox(
     let pool_settings = PoolSettings {
         max_connections: outbox::relay::POOL_CONNECTIONS,
         acquire_timeout: Duration::from_secs(30),
-        // The read of a stream's events bounds the log's daily partitions by a parameter.
-        generic_plans: true,
+        // The read of a stream's events bounds the log's daily partitions by a parameter. Citus
+        // cannot plan a multi-shard statement generically ("could not create distributed plan"),
+        // so there every statement is planned for its parameters.
+        generic_plans: state.settings.topology == db::citus::Topology::Single,
         ..PoolSettings::default()
     };
     let pool = db::connect(&database.url, &pool_settings)
