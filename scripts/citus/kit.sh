@@ -5,13 +5,8 @@
 #   start_citus_cluster PREFIX [VAR=VALUE...]    # extra settings for citus-cluster.sh
 
 # citus-v13.2.2.tar.gz: CITUS_TARBALL, else ../shared/citus/ beside the checkout.
-if [ -z "${CITUS_TARBALL:-}" ]; then
-    for kit in ../shared/citus "$(cd .. && pwd)/shared/citus" /work/shared/citus; do
-        if [ -s "$kit/citus-v13.2.2.tar.gz" ]; then
-            CITUS_TARBALL=$(cd "$kit" && pwd)/citus-v13.2.2.tar.gz
-            break
-        fi
-    done
+if [ -z "${CITUS_TARBALL:-}" ] && [ -s ../shared/citus/citus-v13.2.2.tar.gz ]; then
+    CITUS_TARBALL=$(cd ../shared/citus && pwd)/citus-v13.2.2.tar.gz
 fi
 [ -s "${CITUS_TARBALL:-}" ] || {
     echo "no Citus source: set CITUS_TARBALL to citus-v13.2.2.tar.gz (git archive of tag v13.2.2)" >&2

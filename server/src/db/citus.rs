@@ -17,8 +17,7 @@ use anyhow::Context;
 use sqlx::PgPool;
 
 /// What kind of database plume serves.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Topology {
     /// One PostgreSQL server.
     #[default]
@@ -55,18 +54,11 @@ impl Topology {
         if !distributed {
             return Ok(Self::Single);
         }
-        let sites: bool = sqlx::query_scalar(
-            "select exists (select from pg_catalog.pg_dist_partition
-                             where logicalrelid = to_regclass('sites'))",
-        )
-        .fetch_one(pool)
-        .await?;
-        Ok(if sites { Self::Citus } else { Self::Single })
-    }
-
-    /// Whether several sites' batches may share one transaction.
-    pub fn groups_sites(self) -> bool {
-        self == Self::Single
+        Ok(if is_distributed(pool, "sites").await? {
+            Self::Citus
+        } else {
+            Self::Single
+        })
     }
 }
 
@@ -109,7 +101,7 @@ pub async fn distribute(owner: &PgPool) -> anyhow::Result<Distributed> {
     // triggers on distributed tables, and a worker's transaction ids mean nothing on the
     // coordinator. The feed is off on Citus (`http::changes`). Once `sites` is distributed, Citus
     // refuses even to drop a trigger, so only before.
-    if Topology::detect(owner).await? == Topology::Single {
+    if !is_distributed(owner, "sites").await? {
         sqlx::query("drop trigger if exists sites_stamp_change on sites")
             .execute(owner)
             .await?;
@@ -120,13 +112,7 @@ pub async fn distribute(owner: &PgPool) -> anyhow::Result<Distributed> {
     });
     let by_client = std::iter::once((BY_CLIENT.0, BY_CLIENT.1, "none"));
     for (table, column, colocate) in tables.chain(by_client) {
-        let distributed: bool = sqlx::query_scalar(
-            "select exists (select from pg_dist_partition where logicalrelid = to_regclass($1))",
-        )
-        .bind(table)
-        .fetch_one(owner)
-        .await?;
-        if distributed {
+        if is_distributed(owner, table).await? {
             done.already.push(table);
             continue;
         }
@@ -141,6 +127,14 @@ pub async fn distribute(owner: &PgPool) -> anyhow::Result<Distributed> {
         done.tables.push(table);
     }
     Ok(done)
+}
+
+/// Whether `table` is a distributed table of this Citus coordinator.
+async fn is_distributed(pool: &PgPool, table: &str) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar("select exists (select from pg_dist_partition where logicalrelid = to_regclass($1))")
+        .bind(table)
+        .fetch_one(pool)
+        .await
 }
 
 /// Makes database `name` on a Citus cluster, for tests and benchmarks (in production the DBA makes

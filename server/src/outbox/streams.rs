@@ -35,6 +35,31 @@ pub(super) struct Claim {
     pub(super) lease_deadline: Instant,
 }
 
+/// A claimed stream's row, as both claims return it.
+struct Claimed {
+    site_id: i64,
+    delivered_seq: i64,
+    claimed_seq: i64,
+    attempts: i32,
+    last_error: Option<String>,
+    pending_since: Option<DateTime<Utc>>,
+}
+
+impl Claimed {
+    fn held(self, token: Uuid, lease_deadline: Instant) -> Claim {
+        Claim {
+            site_id: self.site_id,
+            delivered_seq: self.delivered_seq,
+            claimed_seq: self.claimed_seq,
+            pending_since: self.pending_since,
+            attempts: self.attempts,
+            last_error: self.last_error,
+            token,
+            lease_deadline,
+        }
+    }
+}
+
 /// Takes up to `limit` ready streams, least recently served first, each with up to `batch` events,
 /// under a lease of `lease` held by `token` (new for each claim).
 #[tracing::instrument(skip(pool))]
@@ -46,7 +71,8 @@ pub(super) async fn claim(
     lease: Duration,
 ) -> Result<Vec<Claim>, sqlx::Error> {
     let lease_deadline = Instant::now() + lease;
-    let rows = sqlx::query!(
+    let rows = sqlx::query_as!(
+        Claimed,
         "update outbox_streams s
             set lease_owner = $1,
                 lease_until = now() + make_interval(secs => $2),
@@ -70,16 +96,7 @@ pub(super) async fn claim(
     .await?;
     Ok(rows
         .into_iter()
-        .map(|row| Claim {
-            site_id: row.site_id,
-            delivered_seq: row.delivered_seq,
-            claimed_seq: row.claimed_seq,
-            pending_since: row.pending_since,
-            attempts: row.attempts,
-            last_error: row.last_error,
-            token,
-            lease_deadline,
-        })
+        .map(|row| row.held(token, lease_deadline))
         .collect())
 }
 
@@ -108,7 +125,8 @@ pub(super) async fn claim_by_site(
     .await?;
     let mut claims = Vec::with_capacity(ready.len());
     for site_id in ready {
-        let row = sqlx::query!(
+        let row = sqlx::query_as!(
+            Claimed,
             "update outbox_streams s
                 set lease_owner = $1,
                     lease_until = now() + make_interval(secs => $2),
@@ -126,16 +144,7 @@ pub(super) async fn claim_by_site(
         )
         .fetch_optional(pool)
         .await?;
-        claims.extend(row.map(|row| Claim {
-            site_id: row.site_id,
-            delivered_seq: row.delivered_seq,
-            claimed_seq: row.claimed_seq,
-            pending_since: row.pending_since,
-            attempts: row.attempts,
-            last_error: row.last_error,
-            token,
-            lease_deadline,
-        }));
+        claims.extend(row.map(|row| row.held(token, lease_deadline)));
     }
     Ok(claims)
 }
