@@ -10,8 +10,9 @@
 # not in this repository: CITUS_TARBALL names it, else it is looked for in ../shared/citus/ beside
 # the checkout. The cluster lives in a temporary directory and is stopped and removed at the end.
 #
-#   scripts/test-citus.sh                # the selection below
-#   scripts/test-citus.sh ingest::       # arguments replace the selection (cargo test filters)
+#   scripts/test-citus.sh                # the selection below, then the shard-rebalance scenario
+#   scripts/test-citus.sh ingest::       # arguments replace the selection (cargo test filters);
+#                                        # no scenario
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
@@ -25,7 +26,7 @@ start_citus_cluster plume-citus
 # overlap, rollups, bulk requests, the outbox's order and exactly-once limit events, the relay,
 # the query side, partitions, maintenance, retention and verify.
 selection=(
-    citus:: ingest:: concurrency:: in_order:: bulk:: bulk_concurrency:: outbox:: relay::
+    citus:: ingest:: concurrency:: in_order:: group_commit:: bulk:: bulk_concurrency:: outbox:: relay::
     query:: sources:: maintenance:: partitions:: validation:: contract::
 )
 # Left out, each for a reason of Citus's:
@@ -41,6 +42,17 @@ skips=(
     --skip partitions::the_default_partition_refuses_rows
     --skip maintenance::rows_in_the_default_partition_are_found_reported_and_moved_out_with_totals_unchanged
 )
+given=$#
 [ $# -gt 0 ] && selection=("$@")
 PLUME_TEST_CITUS_URL="${CITUS_URL}?sslmode=disable" \
     cargo test -p plume --test api --locked -- "${selection[@]}" "${skips[@]}"
+
+# The fault scenario of the distributed mode: every shard of one worker moved to the other and
+# back while plume ingests under retrying clients (benches/src/faults/citus.rs). Not when
+# arguments chose tests.
+if [ "$given" -eq 0 ]; then
+    cargo build --locked -p plume -p plume-bench --bins
+    timeout --kill-after=10 900 "${CARGO_TARGET_DIR:-target}/debug/plume-faults" \
+        --plume-binary "${CARGO_TARGET_DIR:-target}/debug/plume" \
+        citus-rebalance --coordinator-url "${CITUS_URL}?sslmode=disable"
+fi

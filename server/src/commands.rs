@@ -20,7 +20,7 @@ use crate::config::{
     maintenance_settings, DatabaseArgs, MigrateArgs, OutboxStatusArgs, RelayArgs, RelayCommandArgs,
     RetryDeadArgs, SeedArgs, ServeArgs, WindowArgs,
 };
-use crate::db::{self, Database, PoolSettings};
+use crate::db::{self, Database};
 use crate::metrics::Metrics;
 use crate::outbox::admin::Requeue;
 use crate::outbox::housekeeping::Housekeeping;
@@ -247,16 +247,9 @@ async fn spawn_outbox(
 ) -> anyhow::Result<OutboxJobs> {
     let config = args.relay_config();
     let sink = args.webhook_sink()?;
-    let pool_settings = PoolSettings {
-        max_connections: outbox::relay::POOL_CONNECTIONS,
-        acquire_timeout: Duration::from_secs(30),
-        // The read of a stream's events bounds the log's daily partitions by a parameter. Citus
-        // cannot plan a multi-shard statement generically ("could not create distributed plan"),
-        // so there every statement is planned for its parameters.
-        generic_plans: state.settings.topology == db::citus::Topology::Single,
-        ..PoolSettings::default()
-    };
-    let pool = db::connect(&database.url, &pool_settings)
+    // Found here, not taken from the settings: `plume relay` serves no ingestion and is given none.
+    let topology = db::citus::Topology::detect(&database.pool).await?;
+    let pool = db::connect(&database.url, &outbox::relay::pool_settings(topology))
         .await
         .context("connecting the outbox relay to the database")?;
     let (metrics, wake) = (state.metrics.clone(), state.outbox_wake.clone());

@@ -844,7 +844,7 @@ impl ServeArgs {
             group: crate::ingest::group::GroupSettings {
                 workers: usize::from(self.group_workers),
                 linger: Duration::from_micros(self.group_linger_us),
-                per_site: false,
+                topology: crate::db::citus::Topology::Single,
             },
             auth: self.auth.settings(),
             allowed_hosts: if self.allowed_hosts.is_empty() {

@@ -11,6 +11,7 @@ use chrono::{DateTime, Duration, DurationRound, Utc};
 use serde::Deserialize;
 use sqlx::PgPool;
 
+use crate::db::citus::Topology;
 use crate::ingest::processor::{self, Outcome};
 use crate::ingest::{IdempotencyKey, IngestBatch, Reading};
 use crate::metrics::Metrics;
@@ -52,6 +53,7 @@ pub async fn seed_demo(pool: &PgPool, now: DateTime<Utc>) -> anyhow::Result<Seed
     let end = now.duration_trunc(Duration::hours(1))? - Duration::hours(1);
     let mut report = SeedReport::default();
     let metrics = Arc::new(Metrics::default());
+    let topology = Topology::detect(pool).await?;
     for site in demo.sites {
         if sites::find_by_name(pool, &site.name).await?.is_some() {
             report.sites_skipped += 1;
@@ -81,7 +83,7 @@ pub async fn seed_demo(pool: &PgPool, now: DateTime<Utc>) -> anyhow::Result<Seed
                 let stored = processor::find_batch(pool, site_id, &key).await?;
                 let batch = IngestBatch::new(site_id, key, chunk.to_vec());
                 if let Outcome::Stored(receipt) =
-                    processor::execute(pool.clone(), metrics.clone(), batch, stored).await?
+                    processor::execute(pool.clone(), metrics.clone(), topology, batch, stored).await?
                 {
                     report.readings_stored += receipt.readings_accepted;
                 }

@@ -103,8 +103,14 @@ impl AppState {
         let signal = ChangeSignal::default();
         let auth = Auth::start(pool.clone(), settings.auth.clone());
         let settings_bulk_memory = settings.bulk_memory_bytes;
+        let changes = ChangeHub::start(pool.clone(), signal.clone(), settings.max_waiters, auth.clone());
+        if settings.topology == Topology::Citus {
+            // The feed answers 503 on Citus (`http::changes`): nothing to notify, listen for or
+            // read, and its read of every changed site would cross every shard after each commit.
+            changes.close();
+        }
         Self {
-            changes: ChangeHub::start(pool.clone(), signal.clone(), settings.max_waiters, auth.clone()),
+            changes,
             auth,
             ready: Arc::default(),
             gauges: Arc::default(),

@@ -10,6 +10,7 @@
 //! See docs/RELIABILITY.md for what each scenario stages and the figures of a run.
 
 mod checks;
+mod citus;
 mod clients;
 mod proxy;
 mod receiver;
@@ -128,6 +129,17 @@ enum Scenario {
         /// Each client's pause between requests, in milliseconds: sets the rate.
         #[arg(long, default_value_t = 100)]
         pause_ms: u64,
+    },
+    /// On a Citus cluster: every shard of one worker moved to the other (`citus_drain_node`), then
+    /// spread over both again (`citus_rebalance_start`), while plume ingests. The cluster is the
+    /// caller's (scripts/citus/citus-cluster.sh starts one); the scenario makes its own database
+    /// on it.
+    CitusRebalance {
+        /// A superuser URL of a database on the coordinator in which the workers are registered
+        /// (the cluster script's `postgres`); add `?sslmode=disable` for Citus's self-signed
+        /// certificates.
+        #[arg(long, env = "PLUME_FAULTS_CITUS_URL")]
+        coordinator_url: String,
     },
 }
 

@@ -15,7 +15,7 @@ use crate::world::{self, Fixtures, Plume, Postgres, Store};
 use crate::{checks, Args, Report, Scenario};
 
 /// How long plume may take to answer /ready again after it was started or its database came back.
-const READY_LIMIT: Duration = Duration::from_secs(120);
+pub(crate) const READY_LIMIT: Duration = Duration::from_secs(120);
 
 pub(crate) async fn run(args: &Args) -> anyhow::Result<Report> {
     match &args.scenario {
@@ -41,6 +41,7 @@ pub(crate) async fn run(args: &Args) -> anyhow::Result<Report> {
             fault_every,
             pause_ms,
         } => soak(args, *minutes, *fault_every, *pause_ms).await,
+        Scenario::CitusRebalance { coordinator_url } => crate::citus::rebalance(args, coordinator_url).await,
     }
 }
 
@@ -54,12 +55,17 @@ const KILLED_RELAY_DRAIN_BOUND: Duration = Duration::from_secs(80);
 
 /// A recovery measured as the first acknowledged write sent after the fault's end, `what` saying
 /// so in the scenario's words.
-fn first_write(took: Option<Duration>, what: &'static str) -> Option<(&'static str, Duration)> {
+pub(crate) fn first_write(took: Option<Duration>, what: &'static str) -> Option<(&'static str, Duration)> {
     took.map(|took| (what, took))
 }
 
 /// The clients of `args`, against `plume`.
-fn fleet(args: &Args, fixtures: &Fixtures, plume: &Plume, pause: Duration) -> anyhow::Result<Fleet> {
+pub(crate) fn fleet(
+    args: &Args,
+    fixtures: &Fixtures,
+    plume: &Plume,
+    pause: Duration,
+) -> anyhow::Result<Fleet> {
     let options = FleetOptions {
         address: plume.address(),
         sites: fixtures.sites.clone(),
@@ -70,7 +76,7 @@ fn fleet(args: &Args, fixtures: &Fixtures, plume: &Plume, pause: Duration) -> an
     Fleet::start(&options, &fixtures.token)
 }
 
-fn seconds(n: u64) -> Duration {
+pub(crate) fn seconds(n: u64) -> Duration {
     Duration::from_secs(n)
 }
 
@@ -130,7 +136,7 @@ impl Stage {
 }
 
 /// Ends the load and runs every check into `report`.
-async fn conclude(
+pub(crate) async fn conclude(
     args: &Args,
     report: &mut Report,
     fleet: Fleet,

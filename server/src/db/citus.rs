@@ -62,6 +62,32 @@ impl Topology {
     }
 }
 
+/// A multi-row `values` list of `rows` rows for one site, for a statement Citus sends whole to the
+/// one worker that holds the site: `$1` (the site id) and the next `shared - 1` parameters open
+/// every row, followed by `columns` parameters of the row's own, numbered on from there. So
+/// `one_site_rows(1, 2, 2)` is `($1, $2, $3), ($1, $4, $5)`. (An `insert ... select` from arrays,
+/// as the single-node statements use, goes through the coordinator on Citus.)
+pub fn one_site_rows(shared: usize, columns: usize, rows: usize) -> String {
+    let mut list = String::with_capacity(rows * (shared + columns) * 8);
+    let mut next = shared + 1;
+    for row in 0..rows {
+        if row > 0 {
+            list.push_str(", ");
+        }
+        list.push('(');
+        let shared = (1..=shared).map(|n| format!("${n}"));
+        let own = (next..next + columns).map(|n| format!("${n}"));
+        list.push_str(&shared.chain(own).collect::<Vec<_>>().join(", "));
+        list.push(')');
+        next += columns;
+    }
+    list
+}
+
+/// The rows [`one_site_rows`] may list in one statement: with the widest row (five parameters of
+/// its own) that stays well under PostgreSQL's 65,535 parameters.
+pub const MAX_ROWS_A_STATEMENT: usize = 5_000;
+
 /// What [`distribute`] did.
 #[derive(Debug, Default)]
 pub struct Distributed {
@@ -241,6 +267,13 @@ fn without_shard_suffix(name: &str) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn one_sites_rows_share_the_leading_parameters() {
+        assert_eq!(one_site_rows(1, 2, 2), "($1, $2, $3), ($1, $4, $5)");
+        assert_eq!(one_site_rows(2, 1, 3), "($1, $2, $3), ($1, $2, $4), ($1, $2, $5)");
+        assert_eq!(one_site_rows(1, 0, 1), "($1)");
+    }
 
     #[test]
     fn a_shards_constraint_is_named_as_plume_named_it() {

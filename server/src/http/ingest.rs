@@ -146,9 +146,15 @@ async fn store(
     };
     if stored.is_some() || !batch.outside_window.is_empty() {
         // Answered without a transaction: a replay, a reused key or readings outside the window.
-        return processor::execute(state.pool.clone(), state.metrics.clone(), batch, stored)
-            .await
-            .map_err(ApiError::from);
+        return processor::execute(
+            state.pool.clone(),
+            state.metrics.clone(),
+            state.settings.topology,
+            batch,
+            stored,
+        )
+        .await
+        .map_err(ApiError::from);
     }
     // The committer's workers run apart from this handler: a client that hangs up cancels the
     // wait for the answer, never a transaction halfway through its COPY.

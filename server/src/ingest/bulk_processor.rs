@@ -9,6 +9,9 @@
 //! 3. One binary COPY of all readings and one statement storing them ([`store::store`]).
 //! 4. Claim the key in `bulk_batches`; a racing retry that finds it taken rolls back and replays.
 //! 5. Append every site's events ([`crate::outbox::record`]) and commit.
+//!
+//! On Citus, steps 2, 3 and 5 run a site a statement ([`super::single_shard`]): each statement
+//! stays on one site's shard.
 
 use sqlx::types::Json;
 use std::sync::Arc;
@@ -17,6 +20,7 @@ use sqlx::PgPool;
 
 use super::bulk::{BulkBatch, BulkReceipt};
 use super::processor::{IngestError, Outcome};
+use super::single_shard;
 use super::store::{self, Path};
 use super::{IdempotencyKey, StoredBatch};
 use crate::db::citus::Topology;
@@ -79,15 +83,15 @@ async fn attempt(
     topology: Topology,
 ) -> Result<BulkOutcome, BulkError> {
     let mut tx = pool.begin().await?;
-    let locked = match topology {
-        Topology::Single => store::lock_sites(&mut tx, &batch.site_ids()).await?,
-        Topology::Citus => store::lock_sites_one_by_one(&mut tx, &batch.site_ids()).await?,
-    };
+    let locked = store::lock(&mut tx, topology, &batch.site_ids()).await?;
     if locked.len() < batch.sites.len() {
         return Err(BulkError::SitesNotFound(missing_sites(batch, &locked)));
     }
     let parts: Vec<&store::SiteReadings> = batch.sites.iter().collect();
-    let (outcomes, _) = store::store(&mut tx, &parts, &locked, path, None).await?;
+    let outcomes = match topology {
+        Topology::Single => store::store(&mut tx, &parts, &locked, path, None).await?.0,
+        Topology::Citus => single_shard::store(&mut tx, &parts, &locked, path).await?,
+    };
     let receipt = BulkReceipt::new(&batch.key, &outcomes);
     let claimed = sqlx::query!(
         "insert into bulk_batches (client_id, idempotency_key, payload_sha256, body_sha256, receipt)
@@ -106,7 +110,11 @@ async fn attempt(
                 .iter()
                 .flat_map(|site| outbox::events_for_batch(&receipt.batch_id, site))
                 .collect();
-            outbox::record(&mut tx, chrono::Utc::now(), &events).await?;
+            let occurred_at = chrono::Utc::now();
+            match topology {
+                Topology::Single => outbox::record(&mut tx, occurred_at, &events).await?,
+                Topology::Citus => outbox::record_by_site(&mut tx, occurred_at, &events).await?,
+            }
             tx.commit().await?;
             Ok(BulkOutcome::Stored(receipt))
         }

@@ -12,6 +12,7 @@ use sqlx::{Postgres, Transaction};
 
 use super::store::SiteOutcome;
 use super::{BatchReceipt, IngestBatch};
+use crate::db::citus::one_site_rows;
 use crate::outbox::{self, NewEvent};
 
 /// The key claims and events of v1 batches, with the receipts they store.
@@ -113,6 +114,35 @@ pub async fn write(tx: &mut Transaction<'static, Postgres>, closing: &Closing) -
     .execute(&mut **tx)
     .await?;
     outbox::record(tx, closing.occurred_at, &closing.events).await
+}
+
+/// [`write`] as single-shard statements, for a Citus coordinator: each site's claims in one
+/// statement, then its events ([`outbox::record_by_site`]).
+pub async fn write_by_site(
+    tx: &mut Transaction<'static, Postgres>,
+    closing: &Closing,
+) -> Result<(), sqlx::Error> {
+    let mut start = 0;
+    while start < closing.sites.len() {
+        let site = closing.sites[start];
+        let end = start + closing.sites[start..].iter().take_while(|&&s| s == site).count();
+        let statement = format!(
+            "insert into ingest_batches (site_id, idempotency_key, payload_sha256, body_sha256, receipt)
+             values {}",
+            one_site_rows(1, 4, end - start)
+        );
+        let mut query = sqlx::query(&statement).bind(site);
+        for batch in start..end {
+            query = query
+                .bind(&closing.keys[batch])
+                .bind(&closing.payloads[batch])
+                .bind(&closing.bodies[batch])
+                .bind(&closing.stored_receipts[batch]);
+        }
+        query.execute(&mut **tx).await?;
+        start = end;
+    }
+    outbox::record_by_site(tx, closing.occurred_at, &closing.events).await
 }
 
 /// Whether `error` is a batch's key found claimed already (by a retry that committed first).

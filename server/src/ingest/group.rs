@@ -29,11 +29,12 @@ use sqlx::PgPool;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
-use super::closing::{self, Closing};
+use super::closing::Closing;
 use super::processor::{self, IngestError, Outcome};
 use super::store::{self, Path, SiteOutcome, SiteReadings};
 use super::IngestBatch;
 use crate::changes::ChangeSignal;
+use crate::db::citus::Topology;
 use crate::error::is_unavailable;
 use crate::metrics::Metrics;
 
@@ -55,9 +56,9 @@ pub struct GroupSettings {
     pub workers: usize,
     /// How long a busy worker waits for more batches.
     pub linger: Duration,
-    /// Whether a transaction holds one site's batches only (on Citus: one shard, no two-phase
-    /// commit); a worker then stores what it took site by site, in arrival order.
-    pub per_site: bool,
+    /// The database's kind. On Citus a transaction holds one site's batches only (one shard, no
+    /// two-phase commit), so a worker stores what it took site by site, in arrival order.
+    pub topology: Topology,
 }
 
 /// Workers on Citus at least: each holds one site's transaction at a time, and those take longer
@@ -70,7 +71,7 @@ impl GroupSettings {
     pub fn for_citus(self) -> Self {
         Self {
             workers: self.workers.max(CITUS_WORKERS),
-            per_site: true,
+            topology: Topology::Citus,
             ..self
         }
     }
@@ -81,7 +82,7 @@ impl Default for GroupSettings {
         Self {
             workers: WORKERS,
             linger: LINGER,
-            per_site: false,
+            topology: Topology::Single,
         }
     }
 }
@@ -174,15 +175,14 @@ async fn work(
             }
         }
         busy = group.len() > 1;
-        let groups = if settings.per_site {
-            by_site(group)
-        } else {
-            vec![group]
+        let groups = match settings.topology {
+            Topology::Citus => by_site(group),
+            Topology::Single => vec![group],
         };
         for group in groups {
             // A panic drops the group's reply channels (its requests are answered 503, nothing of
             // the group committed) and leaves the worker running.
-            if AssertUnwindSafe(run(&pool, &metrics, &changes, group))
+            if AssertUnwindSafe(run(&pool, &metrics, &changes, settings.topology, group))
                 .catch_unwind()
                 .await
                 .is_err()
@@ -210,9 +210,15 @@ fn by_site(jobs: Vec<Job>) -> Vec<Vec<Job>> {
     groups
 }
 
-async fn run(pool: &PgPool, metrics: &Arc<Metrics>, changes: &ChangeSignal, group: Vec<Job>) {
+async fn run(
+    pool: &PgPool,
+    metrics: &Arc<Metrics>,
+    changes: &ChangeSignal,
+    topology: Topology,
+    group: Vec<Job>,
+) {
     let (batches, replies): (Vec<_>, Vec<_>) = group.into_iter().map(|job| (job.batch, job.reply)).unzip();
-    let outcomes = store_together(pool, metrics, batches).await;
+    let outcomes = store_together(pool, metrics, topology, batches).await;
     if outcomes
         .iter()
         .any(|outcome| matches!(outcome, Ok(Outcome::Stored(_))))
@@ -230,6 +236,7 @@ async fn run(pool: &PgPool, metrics: &Arc<Metrics>, changes: &ChangeSignal, grou
 pub async fn store_together(
     pool: &PgPool,
     metrics: &Arc<Metrics>,
+    topology: Topology,
     batches: Vec<IngestBatch>,
 ) -> Vec<Result<Outcome, IngestError>> {
     if batches.len() > 1 {
@@ -242,7 +249,7 @@ pub async fn store_together(
         // A stable sort: a site's batches keep the order they arrived in.
         order.sort_by_key(|&index| batches[index].site.site_id.get());
         let sorted: Vec<&IngestBatch> = order.iter().map(|&index| &batches[index]).collect();
-        match store_group(pool, &sorted).await {
+        match store_group(pool, topology, &sorted).await {
             Ok(outcomes) => {
                 metrics.group_commit(sorted.len());
                 let mut answers: Vec<Option<Result<Outcome, IngestError>>> =
@@ -253,7 +260,7 @@ pub async fn store_together(
                 for index in repeats {
                     let batch = batches[index].clone();
                     answers[index] =
-                        Some(processor::execute(pool.clone(), metrics.clone(), batch, None).await);
+                        Some(processor::execute(pool.clone(), metrics.clone(), topology, batch, None).await);
                 }
                 return answers.into_iter().map(|a| a.expect("one answer each")).collect();
             }
@@ -277,7 +284,7 @@ pub async fn store_together(
     }
     let mut answers = Vec::with_capacity(batches.len());
     for batch in batches {
-        answers.push(processor::execute(pool.clone(), metrics.clone(), batch, None).await);
+        answers.push(processor::execute(pool.clone(), metrics.clone(), topology, batch, None).await);
     }
     answers
 }
@@ -287,12 +294,13 @@ pub async fn store_together(
 /// are answered as such; any other failure fails the whole group.
 async fn store_group(
     pool: &PgPool,
+    topology: Topology,
     group: &[&IngestBatch],
 ) -> Result<Vec<Result<Outcome, IngestError>>, IngestError> {
     let mut tx = pool.begin().await?;
     let mut site_ids: Vec<i64> = group.iter().map(|batch| batch.site.site_id.get()).collect();
     site_ids.dedup();
-    let locked = store::lock_sites(&mut tx, &site_ids).await?;
+    let locked = store::lock(&mut tx, topology, &site_ids).await?;
     let exists = |batch: &IngestBatch| {
         locked
             .binary_search_by_key(&batch.site.site_id.get(), |site| site.site_id.get())
@@ -304,14 +312,7 @@ async fn store_group(
     let closing = if parts.is_empty() {
         Closing::new(&[], &[])
     } else {
-        match store::store(&mut tx, &parts, &locked, Path::InOrder, Some(&close)).await? {
-            (_, Some(written)) => written,
-            (outcomes, None) => {
-                let closing = close(&outcomes);
-                closing::write(&mut tx, &closing).await?;
-                closing
-            }
-        }
+        store::store_and_close(&mut tx, topology, &parts, &locked, Path::InOrder, &close).await?
     };
     tx.commit().await?;
 

@@ -14,6 +14,7 @@ pub mod group;
 pub mod processor;
 pub mod receipts;
 pub mod request;
+pub mod single_shard;
 pub mod store;
 
 use chrono::{DateTime, Utc};

@@ -30,6 +30,7 @@ use sqlx::PgPool;
 use super::closing::{self, Closing};
 use super::store::{self, Path, SiteOutcome};
 use super::{BatchReceipt, IdempotencyKey, IngestBatch, StoredBatch};
+use crate::db::citus::Topology;
 use crate::error::FieldError;
 use crate::metrics::Metrics;
 use crate::sites::SiteId;
@@ -93,11 +94,13 @@ impl From<sqlx::Error> for IngestError {
 }
 
 /// Stores `batch`, or replays or refuses it; see the module docs for the steps. `stored` is what
-/// [`find_batch`] found under the batch's key (step 1, which the caller has done).
+/// [`find_batch`] found under the batch's key (step 1, which the caller has done); `topology` is the
+/// database's.
 #[tracing::instrument(skip_all, fields(site_id = batch.site.site_id.get(), batch_id = batch.key.as_str(), readings = batch.site.readings.len()))]
 pub async fn execute(
     pool: PgPool,
     metrics: Arc<Metrics>,
+    topology: Topology,
     batch: IngestBatch,
     stored: Option<StoredBatch<BatchReceipt>>,
 ) -> Result<Outcome, IngestError> {
@@ -107,37 +110,32 @@ pub async fn execute(
     if !batch.outside_window.is_empty() {
         return Err(IngestError::OutsideWindow(batch.outside_window));
     }
-    match attempt(&pool, &batch, Path::InOrder).await {
+    match attempt(&pool, topology, &batch, Path::InOrder).await {
         Err(IngestError::FreshConflict(error)) => {
             tracing::warn!(%error, "a reading newer than any stored for its source was stored already: storing the batch with conflict checks");
             metrics.fresh_conflict();
-            attempt(&pool, &batch, Path::ConflictChecked).await
+            attempt(&pool, topology, &batch, Path::ConflictChecked).await
         }
         outcome => outcome,
     }
 }
 
 /// Steps 2 to 4, in one transaction.
-async fn attempt(pool: &PgPool, batch: &IngestBatch, path: Path) -> Result<Outcome, IngestError> {
+async fn attempt(
+    pool: &PgPool,
+    topology: Topology,
+    batch: &IngestBatch,
+    path: Path,
+) -> Result<Outcome, IngestError> {
     let site_id = batch.site.site_id;
     let mut tx = pool.begin().await?;
-    let locked = store::lock_sites(&mut tx, &[site_id.get()]).await?;
+    let locked = store::lock(&mut tx, topology, &[site_id.get()]).await?;
     if locked.is_empty() {
         return Err(IngestError::SiteNotFound(site_id));
     }
     let close = |outcomes: &[SiteOutcome]| Closing::new(&[batch], outcomes);
-    let written = match store::store(&mut tx, &[&batch.site], &locked, path, Some(&close)).await {
-        Ok((_, Some(written))) => Ok(written),
-        Ok((outcomes, None)) => {
-            let closing = close(&outcomes);
-            closing::write(&mut tx, &closing)
-                .await
-                .map(|()| closing)
-                .map_err(IngestError::from)
-        }
-        Err(error) => Err(error),
-    };
-    match written {
+    let parts = [&batch.site];
+    match store::store_and_close(&mut tx, topology, &parts, &locked, path, &close).await {
         Ok(closing) => {
             tx.commit().await?;
             let receipt = closing

@@ -21,9 +21,11 @@ use chrono::{DateTime, Utc};
 
 use super::closing::{self, Closing};
 use super::copy::{self, COPY_MEASUREMENTS, COPY_STAGING};
-use super::fresh::{self, NewestStored, PartTotals, SourceSpan, Stored};
+use super::fresh::{self, NewestStored, PartTotals, SiteReading, SourceSpan, Stored};
 use super::processor::IngestError;
+use super::single_shard;
 use super::Reading;
+use crate::db::citus::Topology;
 use crate::quantity::Milligrams;
 use crate::sites::{ComplianceStatus, SiteId};
 
@@ -119,8 +121,13 @@ pub async fn lock_sites(
         .collect())
 }
 
-/// [`lock_sites`] one site a statement, for Citus, where a row lock must stay on one shard. Same
-/// order, same answer.
+/// [`lock_sites`] for Citus: one site a statement, in the same order, with the same answer. The
+/// lock is taken by an `update` (that changes nothing), not a `select ... for update`: Citus blocks
+/// a shard's writes while it moves the shard to another worker, and waits for the writers in
+/// flight, but a locking read is not a write to it. A site locked by a read just before its shard
+/// moved would be locked on the old copy only, while the transaction's writes go to the new one,
+/// where a second writer locks the same site: a lost update (which [`check_totals`] catches, and
+/// `plume-faults citus-rebalance` staged).
 #[tracing::instrument(skip_all, fields(sites = sites.len()))]
 pub async fn lock_sites_one_by_one(
     tx: &mut Transaction<'static, Postgres>,
@@ -128,9 +135,61 @@ pub async fn lock_sites_one_by_one(
 ) -> Result<Vec<LockedSite>, sqlx::Error> {
     let mut locked = Vec::with_capacity(sites.len());
     for &site in sites {
-        locked.extend(lock_sites(tx, &[site]).await?);
+        let row = sqlx::query!(
+            "update sites set version = version where id = $1
+             returning id, emission_limit_mg, total_emissions_mg, last_reading_at",
+            site,
+        )
+        .fetch_optional(&mut **tx)
+        .await?;
+        locked.extend(row.and_then(|row| {
+            Some(LockedSite {
+                site_id: SiteId::new(row.id)?,
+                emission_limit: Milligrams::from_mg(row.emission_limit_mg),
+                total_before: Milligrams::from_mg(row.total_emissions_mg),
+                last_reading_at: row.last_reading_at,
+            })
+        }));
     }
     Ok(locked)
+}
+
+/// Locks `sites` as [`lock_sites`] does, in the statements `topology` wants.
+pub async fn lock(
+    tx: &mut Transaction<'static, Postgres>,
+    topology: Topology,
+    sites: &[i64],
+) -> Result<Vec<LockedSite>, sqlx::Error> {
+    match topology {
+        Topology::Single => lock_sites(tx, sites).await,
+        Topology::Citus => lock_sites_one_by_one(tx, sites).await,
+    }
+}
+
+/// Stores `parts` (as [`store`]) and writes the [`Closing`] that `close` makes of their outcomes,
+/// in the statements `topology` wants: on one node the closing rides in the apply statement when it
+/// can; on Citus every statement stays on one site's shard ([`single_shard`]).
+pub async fn store_and_close(
+    tx: &mut Transaction<'static, Postgres>,
+    topology: Topology,
+    parts: &[&SiteReadings],
+    locked: &[LockedSite],
+    path: Path,
+    close: Close<'_>,
+) -> Result<Closing, IngestError> {
+    let outcomes = match topology {
+        Topology::Single => match store(tx, parts, locked, path, Some(close)).await? {
+            (_, Some(written)) => return Ok(written),
+            (outcomes, None) => outcomes,
+        },
+        Topology::Citus => single_shard::store(tx, parts, locked, path).await?,
+    };
+    let closing = close(&outcomes);
+    match topology {
+        Topology::Single => closing::write(tx, &closing).await?,
+        Topology::Citus => closing::write_by_site(tx, &closing).await?,
+    }
+    Ok(closing)
 }
 
 /// Makes a transaction's [`Closing`] from its parts' outcomes.
@@ -164,17 +223,7 @@ pub async fn store(
         Path::ConflictChecked => fresh::split(parts, Stored::Anything),
     };
     tracing::debug!(fresh = split.fresh.len(), late = split.late.len(), "split");
-    if !split.fresh.is_empty() {
-        copy_in(tx, COPY_MEASUREMENTS, copy::encode(&split.fresh))
-            .await
-            .map_err(|error| {
-                if crate::db::citus::is_unique_violation(&error) {
-                    IngestError::FreshConflict(error)
-                } else {
-                    error.into()
-                }
-            })?;
-    }
+    copy_fresh(tx, &split.fresh).await?;
     if !split.late.is_empty() {
         copy_in(
             tx,
@@ -249,7 +298,17 @@ pub async fn store(
         Some(known) => known,
         None => outcomes(parts, locked, &split.fresh_by_part, &staged)?,
     };
-    // Every site's total moved, in the database, by exactly what its parts say they stored.
+    check_totals(&outcomes, locked, &totals_after)?;
+    Ok((outcomes, closing))
+}
+
+/// Checks that every site's total moved, in the database, by exactly what its parts say they
+/// stored: `totals_after` holds the total of each site whose row was updated.
+pub(super) fn check_totals(
+    outcomes: &[SiteOutcome],
+    locked: &[LockedSite],
+    totals_after: &HashMap<i64, i64>,
+) -> Result<(), IngestError> {
     for site in locked {
         let by_parts = outcomes
             .iter()
@@ -267,12 +326,30 @@ pub async fn store(
             ));
         }
     }
-    Ok((outcomes, closing))
+    Ok(())
 }
 
-/// Each part's outcome from what it newly stored: its fresh readings and its staged ones that went
-/// in. A site's parts follow each other, each starting from the total the one before left.
-fn outcomes(
+/// COPYs `fresh` (readings newer than any stored for their source) straight into `measurements`;
+/// a unique violation means one was stored after all ([`IngestError::FreshConflict`]).
+pub(super) async fn copy_fresh(
+    tx: &mut Transaction<'static, Postgres>,
+    fresh: &[SiteReading<'_>],
+) -> Result<(), IngestError> {
+    if fresh.is_empty() {
+        return Ok(());
+    }
+    copy_in(tx, COPY_MEASUREMENTS, copy::encode(fresh))
+        .await
+        .map_err(|error| match crate::db::citus::is_unique_violation(&error) {
+            true => IngestError::FreshConflict(error),
+            false => error.into(),
+        })
+}
+
+/// Each part's outcome from what it newly stored: its fresh readings and its staged (late) ones
+/// that went in. A site's parts follow each other, each starting from the total the one before
+/// left.
+pub(super) fn outcomes(
     parts: &[&SiteReadings],
     locked: &[LockedSite],
     fresh: &[PartTotals],

@@ -20,6 +20,7 @@ pub mod signature;
 pub mod sink;
 mod streams;
 
+use std::collections::BTreeMap;
 use std::sync::LazyLock;
 
 use chrono::{DateTime, Utc};
@@ -202,6 +203,49 @@ pub async fn record(
         .bind(occurred_at)
         .execute(&mut **tx)
         .await?;
+    Ok(())
+}
+
+/// [`record`] as single-shard statements, for a Citus coordinator: per site, its stream's head
+/// moved (and locked) by one statement, then its events inserted by another, numbered after the
+/// head the first returned. Same rows, same order, same locks.
+#[tracing::instrument(skip_all, fields(events = events.len()))]
+pub async fn record_by_site(
+    tx: &mut Transaction<'static, Postgres>,
+    occurred_at: DateTime<Utc>,
+    events: &[NewEvent],
+) -> Result<(), sqlx::Error> {
+    let mut by_site: BTreeMap<i64, Vec<&NewEvent>> = BTreeMap::new();
+    for event in events {
+        by_site.entry(event.site_id.get()).or_default().push(event);
+    }
+    for (site, events) in by_site {
+        let count = events.len() as i64;
+        let head = sqlx::query_scalar!(
+            "insert into outbox_streams as s (site_id, head_seq, pending_since) values ($1, $2, now())
+             on conflict (site_id) do update
+                set head_seq = s.head_seq + excluded.head_seq,
+                    pending_since = least(s.pending_since, excluded.pending_since)
+             returning head_seq",
+            site,
+            count,
+        )
+        .fetch_one(&mut **tx)
+        .await?;
+        let statement = format!(
+            "insert into outbox_events (site_id, occurred_at, seq, event_id, event_type, data) values {}",
+            crate::db::citus::one_site_rows(2, 4, events.len())
+        );
+        let mut query = sqlx::query(&statement).bind(site).bind(occurred_at);
+        for (nth, event) in (1..).zip(&events) {
+            query = query
+                .bind(head - count + nth)
+                .bind(event.event_id)
+                .bind(event.event_type.as_str())
+                .bind(&event.data);
+        }
+        query.execute(&mut **tx).await?;
+    }
     Ok(())
 }
 

@@ -9,7 +9,9 @@ use plume::outbox::relay::{Relay, RelayConfig};
 use plume::outbox::sink::{Delivery, DeliveryError, Sink, WebhookSink};
 use tokio_util::sync::CancellationToken;
 
-use crate::helpers::{spawn_app, TestApp};
+use sqlx::PgPool;
+
+use crate::helpers::{app_url, spawn_app, TestApp};
 use crate::outbox::{ingest_one, pending, stored_events};
 use crate::receiver::{free_port, url_on, wait_for, Received, Receiver, SECRET};
 
@@ -27,10 +29,18 @@ pub fn fast_config() -> RelayConfig {
     }
 }
 
-pub fn relay_to(app: &TestApp, url: reqwest::Url, config: RelayConfig) -> Relay<WebhookSink> {
+/// A pool for a relay, as `plume serve` makes it for the test's database.
+pub async fn relay_pool(app: &TestApp) -> PgPool {
+    let settings = plume::outbox::relay::pool_settings(app.state.settings.topology);
+    plume::db::connect(&app_url(&app.database_url), &settings)
+        .await
+        .unwrap()
+}
+
+pub async fn relay_to(app: &TestApp, url: reqwest::Url, config: RelayConfig) -> Relay<WebhookSink> {
     let sink = WebhookSink::new(vec![url], SECRET, config.delivery_timeout).unwrap();
     Relay::new(
-        app.app_pool.clone(),
+        relay_pool(app).await,
         sink,
         config,
         app.state.metrics.clone(),
@@ -64,7 +74,7 @@ async fn every_event_is_delivered_signed_once_the_receiver_comes_back() {
         }
     }
     let port = free_port().await;
-    let relay = relay_to(&app, url_on(port), fast_config());
+    let relay = relay_to(&app, url_on(port), fast_config()).await;
 
     // Down: every attempt fails, nothing is lost.
     let round = relay.run_once().await.unwrap();
@@ -113,7 +123,7 @@ async fn a_site_whose_events_fail_does_not_hold_up_the_others() {
     }
     let receiver = Receiver::start().await;
     receiver.fail_site(bad, true);
-    let relay = relay_to(&app, receiver.url.clone(), fast_config());
+    let relay = relay_to(&app, receiver.url.clone(), fast_config()).await;
     let shutdown = CancellationToken::new();
     let running = tokio::spawn(relay.run(shutdown.clone()));
 
@@ -159,8 +169,11 @@ async fn a_relay_killed_mid_delivery_has_its_event_delivered_again_with_the_same
     let receiver = Receiver::start().await;
     receiver.hold();
 
-    let doomed =
-        tokio::spawn(relay_to(&app, receiver.url.clone(), fast_config()).run(CancellationToken::new()));
+    let doomed = tokio::spawn(
+        relay_to(&app, receiver.url.clone(), fast_config())
+            .await
+            .run(CancellationToken::new()),
+    );
     wait_for("the first delivery to arrive", || async {
         receiver.arrived().len() == 1
     })
@@ -170,7 +183,7 @@ async fn a_relay_killed_mid_delivery_has_its_event_delivered_again_with_the_same
     receiver.release();
     assert_eq!(pending(&app.pool).await, 1, "not marked delivered");
 
-    let successor = relay_to(&app, receiver.url.clone(), fast_config());
+    let successor = relay_to(&app, receiver.url.clone(), fast_config()).await;
     assert_eq!(
         successor.run_once().await.unwrap().streams,
         0,
@@ -207,8 +220,16 @@ async fn two_relays_never_deliver_a_site_at_the_same_time() {
         ..fast_config()
     };
     let shutdown = CancellationToken::new();
-    let first = tokio::spawn(relay_to(&app, receiver.url.clone(), config.clone()).run(shutdown.clone()));
-    let second = tokio::spawn(relay_to(&app, receiver.url.clone(), config).run(shutdown.clone()));
+    let first = tokio::spawn(
+        relay_to(&app, receiver.url.clone(), config.clone())
+            .await
+            .run(shutdown.clone()),
+    );
+    let second = tokio::spawn(
+        relay_to(&app, receiver.url.clone(), config)
+            .await
+            .run(shutdown.clone()),
+    );
     wait_for("every event delivered", || async {
         pending(&app.pool).await == 0
     })
@@ -239,7 +260,8 @@ async fn an_event_that_keeps_failing_is_dead_lettered_then_requeued_and_delivere
             max_attempts: 3,
             ..fast_config()
         },
-    );
+    )
+    .await;
     wait_for("the event to be dead-lettered", || async {
         relay.run_once().await.unwrap();
         admin::status(&app.pool).await.unwrap().dead == 1
@@ -292,6 +314,7 @@ async fn metrics_show_the_backlog_and_the_deliveries() {
 
     let receiver = Receiver::start().await;
     relay_to(&app, receiver.url.clone(), fast_config())
+        .await
         .run_once()
         .await
         .unwrap();
@@ -348,7 +371,11 @@ async fn a_busy_site_does_not_starve_a_quiet_one() {
         ..fast_config()
     };
     let shutdown = CancellationToken::new();
-    let running = tokio::spawn(relay_to(&app, receiver.url.clone(), config).run(shutdown.clone()));
+    let running = tokio::spawn(
+        relay_to(&app, receiver.url.clone(), config)
+            .await
+            .run(shutdown.clone()),
+    );
     wait_for("the quiet site's event", || async {
         receiver.accepted().iter().any(|r| r.site_id == quiet)
     })
@@ -407,7 +434,7 @@ async fn a_late_write_back_from_an_expired_claim_leaves_the_new_claim_alone() {
         ..fast_config()
     };
     let relay = std::sync::Arc::new(Relay::new(
-        app.app_pool.clone(),
+        relay_pool(&app).await,
         gate.clone(),
         config,
         app.state.metrics.clone(),
@@ -464,7 +491,7 @@ async fn a_redirect_is_a_failed_delivery_not_a_delivered_event() {
     tokio::spawn(async move { axum::serve(listener, moved).await.unwrap() });
 
     let url = format!("http://{address}/hook").parse().unwrap();
-    let round = relay_to(&app, url, fast_config()).run_once().await.unwrap();
+    let round = relay_to(&app, url, fast_config()).await.run_once().await.unwrap();
     assert_eq!((round.delivered, round.failed), (0, 1));
     let status = admin::status(&app.pool).await.unwrap();
     assert_eq!(status.pending, 1);
@@ -486,6 +513,7 @@ async fn an_event_older_than_the_maximum_age_is_dead_lettered_at_its_next_failur
         ..fast_config()
     };
     let round = relay_to(&app, receiver.url.clone(), config)
+        .await
         .run_once()
         .await
         .unwrap();
@@ -511,7 +539,8 @@ async fn credentials_in_a_failing_webhook_url_appear_in_no_error_or_status() {
             max_attempts: 2,
             ..fast_config()
         },
-    );
+    )
+    .await;
     wait_for("the event to be dead-lettered", || async {
         relay.run_once().await.unwrap();
         admin::status(&app.pool).await.unwrap().dead == 1
@@ -614,7 +643,8 @@ async fn a_streams_pending_since_bounds_its_undelivered_events_and_clears_once_a
             batch_size: 2,
             ..fast_config()
         },
-    );
+    )
+    .await;
     relay.run_once().await.unwrap();
     assert_eq!(receiver.accepted().len(), 2);
     let (bound, oldest) = pending_bound(&app, site).await;
