@@ -24,10 +24,11 @@ start_citus_cluster plume-citus
 
 # What the distributed mode must keep: ingestion and its exactness under concurrency, retries and
 # overlap, rollups, bulk requests, the outbox's order and exactly-once limit events, the relay,
-# the query side, partitions, maintenance, retention and verify.
+# the change feed (a transaction that commits late; two processes), the query side, partitions,
+# maintenance, retention and verify.
 selection=(
     citus:: ingest:: concurrency:: in_order:: group_commit:: bulk:: bulk_concurrency:: outbox:: relay::
-    query:: sources:: maintenance:: partitions:: validation:: contract::
+    changes:: query:: sources:: maintenance:: partitions:: validation:: contract::
 )
 # Left out, each for a reason of Citus's:
 # - tests that arrange their faults with what Citus refuses on distributed tables (a trigger, an
@@ -43,16 +44,17 @@ skips=(
     --skip maintenance::rows_in_the_default_partition_are_found_reported_and_moved_out_with_totals_unchanged
 )
 given=$#
-[ $# -gt 0 ] && selection=("$@")
-PLUME_TEST_CITUS_URL="${CITUS_URL}?sslmode=disable" \
-    cargo test -p plume --test api --locked -- "${selection[@]}" "${skips[@]}"
-
-# The fault scenario of the distributed mode: every shard of one worker moved to the other and
-# back while plume ingests under retrying clients (benches/src/faults/citus.rs). Not when
-# arguments chose tests.
+# First the fault scenario of the distributed mode: every shard of one worker moved to the other
+# and back while plume ingests under retrying clients (benches/src/faults/citus.rs). Not when
+# arguments chose tests. First, because the rebalancer needs background workers, and every
+# database the tests make keeps one busy (Citus's maintenance daemon).
 if [ "$given" -eq 0 ]; then
     cargo build --locked -p plume -p plume-bench --bins
     timeout --kill-after=10 900 "${CARGO_TARGET_DIR:-target}/debug/plume-faults" \
         --plume-binary "${CARGO_TARGET_DIR:-target}/debug/plume" \
         citus-rebalance --coordinator-url "${CITUS_URL}?sslmode=disable"
 fi
+
+[ $# -gt 0 ] && selection=("$@")
+PLUME_TEST_CITUS_URL="${CITUS_URL}?sslmode=disable" \
+    cargo test -p plume --test api --locked -- "${selection[@]}" "${skips[@]}"

@@ -65,7 +65,16 @@ async fn serve_on(database: &Database, args: &ServeArgs, shutdown: CancellationT
         .await
         .context("finding out whether the database is a Citus coordinator")?;
     if settings.topology == db::citus::Topology::Citus {
-        tracing::info!("serving a Citus coordinator: tables distributed by site; each transaction holds one site's batches; the change feed (/v2/changes, waiting metrics) is off");
+        tracing::info!("serving a Citus coordinator: tables distributed by site; each transaction holds one site's batches; the change feed reads its copy of the sites on the coordinator");
+        let copied = crate::changes::mirror::reconcile(&database.pool)
+            .await
+            .context("bringing the change feed's copy of the sites up to date")?;
+        if copied > 0 {
+            tracing::info!(
+                sites = copied,
+                "the change feed's copy of the sites was behind: brought up to date"
+            );
+        }
     }
     // Readings for retired months are refused at the edge (422), like any outside the window.
     settings.window.not_before = partitioning::history(&database.pool).await?.retired_before;

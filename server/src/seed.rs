@@ -64,7 +64,7 @@ pub async fn seed_demo(pool: &PgPool, now: DateTime<Utc>) -> anyhow::Result<Seed
             emission_limit: parse_kg(&site.emission_limit)?,
             metadata: site.metadata.to_string(),
         };
-        let row = sites::create(pool, &new_site).await?;
+        let row = sites::create(pool, topology, &new_site).await?;
         let site_id = SiteId::new(row.id).context("a new site has a positive id")?;
         for (source_index, source) in site.sources.iter().enumerate() {
             let readings = (0..site.readings_per_source)

@@ -103,12 +103,13 @@ impl AppState {
         let signal = ChangeSignal::default();
         let auth = Auth::start(pool.clone(), settings.auth.clone());
         let settings_bulk_memory = settings.bulk_memory_bytes;
-        let changes = ChangeHub::start(pool.clone(), signal.clone(), settings.max_waiters, auth.clone());
-        if settings.topology == Topology::Citus {
-            // The feed answers 503 on Citus (`http::changes`): nothing to notify, listen for or
-            // read, and its read of every changed site would cross every shard after each commit.
-            changes.close();
-        }
+        let changes = ChangeHub::start(
+            pool.clone(),
+            settings.topology,
+            signal.clone(),
+            settings.max_waiters,
+            auth.clone(),
+        );
         Self {
             changes,
             auth,

@@ -6,6 +6,7 @@
 use sqlx::PgPool;
 
 use super::snapshot::Snapshot;
+use crate::db::citus::Topology;
 use crate::sites::SiteMetrics;
 
 /// The most sites one page holds, and the default.
@@ -24,24 +25,32 @@ pub struct Page {
 
 /// Up to `limit` sites with ids above `after`, only those of `scope` if given, and the snapshot of
 /// the reading statement. Metadata is not read.
-pub async fn page(pool: &PgPool, after: i64, limit: i64, scope: Option<&[i64]>) -> Result<Page, sqlx::Error> {
-    let rows = sqlx::query(
+pub async fn page(
+    pool: &PgPool,
+    topology: Topology,
+    after: i64,
+    limit: i64,
+    scope: Option<&[i64]>,
+) -> Result<Page, sqlx::Error> {
+    let statement = format!(
         r#"with now as (select pg_current_snapshot() as snapshot),
                 page as (select s.id, s.name, s.emission_limit_mg, s.total_emissions_mg, s.reading_count,
                                 s.first_reading_at, s.last_reading_at, s.version, s.created_at
-                           from sites s
+                           from {} s
                           where s.id > $1 and ($3::bigint[] is null or s.id = any($3))
                           order by s.id
                           limit $2)
-           select now.snapshot::text as snapshot, page.*, '{}'::text as metadata
+           select now.snapshot::text as snapshot, page.*, '{{}}'::text as metadata
              from now left join page on true
             order by page.id"#,
-    )
-    .bind(after)
-    .bind(limit)
-    .bind(scope)
-    .fetch_all(pool)
-    .await?;
+        super::feed_table(topology)
+    );
+    let rows = sqlx::query(&statement)
+        .bind(after)
+        .bind(limit)
+        .bind(scope)
+        .fetch_all(pool)
+        .await?;
     let snapshot = super::statement_snapshot(&rows)?;
     let mut sites = Vec::with_capacity(rows.len());
     for row in rows {

@@ -3,7 +3,8 @@
 //!
 //! - Every site row carries the id of the transaction that last changed it (`change_xid`, stamped by
 //!   a trigger). A client's cursor is a [`Snapshot`]; the sites changed since it are the ones whose
-//!   transaction it did not see. That follows commit order, so no change is ever skipped.
+//!   transaction it did not see. That follows commit order, so no change is ever skipped. On Citus
+//!   the feed reads the same from its copy of the sites on the coordinator ([`mirror`]).
 //! - After a commit that changed sites, the process sends one `NOTIFY` (see [`ChangeSignal`]). Each
 //!   process LISTENs on one connection of its own and, on a notification, reads the changed sites
 //!   once into a [`Head`] that every waiting request checks in memory: a thousand waiters cost one
@@ -12,6 +13,7 @@
 //!   every waiter; waiters are bounded, and all are released at once when the process shuts down.
 
 pub mod listing;
+pub mod mirror;
 pub mod snapshot;
 
 use std::collections::VecDeque;
@@ -30,6 +32,7 @@ use tokio_util::sync::CancellationToken;
 pub use snapshot::Snapshot;
 
 use crate::auth::{self, cache::Auth};
+use crate::db::citus::Topology;
 use crate::sites::{SiteId, SiteMetrics, SiteRow};
 
 /// The channel plume's processes notify and listen on.
@@ -202,6 +205,8 @@ pub struct ChangeHub {
 #[derive(Debug)]
 struct Inner {
     pool: PgPool,
+    /// Where the sites are read from ([`feed_table`]).
+    topology: Topology,
     heads: watch::Sender<Option<Arc<Head>>>,
     refresh: Notify,
     waiters: Arc<Semaphore>,
@@ -218,7 +223,13 @@ impl ChangeHub {
     /// inside a Tokio runtime). They hold two connections of their own, apart from `pool`, and stop
     /// on [`Self::close`].
     /// Revocations heard on the same listener go to `auth`.
-    pub fn start(pool: PgPool, signal: ChangeSignal, max_waiters: usize, auth: Auth) -> Self {
+    pub fn start(
+        pool: PgPool,
+        topology: Topology,
+        signal: ChangeSignal,
+        max_waiters: usize,
+        auth: Auth,
+    ) -> Self {
         let own = PgPoolOptions::new()
             .max_connections(2)
             .min_connections(0)
@@ -226,6 +237,7 @@ impl ChangeHub {
         let hub = Self {
             inner: Arc::new(Inner {
                 pool,
+                topology,
                 heads: watch::Sender::new(None),
                 refresh: Notify::new(),
                 waiters: Arc::new(Semaphore::new(max_waiters)),
@@ -297,7 +309,7 @@ impl ChangeHub {
     /// [`Snapshot::origin`]), only `site` if given.
     pub async fn read(&self, since: &Snapshot, site: Option<SiteId>) -> Result<Head, sqlx::Error> {
         self.inner.requests_read.fetch_add(1, Ordering::Relaxed);
-        read_head(&self.inner.pool, Some(since.xmin()), site).await
+        read_head(&self.inner.pool, self.inner.topology, Some(since.xmin()), site).await
     }
 
     /// Waits until something `watch` waits for has changed since `seen`, and answers with it and
@@ -423,7 +435,7 @@ impl ChangeHub {
                 () = closing.cancelled() => return,
             }
             let horizon = recent_xmins.iter().copied().min();
-            match read_head(&self.inner.pool, horizon, None).await {
+            match read_head(&self.inner.pool, self.inner.topology, horizon, None).await {
                 Ok(head) => {
                     self.inner.heads_read.fetch_add(1, Ordering::Relaxed);
                     if recent_xmins.len() == HEADS_KEPT {
@@ -529,23 +541,30 @@ fn site_row(row: &sqlx::postgres::PgRow) -> Result<Option<SiteRow>, sqlx::Error>
 /// The sites whose last change has an id at or above `horizon` (the snapshot's own xmin if none),
 /// only `site` if given, read in one statement with the snapshot it saw.
 /// Heads hold metrics only: the sites' metadata (up to 16 KiB each) is not read.
-async fn read_head(pool: &PgPool, horizon: Option<u64>, site: Option<SiteId>) -> Result<Head, sqlx::Error> {
-    let rows = sqlx::query(
+async fn read_head(
+    pool: &PgPool,
+    topology: Topology,
+    horizon: Option<u64>,
+    site: Option<SiteId>,
+) -> Result<Head, sqlx::Error> {
+    let statement = format!(
         r#"with now as (select pg_current_snapshot() as snapshot)
            select now.snapshot::text as snapshot, pg_snapshot_xmin(now.snapshot)::text as own_xmin,
-                  s.id, s.name, s.emission_limit_mg, '{}'::text as metadata, s.total_emissions_mg,
+                  s.id, s.name, s.emission_limit_mg, '{{}}'::text as metadata, s.total_emissions_mg,
                   s.reading_count, s.first_reading_at, s.last_reading_at, s.version, s.created_at,
                   s.change_xid::text as change_xid
              from now
-             left join sites s
+             left join {} s
                on s.change_xid >= coalesce($1::text::xid8, pg_snapshot_xmin(now.snapshot))
               and ($2::bigint is null or s.id = $2)
             order by s.id"#,
-    )
-    .bind(horizon.map(|xid| xid.to_string()))
-    .bind(site.map(SiteId::get))
-    .fetch_all(pool)
-    .await?;
+        feed_table(topology)
+    );
+    let rows = sqlx::query(&statement)
+        .bind(horizon.map(|xid| xid.to_string()))
+        .bind(site.map(SiteId::get))
+        .fetch_all(pool)
+        .await?;
     let snapshot = statement_snapshot(&rows)?;
     let own_xmin: String = rows[0].try_get("own_xmin")?;
     let horizon = match horizon {
@@ -569,6 +588,15 @@ async fn read_head(pool: &PgPool, horizon: Option<u64>, site: Option<SiteId>) ->
         sites,
         answers: Mutex::new(Vec::new()),
     })
+}
+
+/// The table the feed reads the sites from: `sites` itself on one node, its copy on the
+/// coordinator on Citus ([`mirror`]).
+fn feed_table(topology: Topology) -> &'static str {
+    match topology {
+        Topology::Single => "sites",
+        Topology::Citus => "site_feed",
+    }
 }
 
 fn parse_xid(text: &str) -> Result<u64, sqlx::Error> {

@@ -18,7 +18,6 @@ use super::query::query;
 use super::sites::readable_site;
 use crate::auth::{Principal, Rule};
 use crate::changes::{listing, Answer, Head, Snapshot, WaitError, Watch, MAX_WAIT};
-use crate::db::citus::Topology;
 use crate::error::{ApiError, FieldError};
 use crate::state::AppState;
 
@@ -73,7 +72,6 @@ async fn get_changes(
     params: Result<Query<ChangesParams>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let params = query(params)?;
-    no_feed_on_citus(&state)?;
     let mut problems = Vec::new();
     let cursor = match params.cursor.as_deref() {
         None | Some("") => Some(None),
@@ -185,7 +183,14 @@ async fn list(
 ) -> Result<Response, ApiError> {
     principal.limits.feed_read().map_err(ApiError::RateLimited)?;
     let scope = principal.client.scope.listed();
-    let read = listing::page(&state.pool, page.after, page.limit, scope).await?;
+    let read = listing::page(
+        &state.pool,
+        state.settings.topology,
+        page.after,
+        page.limit,
+        scope,
+    )
+    .await?;
     let cursor = cursor.unwrap_or(read.snapshot);
     let data = serde_json::value::to_raw_value(&read.sites).expect("metrics serialise");
     let mut envelope = Envelope::ok(&*data).meta("cursor", Value::String(cursor.to_cursor()));
@@ -284,24 +289,12 @@ async fn get_metrics(
     let Some(known) = version.filter(|known| current.version <= *known && !wait.is_zero()) else {
         return Ok(Envelope::ok(current).into_response());
     };
-    no_feed_on_citus(&state)?;
     let watch = Watch::Site { site, version: known };
     let waited = wait_for(&state, &principal, head.snapshot().clone(), watch, wait).await?;
     Ok(match waited {
         Some(found) => Envelope::ok(&*found.data).into_response(),
         None => Envelope::ok(current).into_response(),
     })
-}
-
-/// 503 on a Citus coordinator: the feed's cursor is a snapshot of one node's transaction ids, which
-/// says nothing of the workers' commits.
-fn no_feed_on_citus(state: &AppState) -> Result<(), ApiError> {
-    if state.settings.topology == Topology::Citus {
-        return Err(ApiError::Busy(
-            "the change feed is not available on a Citus cluster: read GET /v2/sites or GET /v1/sites/{id}/metrics without wait".into(),
-        ));
-    }
-    Ok(())
 }
 
 /// Waits as [`crate::changes::ChangeHub::wait`] does, in one of the client's long-poll slots (429

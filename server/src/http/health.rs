@@ -113,7 +113,7 @@ async fn ready(State(state): State<AppState>) -> Result<Envelope<serde_json::Val
         answer["auth"] = json!("off: every caller acts as an admin; for local experiments only");
     }
     if state.settings.topology == Topology::Citus {
-        answer["database"] = json!("citus: tables distributed by site; no change feed");
+        answer["database"] = json!("citus: tables distributed by site");
     }
     Ok(Envelope::ok(answer))
 }

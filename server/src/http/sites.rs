@@ -62,7 +62,7 @@ async fn create_site(
     JsonBody(body): JsonBody,
 ) -> Result<Envelope<Site>, ApiError> {
     let new_site = request::parse_new_site(&body)?;
-    let row = sites::create(&state.pool, &new_site).await?;
+    let row = sites::create(&state.pool, state.settings.topology, &new_site).await?;
     state.change_signal.committed();
     tracing::info!(site_id = row.id, "site created");
     AuditEntry::ok("site.created")

@@ -10,9 +10,10 @@
 //!
 //! Same inputs, same outcomes, same rows as the single-node statement: the suite runs on both.
 //!
-//! Per site: the heads read (only when a reading is not newer than the site's newest), one COPY of
-//! the fresh readings, the late readings' `insert ... on conflict do nothing returning`, the site's
-//! row, its rollups and its sources' heads.
+//! Per site: the heads read (only when a reading is not newer than the site's newest), the fresh
+//! readings' `insert` (no COPY: see [`insert_fresh`]), the late readings' `insert ... on conflict
+//! do nothing returning`, the site's row (and the change feed's copy of it, [`mirror`]), its
+//! rollups and its sources' heads.
 
 use std::collections::HashMap;
 
@@ -22,7 +23,9 @@ use sqlx::{Postgres, Transaction};
 use super::fresh::{self, NewestStored, PartTotals, SiteReading, SourceSpan, Stored};
 use super::processor::IngestError;
 use super::store::{self, LockedSite, Path, SiteOutcome, SiteReadings};
+use crate::changes::mirror;
 use crate::db::citus::{one_site_rows, MAX_ROWS_A_STATEMENT};
+use crate::sites::SiteRow;
 
 /// Stores `parts` by `path`, as [`store::store`] does (same arguments, same outcomes) without its
 /// closing: the caller writes it ([`super::closing::write_by_site`]).
@@ -46,7 +49,11 @@ pub async fn store(
         Path::ConflictChecked => fresh::split(parts, Stored::Anything),
     };
     tracing::debug!(fresh = split.fresh.len(), late = split.late.len(), "split");
-    store::copy_fresh(tx, &split.fresh).await?;
+    for site_fresh in split.fresh.chunk_by(|a, b| a.0 == b.0) {
+        for chunk in site_fresh.chunks(MAX_ROWS_A_STATEMENT) {
+            insert_fresh(tx, chunk).await?;
+        }
+    }
 
     // The late readings that went in, and each part's share of them.
     let mut staged = vec![PartTotals::default(); parts.len()];
@@ -75,15 +82,17 @@ pub async fn store(
     let totals = fresh::totals(&stored);
     let mut totals_after = HashMap::new();
     for site in &totals.sites {
-        let total = sqlx::query_scalar!(
-            "update sites
+        let row = sqlx::query_as!(
+            SiteRow,
+            r#"update sites
                 set total_emissions_mg = total_emissions_mg + $2,
                     reading_count = reading_count + $3,
                     first_reading_at = least(first_reading_at, $4),
                     last_reading_at = greatest(last_reading_at, $5),
                     version = version + 1
               where id = $1
-          returning total_emissions_mg",
+          returning id, name, emission_limit_mg, '{}' as "metadata!", total_emissions_mg, reading_count,
+                    first_reading_at, last_reading_at, version, created_at"#,
             site.site_id,
             site.sum_mg,
             site.readings,
@@ -92,7 +101,8 @@ pub async fn store(
         )
         .fetch_one(&mut **tx)
         .await?;
-        totals_after.insert(site.site_id, total);
+        mirror::record(tx, &row).await?;
+        totals_after.insert(site.site_id, row.total_emissions_mg);
     }
     store::check_totals(&outcomes, locked, &totals_after)?;
     for hours in totals.hours.chunk_by(|a, b| a.site_id == b.site_id) {
@@ -130,6 +140,38 @@ pub async fn store(
         query.execute(&mut **tx).await?;
     }
     Ok(outcomes)
+}
+
+/// Inserts `fresh` (one site's readings, newer than any stored for their source) as they are: a
+/// unique violation means one was stored after all ([`IngestError::FreshConflict`]). Not by COPY,
+/// as on one node: Citus commits a transaction that COPYed into a shard in two phases, even when
+/// one worker took everything, and a plain `insert` lets it commit in one.
+async fn insert_fresh(
+    tx: &mut Transaction<'static, Postgres>,
+    fresh: &[SiteReading<'_>],
+) -> Result<(), IngestError> {
+    let Some((site, _)) = fresh.first() else {
+        return Ok(());
+    };
+    let statement = format!(
+        "insert into measurements (site_id, source_id, measured_at, value_mg) values {}",
+        one_site_rows(1, 3, fresh.len())
+    );
+    let mut query = sqlx::query(&statement).bind(site.get());
+    for (_, reading) in fresh {
+        query = query
+            .bind(&reading.source_id)
+            .bind(reading.measured_at)
+            .bind(reading.value.mg());
+    }
+    query
+        .execute(&mut **tx)
+        .await
+        .map_err(|error| match crate::db::citus::is_unique_violation(&error) {
+            true => IngestError::FreshConflict(error),
+            false => error.into(),
+        })?;
+    Ok(())
 }
 
 /// Inserts `late` (one site's readings, each with its part) with `on conflict do nothing`, and

@@ -12,6 +12,7 @@ use sqlx::PgPool;
 use serde_json::value::RawValue;
 use ts_rs::TS;
 
+use crate::db::citus::Topology;
 use crate::quantity::Milligrams;
 
 /// A site's id: a positive integer.
@@ -196,10 +197,15 @@ impl From<SiteRow> for SiteMetrics {
     }
 }
 
-/// Stores a new site.
+/// Stores a new site (on Citus, with the change feed's copy of it).
 #[tracing::instrument(skip(pool, new_site), fields(name = %new_site.name))]
-pub async fn create(pool: &PgPool, new_site: &request::NewSite) -> Result<SiteRow, sqlx::Error> {
-    sqlx::query_as!(
+pub async fn create(
+    pool: &PgPool,
+    topology: Topology,
+    new_site: &request::NewSite,
+) -> Result<SiteRow, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let row = sqlx::query_as!(
         SiteRow,
         r#"insert into sites (name, emission_limit_mg, metadata) values ($1, $2, $3::text::jsonb)
          returning id, name, emission_limit_mg, metadata::text as "metadata!", total_emissions_mg, reading_count,
@@ -208,8 +214,13 @@ pub async fn create(pool: &PgPool, new_site: &request::NewSite) -> Result<SiteRo
         new_site.emission_limit.mg(),
         new_site.metadata,
     )
-    .fetch_one(pool)
-    .await
+    .fetch_one(&mut *tx)
+    .await?;
+    if topology == Topology::Citus {
+        crate::changes::mirror::record(&mut tx, &row).await?;
+    }
+    tx.commit().await?;
+    Ok(row)
 }
 
 /// One site, if it exists.

@@ -13,6 +13,30 @@ use sqlx::{Connection, Executor};
 
 use crate::helpers::{batch, hours_ago, spawn_app, spawn_app_on, spawn_app_with, status_and_body, TestApp};
 
+/// Changes `site` in `connection`'s transaction (outside plume: a writer the test controls) as a
+/// plume process would on the app's database: on Citus, with the change feed's copy of the site.
+async fn change_site(app: &TestApp, connection: &mut sqlx::PgConnection, site: i64) {
+    sqlx::query("update sites set version = version + 1, reading_count = reading_count where id = $1")
+        .bind(site)
+        .execute(&mut *connection)
+        .await
+        .unwrap();
+    if app.state.settings.topology == plume::db::citus::Topology::Citus {
+        sqlx::query(
+            "insert into site_feed (id, name, emission_limit_mg, total_emissions_mg, reading_count,
+                                    first_reading_at, last_reading_at, version, created_at)
+             select id, name, emission_limit_mg, total_emissions_mg, reading_count,
+                    first_reading_at, last_reading_at, version, created_at
+               from sites where id = $1
+             on conflict (id) do update set version = excluded.version, change_xid = pg_current_xact_id()",
+        )
+        .bind(site)
+        .execute(&mut *connection)
+        .await
+        .unwrap();
+    }
+}
+
 /// `GET /v2/changes` with `cursor` (if any) and `wait`: the changed sites and the next cursor.
 async fn changes(app: &TestApp, cursor: Option<&str>, wait: f64) -> (Vec<Value>, String) {
     let path = match cursor {
@@ -128,11 +152,7 @@ async fn a_transaction_that_commits_late_is_not_skipped() {
     // The early transaction changes its site and stays open.
     let mut open = sqlx::PgConnection::connect(&app.database_url).await.unwrap();
     open.execute("begin").await.unwrap();
-    sqlx::query("update sites set version = version + 1, reading_count = reading_count where id = $1")
-        .bind(early)
-        .execute(&mut open)
-        .await
-        .unwrap();
+    change_site(&app, &mut open, early).await;
     // A later transaction commits through the API.
     ingest_one(&app, late, "late-1", 4).await;
     let (changed, after_late) = changes(&app, Some(&cursor), 0.0).await;
@@ -358,11 +378,9 @@ async fn after_the_listener_reconnects_every_waiter_looks_again() {
     let waiter = in_background(&app, format!("/v2/changes?cursor={cursor}&wait=30"));
     tokio::time::sleep(Duration::from_millis(300)).await;
     // A change that notifies nobody, then the listener's connection is cut.
-    sqlx::query("update sites set version = version + 1 where id = $1")
-        .bind(site)
-        .execute(&app.pool)
-        .await
-        .unwrap();
+    let mut writer = app.pool.acquire().await.unwrap();
+    change_site(&app, &mut writer, site).await;
+    drop(writer);
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(!waiter.is_finished(), "no notification, no wake-up");
     sqlx::query(
