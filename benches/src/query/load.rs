@@ -51,8 +51,9 @@ pub(crate) async fn ceiling(args: &Args, db: &BenchDatabase) -> anyhow::Result<(
     }
     let seconds = started.elapsed().as_secs_f64();
     let name = url
-        .rsplit('/')
+        .split('?')
         .next()
+        .and_then(|base| base.rsplit('/').next())
         .context("a database URL names its database")?;
     sqlx::query(&format!("drop database {name}"))
         .execute(&db.pool)

@@ -37,6 +37,11 @@ pub(crate) struct Args {
     /// loaded (the seed adds only missing sites) and goes straight to the measurements.
     #[arg(long)]
     pub(crate) reuse_database: Option<String>,
+    /// --database-url names a Citus coordinator (a database with the workers registered): the
+    /// fresh database is made on every node and distributed by site, as `plume migrate --citus`
+    /// leaves it. The ceiling's `psql \copy` runs into a plain database on the coordinator.
+    #[arg(long, requires = "database_url")]
+    pub(crate) citus: bool,
     /// The `plume` binary to seed with and serve (build it with `cargo build --release`).
     #[arg(long, default_value = "target/release/plume")]
     pub(crate) plume_binary: PathBuf,
@@ -113,6 +118,13 @@ async fn main() -> anyhow::Result<()> {
     // readings: more disk than the data.
     let db = match &args.reuse_database {
         Some(url) => BenchDatabase::existing(url, &pool).await?,
+        None if args.citus => {
+            let url = args
+                .database_url
+                .as_deref()
+                .expect("--citus requires --database-url");
+            BenchDatabase::on_citus(url, &pool).await?
+        }
         None => {
             BenchDatabase::create_with(args.database_url.as_deref(), &pool, &[("max_wal_size", "4GB")])
                 .await?
