@@ -11,7 +11,7 @@
 //! Same inputs, same outcomes, same rows as the single-node statement: the suite runs on both.
 //!
 //! Per site: the heads read (only when a reading is not newer than the site's newest), the fresh
-//! readings' `insert` (no COPY: see [`insert_fresh`]), the late readings' `insert ... on conflict
+//! readings' `insert` (a COPY for a transaction of several sites: see [`insert_fresh`]), the late readings' `insert ... on conflict
 //! do nothing returning`, the site's row (and the change feed's copy of it, [`mirror`]), its
 //! rollups and its sources' heads.
 
@@ -49,10 +49,15 @@ pub async fn store(
         Path::ConflictChecked => fresh::split(parts, Stored::Anything),
     };
     tracing::debug!(fresh = split.fresh.len(), late = split.late.len(), "split");
-    for site_fresh in split.fresh.chunk_by(|a, b| a.0 == b.0) {
-        for chunk in site_fresh.chunks(MAX_ROWS_A_STATEMENT) {
+    // One site: plain inserts, so that the transaction commits in one phase on its worker. Several
+    // (a v2 request): they span workers and commit in two phases anyway, and one COPY is cheaper.
+    let one_site = parts.windows(2).all(|pair| pair[0].site_id == pair[1].site_id);
+    if one_site {
+        for chunk in split.fresh.chunks(MAX_ROWS_A_STATEMENT) {
             insert_fresh(tx, chunk).await?;
         }
+    } else {
+        store::copy_fresh(tx, &split.fresh).await?;
     }
 
     // The late readings that went in, and each part's share of them.
@@ -145,7 +150,7 @@ pub async fn store(
 /// Inserts `fresh` (one site's readings, newer than any stored for their source) as they are: a
 /// unique violation means one was stored after all ([`IngestError::FreshConflict`]). Not by COPY,
 /// as on one node: Citus commits a transaction that COPYed into a shard in two phases, even when
-/// one worker took everything, and a plain `insert` lets it commit in one.
+/// one worker took everything, and a plain `insert` lets a one-site transaction commit in one.
 async fn insert_fresh(
     tx: &mut Transaction<'static, Postgres>,
     fresh: &[SiteReading<'_>],

@@ -331,7 +331,7 @@ pub(super) fn check_totals(
 
 /// COPYs `fresh` (readings newer than any stored for their source) straight into `measurements`;
 /// a unique violation means one was stored after all ([`IngestError::FreshConflict`]).
-async fn copy_fresh(
+pub(super) async fn copy_fresh(
     tx: &mut Transaction<'static, Postgres>,
     fresh: &[SiteReading<'_>],
 ) -> Result<(), IngestError> {
