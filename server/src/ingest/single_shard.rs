@@ -11,9 +11,10 @@
 //! Same inputs, same outcomes, same rows as the single-node statement: the suite runs on both.
 //!
 //! Per site: the heads read (only when a reading is not newer than the site's newest), the fresh
-//! readings' `insert` (a COPY for a transaction of several sites: see [`insert_fresh`]), the late readings' `insert ... on conflict
-//! do nothing returning`, the site's row (and the change feed's copy of it, [`mirror`]), its
-//! rollups and its sources' heads.
+//! readings' `insert` (a COPY for a transaction of several sites: see [`insert_fresh`]), the late
+//! readings' `insert ... on conflict do nothing returning`, the site's row (and the change feed's
+//! copy of it, [`mirror`]), its rollups and its sources' heads; a statement lists at most
+//! [`MAX_ROWS_A_STATEMENT`] rows.
 
 use std::collections::HashMap;
 
@@ -110,7 +111,8 @@ pub async fn store(
         totals_after.insert(site.site_id, row.total_emissions_mg);
     }
     store::check_totals(&outcomes, locked, &totals_after)?;
-    for hours in totals.hours.chunk_by(|a, b| a.site_id == b.site_id) {
+    let hours_by_site = totals.hours.chunk_by(|a, b| a.site_id == b.site_id);
+    for hours in hours_by_site.flat_map(|hours| hours.chunks(MAX_ROWS_A_STATEMENT)) {
         let statement = format!(
             "insert into hourly_rollups as r (site_id, hour, sum_mg, readings, min_mg, max_mg)
              values {}
@@ -131,7 +133,8 @@ pub async fn store(
         query.execute(&mut **tx).await?;
     }
     let heads = fresh::heads(&spans);
-    for heads in heads.chunk_by(|a, b| a.0 == b.0) {
+    let heads_by_site = heads.chunk_by(|a, b| a.0 == b.0);
+    for heads in heads_by_site.flat_map(|heads| heads.chunks(MAX_ROWS_A_STATEMENT)) {
         let statement = format!(
             "insert into source_heads as h (site_id, source_id, newest_at)
              values {}
