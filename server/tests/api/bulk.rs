@@ -357,3 +357,43 @@ async fn readings_outside_the_window_are_refused_unless_the_request_is_a_retry()
     assert_eq!(paths(&body), ["line 2.timestamp"]);
     assert_eq!(app.assert_totals_match_rows(site).await, (4_000_000, 1));
 }
+
+/// More hours and sources for one site than one statement can list on Citus, where each row of a
+/// site's rollups is five parameters (14,000 hours: 70,000 of PostgreSQL's 65,535): one reading an
+/// hour, each from a source of its own, for one site, then for two.
+#[tokio::test]
+async fn a_request_whose_site_spans_more_hours_and_sources_than_one_statement_lists_is_stored_whole() {
+    let app = spawn_app().await;
+    let a = app.create_site("Wide A", "100000").await;
+    let b = app.create_site("Wide B", "100000").await;
+    let readings = |site: i64, count: usize| -> Vec<(i64, String, String, String)> {
+        (0..count)
+            .map(|i| {
+                let at = hours_ago(i as i64 + 1);
+                (site, format!("source-{i}"), at, "0.001".to_owned())
+            })
+            .collect()
+    };
+    let one_site = readings(a, 14_000);
+    let (status, body) = status_and_body(app.bulk(Some("wide-1"), NDJSON, as_ndjson(&one_site)).await).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_eq!(body["data"]["readings_accepted"], 14_000);
+    assert_eq!(app.assert_totals_match_rows(a).await, (14_000_000, 14_000));
+
+    let mut two_sites = readings(b, 5_500);
+    two_sites.extend(readings(a, 14_001).into_iter().skip(14_000));
+    let (status, body) = status_and_body(app.bulk(Some("wide-2"), NDJSON, as_ndjson(&two_sites)).await).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_eq!(body["data"]["readings_accepted"], 5_501);
+    assert_eq!(app.assert_totals_match_rows(a).await, (14_001_000, 14_001));
+    assert_eq!(app.assert_totals_match_rows(b).await, (5_500_000, 5_500));
+    let (heads, hours): (i64, i64) = sqlx::query_as(
+        "select (select count(*) from source_heads where site_id = $1),
+                (select count(*) from hourly_rollups where site_id = $1)",
+    )
+    .bind(a)
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!((heads, hours), (14_001, 14_001));
+}
