@@ -21,10 +21,11 @@ use std::collections::HashMap;
 use chrono::{DateTime, Utc};
 use sqlx::{Postgres, Transaction};
 
-use super::fresh::{self, NewestStored, PartTotals, SiteReading, SourceSpan, Stored};
+use super::fresh::{self, NewestStored, PartTotals, SiteReading, SourceSpan};
 use super::processor::IngestError;
 use super::store::{self, LockedSite, Path, SiteOutcome, SiteReadings};
 use crate::changes::mirror;
+use crate::db::citus::Topology;
 use crate::db::citus::{one_site_rows, MAX_ROWS_A_STATEMENT};
 use crate::sites::SiteRow;
 
@@ -37,19 +38,7 @@ pub async fn store(
     locked: &[LockedSite],
     path: Path,
 ) -> Result<Vec<SiteOutcome>, IngestError> {
-    debug_assert!(parts
-        .windows(2)
-        .all(|pair| pair[0].site_id.get() <= pair[1].site_id.get()));
-    let spans = fresh::source_spans(parts);
-    let newest;
-    let split = match path {
-        Path::InOrder => {
-            newest = newest_stored(tx, &spans, locked).await?;
-            fresh::split(parts, Stored::Newest(&newest))
-        }
-        Path::ConflictChecked => fresh::split(parts, Stored::Anything),
-    };
-    tracing::debug!(fresh = split.fresh.len(), late = split.late.len(), "split");
+    let (spans, split) = store::split(tx, parts, locked, path, Topology::Citus).await?;
     // One site: plain inserts, so that the transaction commits in one phase on its worker. Several
     // (a v2 request): they span workers and commit in two phases anyway, and one COPY is cheaper.
     let one_site = parts.windows(2).all(|pair| pair[0].site_id == pair[1].site_id);
@@ -225,23 +214,12 @@ async fn insert_late<'r, 'a>(
         .collect()
 }
 
-/// [`store`]'s heads read, a site a statement: the newest stored time of each (site, source) of
-/// `spans` whose earliest reading is not after its site's newest stored one.
-async fn newest_stored(
+/// The head of each (site, source) of `wanted`, a site a statement.
+pub(super) async fn newest_stored(
     tx: &mut Transaction<'static, Postgres>,
-    spans: &[SourceSpan<'_>],
-    locked: &[LockedSite],
+    wanted: &[&SourceSpan<'_>],
 ) -> Result<NewestStored, sqlx::Error> {
-    let mut wanted: Vec<&SourceSpan<'_>> = spans
-        .iter()
-        .filter(|span| {
-            let last = locked
-                .binary_search_by_key(&span.site_id.get(), |s| s.site_id.get())
-                .ok()
-                .and_then(|index| locked[index].last_reading_at);
-            last.is_some_and(|last| span.earliest <= last)
-        })
-        .collect();
+    let mut wanted = wanted.to_vec();
     wanted.sort_by_key(|span| span.site_id.get());
     let mut newest = NewestStored::new();
     for site_spans in wanted.chunk_by(|a, b| a.site_id == b.site_id) {

@@ -21,7 +21,7 @@ use chrono::{DateTime, Utc};
 
 use super::closing::{self, Closing};
 use super::copy::{self, COPY_MEASUREMENTS, COPY_STAGING};
-use super::fresh::{self, NewestStored, PartTotals, SiteReading, SourceSpan, Stored};
+use super::fresh::{self, NewestStored, PartTotals, SiteReading, SourceSpan, Split, Stored};
 use super::processor::IngestError;
 use super::single_shard;
 use super::Reading;
@@ -210,19 +210,7 @@ pub async fn store(
     path: Path,
     close: Option<Close<'_>>,
 ) -> Result<(Vec<SiteOutcome>, Option<Closing>), IngestError> {
-    debug_assert!(parts
-        .windows(2)
-        .all(|pair| pair[0].site_id.get() <= pair[1].site_id.get()));
-    let spans = fresh::source_spans(parts);
-    let newest;
-    let split = match path {
-        Path::InOrder => {
-            newest = newest_stored(tx, &spans, locked).await?;
-            fresh::split(parts, Stored::Newest(&newest))
-        }
-        Path::ConflictChecked => fresh::split(parts, Stored::Anything),
-    };
-    tracing::debug!(fresh = split.fresh.len(), late = split.late.len(), "split");
+    let (spans, split) = split(tx, parts, locked, path, Topology::Single).await?;
     copy_fresh(tx, &split.fresh).await?;
     if !split.late.is_empty() {
         copy_in(
@@ -300,6 +288,31 @@ pub async fn store(
     };
     check_totals(&outcomes, locked, &totals_after)?;
     Ok((outcomes, closing))
+}
+
+/// The (site, source) spans of `parts` (sorted by site), and `parts` split by `path` into fresh and
+/// late readings ([`fresh::split`]): in order against the heads they need, read in the statements
+/// `topology` wants, or against anything stored.
+pub(super) async fn split<'a>(
+    tx: &mut Transaction<'static, Postgres>,
+    parts: &[&'a SiteReadings],
+    locked: &[LockedSite],
+    path: Path,
+    topology: Topology,
+) -> Result<(Vec<SourceSpan<'a>>, Split<'a>), sqlx::Error> {
+    debug_assert!(parts
+        .windows(2)
+        .all(|pair| pair[0].site_id.get() <= pair[1].site_id.get()));
+    let spans = fresh::source_spans(parts);
+    let wanted = heads_wanted(&spans, locked);
+    let newest = match (path, topology) {
+        (Path::InOrder, Topology::Single) => Some(newest_stored(tx, &wanted).await?),
+        (Path::InOrder, Topology::Citus) => Some(single_shard::newest_stored(tx, &wanted).await?),
+        (Path::ConflictChecked, _) => None,
+    };
+    let split = fresh::split(parts, newest.as_ref().map_or(Stored::Anything, Stored::Newest));
+    tracing::debug!(fresh = split.fresh.len(), late = split.late.len(), "split");
+    Ok((spans, split))
 }
 
 /// Checks that every site's total moved, in the database, by exactly what its parts say they
@@ -387,15 +400,11 @@ pub(super) fn outcomes(
     Ok(outcomes)
 }
 
-/// The head of each (site, source) in `spans` that may have readings at or after its earliest one
-/// in the batch. A site whose earliest reading is after its newest stored one (`last_reading_at`)
-/// needs no look at all: the common case, answered without a query.
-async fn newest_stored(
-    tx: &mut Transaction<'static, Postgres>,
-    spans: &[SourceSpan<'_>],
-    locked: &[LockedSite],
-) -> Result<NewestStored, sqlx::Error> {
-    let wanted: Vec<&SourceSpan<'_>> = spans
+/// The (site, source) spans whose heads must be read: those that may have readings stored at or
+/// after their earliest one in the batch. A site whose earliest reading is after its newest stored
+/// one (`last_reading_at`) needs no look at all: the common case, answered without a query.
+fn heads_wanted<'s, 'a>(spans: &'s [SourceSpan<'a>], locked: &[LockedSite]) -> Vec<&'s SourceSpan<'a>> {
+    spans
         .iter()
         .filter(|span| {
             let last = locked
@@ -404,7 +413,14 @@ async fn newest_stored(
                 .and_then(|index| locked[index].last_reading_at);
             last.is_some_and(|last| span.earliest <= last)
         })
-        .collect();
+        .collect()
+}
+
+/// The head of each (site, source) of `wanted`, in one statement.
+async fn newest_stored(
+    tx: &mut Transaction<'static, Postgres>,
+    wanted: &[&SourceSpan<'_>],
+) -> Result<NewestStored, sqlx::Error> {
     if wanted.is_empty() {
         return Ok(NewestStored::new());
     }

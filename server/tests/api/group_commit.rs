@@ -11,6 +11,17 @@ use serde_json::json;
 
 use crate::helpers::*;
 
+/// `batches` stored together through the app's pool, as its group committer would.
+async fn store(app: &TestApp, batches: Vec<IngestBatch>) -> Vec<Result<Outcome, IngestError>> {
+    store_together(
+        &app.app_pool,
+        &app.state.metrics,
+        app.state.settings.topology,
+        batches,
+    )
+    .await
+}
+
 /// A batch of `n` readings of `mg` from source "a", one a minute from `start`.
 fn batch_of(site: i64, key: &str, start: &str, n: usize, mg: i64) -> IngestBatch {
     let minutes: Vec<i64> = (0..n as i64).collect();
@@ -39,13 +50,7 @@ async fn batches_for_several_sites_share_a_transaction_and_each_gets_its_own_rec
         batch_of(a, "a-1", &start, 3, 2_000),
         batch_of(999_999, "x-1", &start, 1, 1),
     ];
-    let outcomes = store_together(
-        &app.app_pool,
-        &app.state.metrics,
-        app.state.settings.topology,
-        batches,
-    )
-    .await;
+    let outcomes = store(&app, batches).await;
 
     let (b_receipt, a_receipt) = (stored(&outcomes[0]), stored(&outcomes[1]));
     assert!(matches!(outcomes[2], Err(IngestError::SiteNotFound(_))));
@@ -102,13 +107,7 @@ async fn a_group_that_cannot_commit_stores_its_batches_one_at_a_time() {
         batch_of(a, "a-1", &start, 2, 2_000),
         batch_of(b, "b-1", &start, 2, 1_000),
     ];
-    let outcomes = store_together(
-        &app.app_pool,
-        &app.state.metrics,
-        app.state.settings.topology,
-        batches,
-    )
-    .await;
+    let outcomes = store(&app, batches).await;
 
     match &outcomes[0] {
         Ok(Outcome::Replayed(receipt)) => assert_eq!(receipt.readings_accepted, 2),
@@ -156,13 +155,7 @@ async fn one_sites_batches_share_a_transaction_each_answered_as_if_stored_alone_
         batch_at(a, "a-3", &start, &[-10, 5], 1_000),
         batch_at(a, "a-4", &start, &[-20, -10], 1_000),
     ];
-    let outcomes = store_together(
-        &app.app_pool,
-        &app.state.metrics,
-        app.state.settings.topology,
-        batches,
-    )
-    .await;
+    let outcomes = store(&app, batches).await;
 
     let summary: Vec<(u64, u64, i64, bool)> = [0, 1, 3, 4]
         .iter()
@@ -236,13 +229,7 @@ async fn a_key_sent_twice_into_one_group_is_stored_once_and_replayed_once() {
         batch_at(a, "a-1", &start, &[0, 1], 2_000),
         batch_at(a, "a-1", &start, &[7], 2_000),
     ];
-    let outcomes = store_together(
-        &app.app_pool,
-        &app.state.metrics,
-        app.state.settings.topology,
-        batches,
-    )
-    .await;
+    let outcomes = store(&app, batches).await;
 
     assert_eq!(stored(&outcomes[0]).readings_accepted, 2);
     assert_eq!(stored(&outcomes[1]).readings_accepted, 1);
