@@ -766,6 +766,10 @@ pub struct ServeArgs {
     /// docs/BENCHMARKS.md for how many suit two cores.
     #[arg(long, env = "PLUME_GROUP_WORKERS", default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=64))]
     pub group_workers: u16,
+    /// The most v1 batches one group-commit transaction holds (1 turns grouping off: each batch
+    /// in a transaction of its own).
+    #[arg(long, env = "PLUME_GROUP_MAX_BATCHES", default_value_t = 64, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub group_max_batches: u16,
     /// Do not load the demo data (otherwise loaded when the embedded database has no sites yet).
     #[arg(long, env = "PLUME_NO_DEMO")]
     pub no_demo: bool,
@@ -844,6 +848,7 @@ impl ServeArgs {
             group: crate::ingest::group::GroupSettings {
                 workers: usize::from(self.group_workers),
                 linger: Duration::from_micros(self.group_linger_us),
+                max_batches: usize::from(self.group_max_batches),
                 topology: crate::db::citus::Topology::Single,
             },
             auth: self.auth.settings(),

@@ -56,6 +56,8 @@ pub struct GroupSettings {
     pub workers: usize,
     /// How long a busy worker waits for more batches.
     pub linger: Duration,
+    /// The most batches a transaction holds, at most [`MAX_GROUP`]; 1 turns grouping off.
+    pub max_batches: usize,
     /// The database's kind. On Citus a transaction holds one site's batches only (one shard, no
     /// two-phase commit), so a worker stores what it took site by site, in arrival order.
     pub topology: Topology,
@@ -82,6 +84,7 @@ impl Default for GroupSettings {
         Self {
             workers: WORKERS,
             linger: LINGER,
+            max_batches: MAX_GROUP,
             topology: Topology::Single,
         }
     }
@@ -153,6 +156,7 @@ async fn work(
     settings: GroupSettings,
 ) {
     let linger = settings.linger;
+    let most = settings.max_batches.clamp(1, MAX_GROUP);
     let mut busy = false;
     loop {
         let mut group = Vec::new();
@@ -160,13 +164,13 @@ async fn work(
             Some(job) => group.push(job),
             None => return,
         }
-        while group.len() < MAX_GROUP {
+        while group.len() < most {
             let Ok(job) = jobs.try_recv() else { break };
             group.push(job);
         }
         if busy && !linger.is_zero() {
             let deadline = Instant::now() + linger;
-            while group.len() < MAX_GROUP {
+            while group.len() < most {
                 match tokio::time::timeout_at(deadline, jobs.recv()).await {
                     Ok(Some(job)) => group.push(job),
                     // The deadline passed, or every handle is gone: run what is in hand.

@@ -243,3 +243,31 @@ async fn a_key_sent_twice_into_one_group_is_stored_once_and_replayed_once() {
     assert_eq!(app.assert_totals_match_rows(a).await, (4_000, 2));
     assert_eq!(app.assert_totals_match_rows(b).await, (1_000, 1));
 }
+
+/// `--group-max-batches 1` turns grouping off: many batches at once, each in a transaction of its
+/// own, all stored.
+#[tokio::test]
+async fn with_grouping_off_every_batch_commits_alone() {
+    let settings = plume::state::Settings {
+        group: plume::ingest::group::GroupSettings {
+            max_batches: 1,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let app = spawn_app_with(settings, plume::db::PoolSettings::default()).await;
+    let site = app.create_site("Alone", "1000000").await;
+    let start = hours_ago(10);
+    let requests = (0..24).map(|n| {
+        let body = json!({"site_id": site, "readings": readings(&format!("s{n}"), &start, 20, "1")});
+        let app = &app;
+        async move { app.ingest(&format!("alone-{n}"), &body).await.status() }
+    });
+    let statuses = futures_util::future::join_all(requests).await;
+    assert!(
+        statuses.iter().all(|status| *status == StatusCode::CREATED),
+        "{statuses:?}"
+    );
+    assert_eq!(app.assert_totals_match_rows(site).await, (480_000_000, 480));
+    assert_eq!(app.metric("plume_ingest_group_commits_total").await, 0.0);
+}
