@@ -192,6 +192,9 @@ fn on_node(url: &str, host: &str, port: i32) -> String {
     url.to_string()
 }
 
+/// Shards a distributed table of a test database has (`citus.shard_count`).
+const TEST_SHARD_COUNT: u32 = 4;
+
 /// A fresh database on the Citus cluster: made on every worker and the coordinator with the citus
 /// and pg_partman extensions, the workers registered, migrated, its partitions made and its tables
 /// distributed, as `plume migrate --citus` does.
@@ -203,6 +206,18 @@ async fn citus_database(server: &TestServer, name: &str) {
     let url = db::citus::create_database(&server.admin_url, name)
         .await
         .expect("making a Citus test database");
+    // Four shards a table, not Citus's 32: still two on each worker, so sites of one test land on
+    // both, and the database is made in half the time (every partition of every table is made
+    // once a shard). The rebalance scenario keeps 32.
+    let admin = db::connect_plain(&server.admin_url).await.unwrap();
+    sqlx::query(&format!(
+        "alter database {} set citus.shard_count = {TEST_SHARD_COUNT}",
+        partitioning::quote_ident(name)
+    ))
+    .execute(&admin)
+    .await
+    .unwrap();
+    admin.close().await;
     let coordinator = db::connect_plain(&url).await.unwrap();
     migrate::run(&url).await.expect("migrating a Citus test database");
     partitioning::ensure_window_covered(&coordinator, Default::default(), chrono::Utc::now())
