@@ -304,11 +304,15 @@ pub(super) async fn split<'a>(
         .windows(2)
         .all(|pair| pair[0].site_id.get() <= pair[1].site_id.get()));
     let spans = fresh::source_spans(parts);
-    let wanted = heads_wanted(&spans, locked);
-    let newest = match (path, topology) {
-        (Path::InOrder, Topology::Single) => Some(newest_stored(tx, &wanted).await?),
-        (Path::InOrder, Topology::Citus) => Some(single_shard::newest_stored(tx, &wanted).await?),
-        (Path::ConflictChecked, _) => None,
+    let newest = match path {
+        Path::InOrder => {
+            let wanted = heads_wanted(&spans, locked);
+            Some(match topology {
+                Topology::Single => newest_stored(tx, &wanted).await?,
+                Topology::Citus => single_shard::newest_stored(tx, &wanted).await?,
+            })
+        }
+        Path::ConflictChecked => None,
     };
     let split = fresh::split(parts, newest.as_ref().map_or(Stored::Anything, Stored::Newest));
     tracing::debug!(fresh = split.fresh.len(), late = split.late.len(), "split");
