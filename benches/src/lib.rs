@@ -140,18 +140,9 @@ impl BenchDatabase {
     /// The URL of another fresh, migrated database on the same server.
     pub async fn on_same_server(&self) -> anyhow::Result<String> {
         let name = format!("bench_{}", uuid::Uuid::new_v4().simple());
-        // The query string (`?sslmode=disable` on Citus) is kept.
-        let (base, query) = self
-            .url
-            .split_once('?')
-            .map_or((self.url.as_str(), String::new()), |(base, query)| {
-                (base, format!("?{query}"))
-            });
-        let (server, _) = base
-            .rsplit_once('/')
-            .context("the database URL has no database name")?;
         db::create_database_if_missing(&self.url, &name).await?;
-        let url = format!("{server}/{name}{query}");
+        // The query string (`?sslmode=disable` on Citus) is kept.
+        let url = db::with_database(&self.url, &name);
         migrate::run(&url)
             .await
             .context("migrating the baseline database")?;

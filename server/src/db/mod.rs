@@ -209,6 +209,19 @@ async fn start_embedded(dir: &Path) -> anyhow::Result<EmbeddedCluster> {
     Ok(cluster)
 }
 
+/// `url` with its database (the path) replaced by `database`; the query string is kept.
+pub fn with_database(url: &str, database: &str) -> String {
+    let (base, query) = url
+        .split_once('?')
+        .map_or((url, None), |(base, query)| (base, Some(query)));
+    let authority = base.find("://").map_or(0, |at| at + 3);
+    let path = base[authority..]
+        .find('/')
+        .map_or(base.len(), |at| authority + at);
+    let query = query.map(|query| format!("?{query}")).unwrap_or_default();
+    format!("{}/{database}{query}", &base[..path])
+}
+
 /// Creates `name` on the server behind `admin_url` unless it exists.
 pub async fn create_database_if_missing(admin_url: &str, name: &str) -> anyhow::Result<()> {
     let admin = connect_plain(admin_url).await?;
@@ -237,4 +250,21 @@ pub async fn connect_plain(database_url: &str) -> Result<PgPool, sqlx::Error> {
         .max_connections(1)
         .connect_with(options)
         .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::with_database;
+
+    #[test]
+    fn a_database_url_names_another_database_and_keeps_its_options() {
+        assert_eq!(
+            with_database(
+                "postgres://postgres:pw@127.0.0.1:5432/postgres?sslmode=disable",
+                "test_1"
+            ),
+            "postgres://postgres:pw@127.0.0.1:5432/test_1?sslmode=disable"
+        );
+        assert_eq!(with_database("postgres://h:1", "t"), "postgres://h:1/t");
+    }
 }

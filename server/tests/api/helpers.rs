@@ -45,7 +45,7 @@ struct TestServer {
 
 impl TestServer {
     fn url(&self, database: &str) -> String {
-        with_database(&self.admin_url, database)
+        db::with_database(&self.admin_url, database)
     }
 }
 
@@ -228,31 +228,6 @@ async fn citus_database(server: &TestServer, name: &str) {
         .expect("distributing a Citus test database");
     db::roles::grant(&coordinator, APP_ROLE).await.unwrap();
     coordinator.close().await;
-}
-
-/// `url` with its database (the path) replaced by `database`; the query string is kept.
-fn with_database(url: &str, database: &str) -> String {
-    let (base, query) = url
-        .split_once('?')
-        .map_or((url, None), |(base, query)| (base, Some(query)));
-    let authority = base.find("://").map_or(0, |at| at + 3);
-    let path = base[authority..]
-        .find('/')
-        .map_or(base.len(), |at| authority + at);
-    let query = query.map(|query| format!("?{query}")).unwrap_or_default();
-    format!("{}/{database}{query}", &base[..path])
-}
-
-#[test]
-fn a_database_url_names_another_database_and_keeps_its_options() {
-    assert_eq!(
-        with_database(
-            "postgres://postgres:pw@127.0.0.1:5432/postgres?sslmode=disable",
-            "test_1"
-        ),
-        "postgres://postgres:pw@127.0.0.1:5432/test_1?sslmode=disable"
-    );
-    assert_eq!(with_database("postgres://h:1", "t"), "postgres://h:1/t");
 }
 
 /// The harness's own cluster's data directory and port.
